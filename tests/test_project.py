@@ -1,0 +1,58 @@
+"""The project's own set-up: pins, environment.yml ↔ pyproject.toml, profiles ↔ notebooks."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hw2lib import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pip_reqs_env():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return {r for r in pip if not r.startswith("-e")}, env
+
+
+def test_torch_pins():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
+
+
+def test_environment_yml_agrees_with_pyproject():
+    proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    want = set(proj["dependencies"]) | set(proj["optional-dependencies"]["dev"])
+    got, env = _pip_reqs_env()
+    assert got == want, f"only in environment.yml: {got - want}; only in pyproject: {want - got}"
+    assert "python=3.11" in env["dependencies"]
+
+
+@pytest.mark.parametrize("name", run.NOTEBOOKS)
+def test_notebook_committed_clean_with_tagged_parameters(name):
+    nb = json.loads(run.notebook_path(name).read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1
+    src = "".join(tagged[0]["source"])
+    for p in run.RUNNER_PARAMS:
+        assert re.search(rf"^{p} = ", src, re.M), f"{name}: parameters cell lacks {p}"
+
+
+@pytest.mark.parametrize("profile", run.PROFILES)
+@pytest.mark.parametrize("name", run.NOTEBOOKS)
+def test_profiles_only_use_known_parameters(profile, name):
+    params = run.load_profile(profile)[name]
+    # raises RunnerError on any key the notebook's parameters cell does not define
+    resolved = run.resolve_parameters(name, params, {})
+    assert resolved == params
+
+
+def test_ci_runs_make_test():
+    ci = (ROOT / ".ci/run").read_text()
+    assert "make test" in ci and "HW2_EUROSAT_ZIP" in ci
