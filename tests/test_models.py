@@ -1,0 +1,352 @@
+"""hw2lib.models: every registered model trains a step, counts match torchvision or the block
+formulas, weights load from a local file / the hub cache, and no download is ever attempted."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision.models as tvm
+from torch import nn
+
+from hw2lib import models as M
+
+TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any download attempt fails like an offline machine does (and is recorded)."""
+    calls = []
+
+    def offline(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    return calls
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    home = tmp_path / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    assert Path(torch.hub.get_dir()) == home / "hub"  # nobody called torch.hub.set_dir
+    return home
+
+
+def _meta_count(builder, *args, **kwargs) -> int:
+    """Parameter count of a model built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        return M.count_parameters(builder(*args, **kwargs))
+
+
+# ---------------------------------------------------------------- registry and errors
+
+
+def test_registry_names():
+    names = M.available_models()
+    assert names[:5] == ["resnet18", "resnet34", "resnet50", "resnext50_32x4d", "resnext18"]
+    dl = [n for n in names if n.startswith("dlresnet18_")]
+    assert dl == ["dlresnet18_5x5", "dlresnet18_dilated"]
+    assert len(names) == 7
+
+
+def test_unknown_name_lists_choices():
+    with pytest.raises(ValueError, match="unknown model 'resnet19'") as err:
+        M.build_model("resnet19")
+    for name in M.available_models():
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    (dict(stem="tiny"), r"unknown stem 'tiny'.*'imagenet', 'small'"),
+    (dict(depth=18), r"unknown option\(s\) \['depth'\].*zero_init_residual"),
+    (dict(cardinality=8), r"unknown option\(s\) \['cardinality'\] for model 'resnet18'"),
+    (dict(num_classes=0), "num_classes must be a positive int"),
+    (dict(pretrained="IMAGENET9K"), r"unknown weights 'IMAGENET9K'.*IMAGENET1K_V1"),
+])
+def test_bad_options(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        M.build_model("resnet18", **kwargs)
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    (dict(cardinality=3), "cardinality must divide 64"),
+    (dict(base_width=0), "base_width must be a positive int"),
+    (dict(bogus=1), r"its options are \['base_width', 'cardinality', 'zero_init_residual'\]"),
+])
+def test_resnext18_bad_options(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        M.build_model("resnext18", **kwargs)
+
+
+def test_pretrained_needs_torchvision_arch():
+    with pytest.raises(ValueError, match="no ImageNet weights exist for 'resnext18'.*weights=PATH"):
+        M.build_model("resnext18", pretrained=True)
+
+
+# ---------------------------------------------------------------- forward / backward
+
+
+@pytest.mark.parametrize("stem", M.STEMS)
+@pytest.mark.parametrize("name", M.available_models())
+def test_forward_backward(name, stem):
+    g = torch.Generator().manual_seed(0)
+    model = M.build_model(name, 10, stem=stem)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    out = model(x)
+    assert out.shape == (2, 10)
+    assert torch.isfinite(out).all()
+    nn.functional.cross_entropy(out, torch.tensor([1, 7])).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    missing = [n for n, gr in grads.items() if gr is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    assert all(torch.isfinite(gr).all() for gr in grads.values())
+    dead = [n for n, gr in grads.items() if not gr.abs().sum() > 0]
+    assert not dead, f"parameters that get no gradient (unused path?): {dead[:5]}"
+
+
+@pytest.mark.parametrize(("stem", "side"), [("imagenet", 2), ("small", 8)])
+def test_stem_spatial_size_at_layer4(stem, side):
+    model = M.build_model("resnet18", 10, stem=stem).eval()
+    if stem == "small":
+        assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+        assert isinstance(model.maxpool, nn.Identity)
+    else:
+        assert model.conv1.kernel_size == (7, 7) and model.conv1.stride == (2, 2)
+        assert isinstance(model.maxpool, nn.MaxPool2d)
+    seen = {}
+    handle = model.layer4.register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    handle.remove()
+    assert seen["shape"] == (1, 512, side, side)
+
+
+def test_torchvision_layer_names():
+    with torch.device("meta"):
+        r50 = dict(M.build_model("resnet50").named_modules())
+        conv = r50["layer4.2.conv3"]
+        assert isinstance(conv, nn.Conv2d)
+        assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (512, 2048, (1, 1))
+        for name in M.available_models():
+            mods = dict(M.build_model(name, stem="small").named_modules())
+            for key in ("conv1", "bn1", "maxpool", "layer1", "layer4", "avgpool", "fc"):
+                assert key in mods, (name, key)
+            last = "layer4.2.conv3" if "50" in name else "layer4.1.conv2"
+            assert isinstance(mods[last], nn.Conv2d), (name, last)
+
+
+def test_custom_blocks_structure():
+    with torch.device("meta"):
+        rx = M.build_model("resnext18")
+        rx16 = M.build_model("resnext18", cardinality=16, base_width=8)
+        d5 = M.build_model("dlresnet18_5x5")
+        dd = M.build_model("dlresnet18_dilated")
+    c = rx.layer1[0].conv1
+    assert (c.groups, c.in_channels, c.out_channels, c.kernel_size) == (32, 64, 128, (3, 3))
+    assert rx.layer4[1].conv1.out_channels == 1024 and rx.layer4[1].conv2.groups == 1
+    assert rx16.layer1[0].conv1.groups == 16 and rx16.layer2[0].conv1.out_channels == 256
+    assert d5.layer2[0].alt_conv1.kernel_size == (5, 5) and d5.layer2[0].alt_conv1.stride == (2, 2)
+    assert d5.layer2[0].conv1.kernel_size == (3, 3)
+    alt = dd.layer3[0].alt_conv1
+    assert (alt.kernel_size, alt.dilation, alt.padding, alt.stride) == ((3, 3), (2, 2), (2, 2),
+                                                                          (2, 2))
+
+
+@pytest.mark.parametrize("name", ["resnext18", "dlresnet18_5x5", "dlresnet18_dilated"])
+def test_zero_init_residual_makes_blocks_identity(name):
+    model = M.build_model(name, zero_init_residual=True).eval()
+    block = model.layer1[1]  # identity shortcut
+    assert (block.bn2.weight == 0).all()
+    x = torch.rand(1, 64, 8, 8, generator=torch.Generator().manual_seed(1))  # ≥ 0 like a ReLU out
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+    assert not (M.build_model(name).layer1[1].bn2.weight == 0).any()
+
+
+# ---------------------------------------------------------------- parameter counts
+
+
+@pytest.mark.parametrize("num_classes", [1000, 10])
+@pytest.mark.parametrize("name", TORCHVISION_ARCHS)
+def test_parameter_counts_equal_torchvision(name, num_classes):
+    ours = _meta_count(M.build_model, name, num_classes)
+    theirs = _meta_count(getattr(tvm, name), num_classes=num_classes)
+    assert ours == theirs
+    if num_classes == 1000:  # and the number torchvision publishes with its weights
+        assert ours == tvm.get_model_weights(name).DEFAULT.meta["num_params"]
+    small = _meta_count(M.build_model, name, num_classes, stem="small")
+    assert ours - small == 64 * 3 * (7 * 7 - 3 * 3)
+
+
+def test_architecture_equals_torchvision():
+    with torch.device("meta"):
+        ours = M.build_model("resnext50_32x4d", 1000).state_dict()
+        theirs = tvm.resnext50_32x4d().state_dict()
+    assert [(k, v.shape) for k, v in ours.items()] == [(k, v.shape) for k, v in theirs.items()]
+
+
+def _expected_resnet18_family(num_classes, stem, *, kind="plain", cardinality=1, base_width=64,
+                              k2=0):
+    """Parameters implied by the definitions, one conv/BN/linear formula at a time:
+    conv = in/groups · out · kh·kw (no bias), BN = 2·channels, linear = in·out + out."""
+    def conv(cin, cout, k2_, groups=1):
+        return cin // groups * cout * k2_
+
+    def bn(c):
+        return 2 * c
+
+    total = conv(3, 64, 49 if stem == "imagenet" else 9) + bn(64)
+    inp = 64
+    for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for b in range(2):
+            s = stride if b == 0 else 1
+            if kind == "resnext":
+                width = planes * base_width // 64 * cardinality
+                total += conv(inp, width, 9, cardinality) + bn(width)
+                total += conv(width, planes, 9) + bn(planes)
+            else:
+                total += conv(inp, planes, 9) + bn(planes) + conv(planes, planes, 9) + bn(planes)
+                if kind == "dual":
+                    total += conv(inp, planes, k2) + bn(planes) + conv(planes, planes, k2)
+                    total += bn(planes)
+            if s != 1 or inp != planes:
+                total += conv(inp, planes, 1) + bn(planes)
+            inp = planes
+    return total + 512 * num_classes + num_classes
+
+
+def test_formula_reproduces_torchvision_resnet18():
+    # the formula itself is checked against an independent implementation
+    assert _expected_resnet18_family(1000, "imagenet") == 11_689_512
+    assert _expected_resnet18_family(10, "imagenet") == _meta_count(tvm.resnet18, num_classes=10)
+
+
+@pytest.mark.parametrize("stem", M.STEMS)
+@pytest.mark.parametrize(("name", "kw", "expected_kw"), [
+    ("resnext18", {}, dict(kind="resnext", cardinality=32, base_width=4)),
+    ("resnext18", dict(cardinality=16, base_width=8),
+     dict(kind="resnext", cardinality=16, base_width=8)),
+    ("resnext18", dict(cardinality=1, base_width=64), dict(kind="plain")),
+    ("dlresnet18_5x5", {}, dict(kind="dual", k2=25)),
+    ("dlresnet18_dilated", {}, dict(kind="dual", k2=9)),
+])
+def test_custom_parameter_counts(name, kw, expected_kw, stem):
+    got = _meta_count(M.build_model, name, 10, stem=stem, **kw)
+    assert got == _expected_resnet18_family(10, stem, **expected_kw)
+
+
+def test_count_parameters_trainable_only():
+    model = M.build_model("resnet18", 10)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.fc.requires_grad_(True)
+    assert M.count_parameters(model, trainable_only=True) == 512 * 10 + 10
+    assert M.count_parameters(model) == 11_181_642
+
+
+# ---------------------------------------------------------------- weights
+
+
+def _random_state(name="resnet18", num_classes=1000, **kw):
+    return M.build_model(name, num_classes, **kw).state_dict()
+
+
+def _assert_backbone_equal(model, state, skip=("fc.weight", "fc.bias")):
+    own = model.state_dict()
+    for key, val in state.items():
+        if key not in skip:
+            assert torch.equal(own[key], val), key
+
+
+def test_local_weights_round_trip(tmp_path, no_network):
+    state = _random_state()
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    model = M.build_model("resnet18", 10, weights=path, pretrained=True)
+    _assert_backbone_equal(model, state)
+    assert model.fc.out_features == 10 and model.fc.weight.shape == (10, 512)
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    # same head size: the head is loaded too
+    full = M.build_model("resnet18", 1000, weights=str(path))
+    _assert_backbone_equal(full, state, skip=())
+    assert no_network == []
+
+
+def test_local_weights_checkpoint_dict_and_prefixes(tmp_path):
+    state = _random_state("resnext18", 10, stem="small", cardinality=8, base_width=8)
+    ckpt = {"model": {"_orig_mod." + k: v for k, v in state.items()}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "ckpt.pt")
+    model = M.build_model("resnext18", 10, stem="small", cardinality=8, base_width=8,
+                          weights=tmp_path / "ckpt.pt")
+    _assert_backbone_equal(model, state, skip=())
+
+
+def test_local_weights_small_stem_reinitializes_conv1(tmp_path):
+    state = _random_state()
+    torch.save(state, tmp_path / "r18.pth")
+    with pytest.warns(UserWarning, match=r"conv1 .*\(64, 3, 7, 7\).*re-initialized"):
+        model = M.build_model("resnet18", 10, stem="small", weights=tmp_path / "r18.pth")
+    assert model.conv1.weight.shape == (64, 3, 3, 3)
+    _assert_backbone_equal(model, state, skip=("fc.weight", "fc.bias", "conv1.weight"))
+
+
+def test_local_weights_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        M.build_model("resnet18", weights=tmp_path / "nope.pth")
+    torch.save(_random_state("resnet18", stem="small"), tmp_path / "small.pth")
+    with pytest.raises(ValueError, match="conv1.weight.*stem='small'"):
+        M.build_model("resnet18", weights=tmp_path / "small.pth")
+    torch.save(_random_state("dlresnet18_dilated"), tmp_path / "dl.pth")
+    with pytest.raises(ValueError, match=r"unexpected \['layer1.0.alt_conv1.weight'"):
+        M.build_model("resnet18", weights=tmp_path / "dl.pth")
+    torch.save({"lr": 0.1}, tmp_path / "junk.pt")
+    with pytest.raises(ValueError, match="holds no state dict"):
+        M.build_model("resnet18", weights=tmp_path / "junk.pt")
+
+
+@pytest.mark.parametrize(("name", "pretrained", "filename"), [
+    ("resnet18", True, "resnet18-f37072fd.pth"),
+    ("resnet50", True, "resnet50-11ad3fa6.pth"),  # IMAGENET1K_V2
+    ("resnet50", "IMAGENET1K_V1", "resnet50-0676ba61.pth"),
+])
+def test_offline_pretrained_raises_helpful_error(torch_home, no_network, name, pretrained,
+                                                 filename):
+    with pytest.raises(M.WeightsUnavailable) as err:
+        M.build_model(name, 10, pretrained=pretrained)
+    msg = str(err.value)
+    checkpoints = str(torch_home / "hub" / "checkpoints")
+    assert re.search(re.escape(f"put the file {filename}") + r".* in " + re.escape(checkpoints),
+                     msg)
+    assert "weights=PATH" in msg and "URLError" in msg
+    assert len(no_network) == 1 and no_network[0].endswith(filename)
+    assert isinstance(err.value, RuntimeError)
+
+
+def test_pretrained_from_hub_cache(torch_home, no_network):
+    state = _random_state()
+    cache = torch_home / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(state, cache / "resnet18-f37072fd.pth")
+    model = M.build_model("resnet18", 10, pretrained=True)
+    _assert_backbone_equal(model, state)
+    assert model.fc.out_features == 10
+    assert no_network == []
+    with pytest.warns(UserWarning, match="re-initialized"):
+        small = M.build_model("resnet18", 10, pretrained=True, stem="small")
+    assert torch.equal(small.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
+
+
+def test_pretrained_preprocessing():
+    pre = M.pretrained_preprocessing("resnet50")
+    assert set(pre) == {"mean", "std", "resize"}
+    ref = tvm.ResNet50_Weights.IMAGENET1K_V2.transforms()  # builds a transform, downloads nothing
+    assert pre["mean"] == pytest.approx(ref.mean) and pre["std"] == pytest.approx(ref.std)
+    assert pre["resize"] == ref.crop_size[0] == 224
+    with pytest.raises(ValueError, match="unknown model"):
+        M.pretrained_preprocessing("vgg16")

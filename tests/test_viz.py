@@ -1,0 +1,430 @@
+"""Tests of hw2lib.viz: figures (content, not just "it ran"), t-SNE quality, hooks, DeepDream and
+activation maximization properties on a small random-init ResNet-18 (seconds on 2 CPU cores)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from hw2lib import viz  # noqa: E402
+
+MEAN, STD = viz._IMAGENET_MEAN, viz._IMAGENET_STD
+LAYER = "layer4.1.conv2"  # ResNet-18's last 3×3 conv (ResNet-50's analogue: layer4.2.conv3)
+
+
+# ------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def model():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        m = torchvision.models.resnet18(num_classes=10)
+    return m.eval()
+
+
+def _hooks(m):
+    return sum(len(mod._forward_hooks) for mod in m.modules())
+
+
+def _layer_output(m, layer, images):
+    """`layer`'s output for a list of [0,1] images (eval mode, the model's mode restored)."""
+    norm = viz._normalizer(MEAN, STD, "cpu")
+    was = m.training
+    m.eval()
+    with torch.no_grad(), viz.capture_layer(m, layer, detach=True) as cap:
+        m(norm(torch.stack(list(images))))
+    m.train(was)
+    return cap.output
+
+
+def _channel_means(m, layer, images):
+    """Mean activation per channel (rows: images)."""
+    return _layer_output(m, layer, images).mean((2, 3))
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    return buf.getvalue()
+
+
+def _hist(n, base=0.0):
+    return [{"epoch": e + 1, "train_loss": 2.0 - 0.1 * e, "val_loss": 2.1 - 0.1 * e,
+             "train_acc": base + 0.1 * e, "val_acc": base + 0.08 * e} for e in range(n)]
+
+
+@pytest.fixture(autouse=True)
+def _no_pyplot_leak():
+    before = set(plt.get_fignums())
+    yield
+    assert set(plt.get_fignums()) == before, "a viz function left a figure open in pyplot"
+
+
+# ------------------------------------------------------------------------------------------------
+# curves
+
+
+def test_plot_history_panels_styles_and_colours():
+    fig = viz.plot_history({"a": _hist(5), "b": _hist(3, 0.2)})
+    assert isinstance(fig, Figure)
+    axes = fig.get_axes()
+    assert [ax.get_ylabel() for ax in axes] == ["loss", "accuracy"]
+    for ax in axes:
+        lines = [ln for ln in ax.get_lines() if len(ln.get_xdata())]
+        assert len(lines) == 4  # 2 runs × (train, val)
+        by = {ln.get_label(): ln for ln in lines}
+        assert by["a (train)"].get_linestyle() == "--" and by["a (val)"].get_linestyle() == "-"
+        assert by["a (train)"].get_color() == by["a (val)"].get_color()
+        assert by["a (val)"].get_color() != by["b (val)"].get_color()
+    acc = {ln.get_label(): ln for ln in axes[1].get_lines()}
+    np.testing.assert_allclose(acc["b (val)"].get_ydata(), [0.2, 0.28, 0.36])
+    np.testing.assert_allclose(acc["a (val)"].get_xdata(), [1, 2, 3, 4, 5])
+    assert _png(fig).startswith(b"\x89PNG")
+
+
+def test_plot_history_skips_missing_keys_and_single_metric():
+    hist = [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.5}]
+    fig = viz.plot_history({"only-train": hist}, metrics="loss")
+    (ax,) = fig.get_axes()
+    labels = [ln.get_label() for ln in ax.get_lines() if len(ln.get_xdata())]
+    assert labels == ["only-train (train)"]
+
+
+def test_plot_curves_mean_std_band():
+    seeds = [_hist(4, 0.1), _hist(4, 0.3), _hist(5, 0.5)]  # aligned on the shortest (4 epochs)
+    fig = viz.plot_curves({"x": seeds[0], "y": _hist(3)}, key="val_acc", bands={"x": seeds})
+    (ax,) = fig.get_axes()
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    assert set(lines) == {"x (mean ± std, 3 seeds)", "y"}
+    mean = lines["x (mean ± std, 3 seeds)"].get_ydata()
+    np.testing.assert_allclose(mean, 0.3 + 0.08 * np.arange(4))
+    assert len(ax.collections) == 1  # one band, for the multi-seed run only
+    verts = ax.collections[0].get_paths()[0].vertices
+    assert verts[:, 1].max() == pytest.approx(0.3 + 0.24 + np.std([0.1, 0.3, 0.5]))
+    assert ax.get_ylabel() == "val accuracy"
+
+
+def test_plot_lr_schedules_log_scale():
+    fig = viz.plot_lr_schedules({"multistep": [0.1, 0.1, 0.02, 0.004], "cosine": [0.1, 0.05, 0.0]})
+    (ax,) = fig.get_axes()
+    assert ax.get_yscale() == "log"
+    lines = {ln.get_label(): ln for ln in ax.get_lines()}
+    np.testing.assert_allclose(lines["multistep"].get_ydata(), [0.1, 0.1, 0.02, 0.004])
+    assert np.isnan(lines["cosine"].get_ydata()[-1])  # a zero LR is not drawn on a log axis
+
+
+# ------------------------------------------------------------------------------------------------
+# classification figures
+
+
+def test_plot_confusion_row_normalized_percent():
+    cm = np.array([[3, 1, 0], [0, 0, 0], [1, 1, 2]])
+    fig = viz.plot_confusion(cm, ["Forest", "River", "Pasture"], title="t")
+    ax = fig.get_axes()[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["75.0", "25.0", "0.0", "0.0", "0.0", "0.0", "25.0", "25.0", "50.0"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Forest", "River", "Pasture"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["Forest", "River", "Pasture"]
+    assert ax.get_xlabel() == "predicted" and ax.get_ylabel() == "true"
+    assert ax.get_title() == "t"
+    raw = viz.plot_confusion(cm, ["a", "b", "c"], normalize=False).get_axes()[0]
+    assert [t.get_text() for t in raw.texts][:3] == ["3", "1", "0"]
+
+
+def test_plot_confusion_into_given_axes_and_shape_error():
+    fig, axes = plt.subplots(1, 2)
+    try:
+        out = viz.plot_confusion(np.eye(2), ["a", "b"], ax=axes[1])
+        assert out is fig and len(axes[1].texts) == 4 and not axes[0].texts
+        assert plt.fignum_exists(fig.number)  # the caller's figure is not closed for them
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="3 class names"):
+        viz.plot_confusion(np.eye(2), ["a", "b", "c"])
+
+
+def test_plot_class_counts_bars_annotations_log():
+    classes = ["A", "B", "C"]
+    fig = viz.plot_class_counts([500, 36, 10], classes, log=True)
+    ax = fig.get_axes()[0]
+    assert [p.get_height() for p in ax.patches] == [500, 36, 10]
+    assert [t.get_text() for t in ax.texts] == ["500", "36", "10"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == classes
+    assert ax.get_yscale() == "log"
+    fig2 = viz.plot_class_counts({"A": 1, "B": 2, "C": 3}, classes)
+    assert [p.get_height() for p in fig2.get_axes()[0].patches] == [1, 2, 3]
+    assert fig2.get_axes()[0].get_yscale() == "linear"
+    with pytest.raises(ValueError, match="2 counts but 3"):
+        viz.plot_class_counts([1, 2], classes)
+
+
+def test_plot_per_class_vs_count_markers_and_log_x():
+    classes = ["A", "B", "C"]
+    per = {"ce": [0.9, 0.5, 0.1], "balanced_softmax": [0.85, 0.7, 0.6]}
+    fig = viz.plot_per_class_vs_count(per, [500, 50, 10], classes)
+    ax = fig.get_axes()[0]
+    assert ax.get_xscale() == "log"
+    assert len(ax.collections) == 2
+    np.testing.assert_allclose(ax.collections[1].get_offsets(), [[500, 0.85], [50, 0.7], [10, 0.6]])
+    m0, m1 = (c.get_paths()[0].vertices.shape for c in ax.collections)
+    assert m0 != m1  # different marker shapes
+    assert {t.get_text() for t in ax.texts} == set(classes)
+    with pytest.raises(ValueError, match="2 values for 3 classes"):
+        viz.plot_per_class_vs_count({"x": [1, 2]}, [1, 2, 3], classes)
+
+
+# ------------------------------------------------------------------------------------------------
+# t-SNE
+
+
+def _clusters(n_per=60, dim=20, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 10, (k, dim))
+    x = np.concatenate([c + rng.normal(0, 1, (n_per, dim)) for c in centres])
+    return x.astype(np.float32), np.repeat(np.arange(k), n_per)
+
+
+def test_tsne_separates_clusters_and_is_seeded():
+    x, y = _clusters()
+    emb = viz.tsne_embed(x, seed=0, perplexity=20)
+    assert isinstance(emb, np.ndarray) and emb.shape == (180, 2) and np.isfinite(emb).all()
+    assert viz.knn_accuracy(emb, y, k=10) > 0.95
+    shuffled = np.random.default_rng(1).permutation(y)
+    assert viz.knn_accuracy(emb, shuffled, k=10) < 0.6  # random labels: about chance (1/3)
+    np.testing.assert_allclose(viz.tsne_embed(x, seed=0, perplexity=20), emb)
+
+
+def test_knn_accuracy_leave_one_out_exact():
+    emb = np.array([[0.0, 0], [0.1, 0], [0.2, 0], [10, 0], [10.1, 0], [10.2, 0]])
+    assert viz.knn_accuracy(emb, [0, 0, 0, 1, 1, 1], k=2) == 1.0
+    # the odd one out in each group of 4 is outvoted by its 3 neighbours; the self never votes
+    four = np.array([[0.0, 0], [0.1, 0], [0.2, 0], [0.3, 0], [10, 0], [10.1, 0], [10.2, 0],
+                     [10.3, 0]])
+    assert viz.knn_accuracy(four, [0, 0, 0, 1, 1, 1, 1, 0], k=3) == pytest.approx(6 / 8)
+    # a tied vote goes to the smallest label (points 0 and 1 have one neighbour of each label)
+    line = [[0.0], [1.0], [-1.0]]
+    assert viz.knn_accuracy(line, [0, 0, 5], k=2) == pytest.approx(2 / 3)
+    assert viz.knn_accuracy(line, [5, 5, 0], k=2) == 0.0
+    dup = np.zeros((4, 2))  # duplicates: the point itself is still left out
+    assert viz.knn_accuracy(dup, ["a", "a", "a", "b"], k=3) == pytest.approx(3 / 4)
+    with pytest.raises(ValueError, match="k=6"):
+        viz.knn_accuracy(emb, [0] * 6, k=6)
+
+
+def test_plot_embedding_legend_and_colours():
+    emb = np.random.default_rng(0).normal(size=(30, 2))
+    labels = np.repeat([0, 1, 2], 10)
+    fig = viz.plot_embedding(emb, labels, ["Forest", "River", "Sea"], title="tsne")
+    ax = fig.get_axes()[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["Forest (10)", "River (10)", "Sea (10)"]
+    tab10 = matplotlib.colormaps["tab10"]
+    for i, coll in enumerate(ax.collections):
+        np.testing.assert_allclose(coll.get_facecolor()[0][:3], to_rgba(tab10(i))[:3])
+    assert ax.get_title() == "tsne"
+
+
+# ------------------------------------------------------------------------------------------------
+# images
+
+
+def test_plot_image_row_and_grid_accept_tensors_and_arrays():
+    t = torch.rand(3, 8, 8)
+    hwc = np.full((8, 8, 3), 255, np.uint8)
+    fig = viz.plot_image_row([t, hwc, t[None]], ["a", "b", "c"])
+    ims = [ax.get_images()[0] for ax in fig.get_axes() if ax.get_images()]
+    assert len(ims) == 3
+    np.testing.assert_allclose(ims[0].get_array(), t.permute(1, 2, 0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(ims[1].get_array(), 1.0)
+    assert [ax.get_title() for ax in fig.get_axes()] == ["a", "b", "c"]
+    grid = viz.plot_image_grid([t] * 5, [str(i) for i in range(5)], ncols=2)
+    assert len(grid.get_axes()) == 6  # 3 rows × 2, the spare one blank
+    assert sum(bool(ax.get_images()) for ax in grid.get_axes()) == 5
+    with pytest.raises(ValueError, match="3 titles for 2 images"):
+        viz.plot_image_grid([t, t], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="cannot show"):
+        viz.plot_image_row([np.zeros((4, 4, 5))])
+
+
+# ------------------------------------------------------------------------------------------------
+# hooks
+
+
+def test_capture_layer_output_and_removal(model):
+    x = torch.rand(2, 3, 32, 32)
+    with viz.capture_layer(model, LAYER, detach=True) as cap:
+        assert _hooks(model) == 1
+        model(x)
+        assert cap.output.shape == (2, 512, 1, 1) and not cap.output.requires_grad
+    assert _hooks(model) == 0
+    with pytest.raises(RuntimeError, match="boom"), viz.capture_layer(model, LAYER):
+        raise RuntimeError("boom")
+    assert _hooks(model) == 0
+
+
+def test_capture_layer_stop_skips_rest(model):
+    with viz.capture_layer(model, "layer1.0.conv1", stop=True) as cap:
+        out = cap.run(torch.rand(1, 3, 32, 32))
+    assert out.shape == (1, 64, 8, 8)
+    assert _hooks(model) == 0
+
+
+def test_unknown_layer_lists_valid_names(model):
+    with pytest.raises(ValueError, match=r"layer4\.1\.conv2") as e:
+        viz.get_layer(model, "layer9.2.conv2")
+    assert "no layer named 'layer9.2.conv2'" in str(e.value)
+    with pytest.raises(ValueError, match=r"conv layers: conv1, layer1\.0\.conv1"):
+        viz.get_layer(model, "nothing_like_it")
+    with pytest.raises(ValueError, match="no layer named"):
+        viz.deepdream(model, torch.rand(3, 32, 32), "layer4.2.conv3", steps=1)
+    assert _hooks(model) == 0
+
+
+# ------------------------------------------------------------------------------------------------
+# DeepDream
+
+
+def _snapshot(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def test_deepdream_amplifies_channel_and_leaves_model_alone(model):
+    img = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    before = _snapshot(model)
+    flags = [p.requires_grad for p in model.parameters()]
+    model.train()  # a model in training mode: BN statistics must not move, the mode must return
+    try:
+        out = viz.deepdream(model, img, LAYER, channels=[3], octaves=2, steps=8, jitter=2,
+                            generator=torch.Generator().manual_seed(0))
+        assert model.training and all(m.training for m in model.modules())
+    finally:
+        model.eval()
+    assert out.shape == img.shape and out.dtype == torch.float32 and out.device.type == "cpu"
+    assert out.min() >= 0 and out.max() <= 1 and not torch.equal(out, img)
+    a = _channel_means(model, LAYER, [img, out])
+    d = a[1] - a[0]
+    assert d[3] > 0.2 and d[3] > d.mean() + 2 * d.std()  # that channel, not all of them
+    # model untouched: weights and BN statistics, requires_grad flags, no .grad, no hook
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert [p.requires_grad for p in model.parameters()] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert _hooks(model) == 0
+
+
+def test_deepdream_all_channels_seeded_uint8_and_size(model):
+    img = (torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(2)) * 255).to(torch.uint8)
+    kw = dict(octaves=2, steps=4, jitter=2, size=48)
+    a = viz.deepdream(model, img, LAYER, generator=torch.Generator().manual_seed(5), **kw)
+    b = viz.deepdream(model, img, LAYER, generator=torch.Generator().manual_seed(5), **kw)
+    assert a.shape == (3, 48, 48)
+    torch.testing.assert_close(a, b)
+    big = viz.resize_image(img, 48)
+    energy = _layer_output(model, LAYER, [big, a]).pow(2).mean((1, 2, 3))
+    assert energy[1] > 1.2 * energy[0]  # channels=None: the mean squared activation grows
+
+
+def test_deepdream_bad_channel_message_and_hook_removed(model):
+    with pytest.raises(ValueError, match="has 512 channels"):
+        viz.deepdream(model, torch.rand(3, 32, 32), LAYER, channels=[600], octaves=1, steps=1)
+    assert _hooks(model) == 0
+    with pytest.raises(ValueError, match="3×H×W"):
+        viz.deepdream(model, torch.rand(1, 32, 32), LAYER, steps=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# activation maximization
+
+
+@pytest.mark.parametrize("param", ["fft", "pixel"])
+@pytest.mark.parametrize("from_tile", [False, True], ids=["noise", "tile"])
+def test_activation_maximization_raises_target_channel(model, param, from_tile):
+    ch = 17
+    init = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1)) if from_tile \
+        else "noise"
+    kw = dict(init=init, size=None if from_tile else 64, param=param, lr=0.05, jitter=2, seed=3)
+    start, tr0 = viz.activation_maximization(model, LAYER, ch, steps=0, **kw)
+    img, trace = viz.activation_maximization(model, LAYER, ch, steps=30, **kw)
+    assert tr0 == [] and len(trace) == 30 and np.isfinite(trace).all()
+    assert img.shape == (3, 64, 64) and img.dtype == torch.float32 and img.device.type == "cpu"
+    assert torch.isfinite(img).all() and img.min() >= 0 and img.max() <= 1
+    if from_tile:  # starts from the tile itself (FFT: up to the sigmoid clamp)
+        torch.testing.assert_close(start, init, atol=2e-3, rtol=0)
+    a = _channel_means(model, LAYER, [start, img])
+    d = a[1] - a[0]
+    assert d[ch] > 0.2, f"channel {ch} mean activation rose only {float(d[ch]):.3f}"
+    assert d[ch] > d.mean() + 2 * d.std()  # targeted: far more than a typical channel
+    assert _hooks(model) == 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_activation_maximization_deterministic_and_errors(model):
+    kw = dict(size=(32, 40), steps=3, param="pixel", jitter=2, seed=7)
+    a, ta = viz.activation_maximization(model, LAYER, 5, **kw)
+    b, tb = viz.activation_maximization(model, LAYER, 5, **kw)
+    c, _ = viz.activation_maximization(model, LAYER, 5, **{**kw, "seed": 8})
+    assert a.shape == (3, 32, 40)
+    torch.testing.assert_close(a, b)
+    assert ta == tb and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="'fft' or 'pixel'"):
+        viz.activation_maximization(model, LAYER, 0, param="dct", steps=1)
+    with pytest.raises(ValueError, match="has 512 channels"):
+        viz.activation_maximization(model, LAYER, 512, size=32, steps=1)
+    with pytest.raises(ValueError, match="has 512 channels"):
+        viz.activation_maximization(model, LAYER, -1, size=32, steps=0)
+    with pytest.raises(ValueError, match="init must be 'noise'"):
+        viz.activation_maximization(model, LAYER, 0, init="tile", steps=1)
+    with pytest.raises(ValueError, match="model first"):
+        viz.activation_maximization(model, LAYER, 0, size=32, steps=1, device="meta")
+    assert _hooks(model) == 0
+
+
+def test_fft_parameterization_round_trip():
+    img = torch.rand(1, 3, 12, 9, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05
+    for decorrelate in (True, False):
+        f = viz._FFTImage(12, 9, "cpu", decorrelate)
+        torch.testing.assert_close(f.image(f.from_image(img)), img, atol=1e-4, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# notebooks display the returned figures exactly once
+
+
+@pytest.mark.notebook
+def test_figures_display_inline_in_a_kernel(tmp_path, monkeypatch):
+    """Returned figures render as PNG when left as a cell's last expression or passed to
+    display(), once each, and an assigned figure is not shown (the figures are closed)."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    if "python3" not in KernelSpecManager().find_kernel_specs():
+        pytest.skip("no python3 Jupyter kernel installed")
+    from pathlib import Path
+
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # as in a notebook: the kernel picks inline
+    root = str(Path(viz.__file__).resolve().parents[1])
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {root!r})\n"
+                                  "from hw2lib import viz\nfrom IPython.display import display"),
+        nbformat.v4.new_code_cell("viz.plot_class_counts([5, 3], ['a', 'b'])"),
+        nbformat.v4.new_code_cell("display(viz.plot_lr_schedules({'c': [0.1, 0.01]}))"),
+        nbformat.v4.new_code_cell("f = viz.plot_class_counts([5, 3], ['a', 'b'])"),
+    ]
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=120,
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    pngs = [sum("image/png" in o.get("data", {}) for o in c.outputs) for c in nb.cells]
+    assert pngs == [0, 1, 1, 0], f"PNG outputs per cell: {pngs}"
