@@ -32,12 +32,23 @@ def subsample_per_class(labels, per_class: int | None, *, seed: int = 0) -> np.n
 
 
 def write_json(path: Path | str, obj) -> None:
-    """Atomic JSON write (temp + rename)."""
+    """Atomic JSON write (temp + rename); NaN (an empty group's accuracy) becomes null."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    plain = json.loads(json.dumps(obj, default=_jsonable))  # NaN survives as float('nan')
+    tmp.write_text(json.dumps(_nan_to_none(plain), indent=2, allow_nan=False))
     os.replace(tmp, path)
+
+
+def _nan_to_none(o):
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _nan_to_none(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_nan_to_none(v) for v in o]
+    return o
 
 
 def _jsonable(o):
