@@ -205,7 +205,9 @@ def run_notebook(
             kernel_name=kernel,
             cwd=str(NOTEBOOK_DIR),
             progress_bar=False,
-            log_output=log_output,
+            # cells' printed output (one line per epoch) streams to the terminal as it comes
+            stdout_file=sys.stdout if log_output else None,
+            stderr_file=sys.stderr if log_output else None,
         )
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"

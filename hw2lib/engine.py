@@ -1,0 +1,706 @@
+"""The training engine: optimizers, per-epoch LR schedules, `fit` (train + evaluate each epoch,
+history as JSON lines, atomic checkpoints, exact resume), `evaluate`, `predict`, seeding, run info.
+
+Shaped like torchvision's `references/classification`: `train_one_epoch` and `evaluate` are plain
+functions; `fit` strings them together. Device-agnostic: on CUDA it trains under bf16 autocast with
+channels_last tensors (optionally `torch.compile`d); on the CPU in plain float32.
+
+Checkpoints are plain dicts of tensors and built-in types, loadable with
+`torch.load(path, weights_only=True)`:
+
+- ``last.pt`` — everything needed to resume: model, optimizer and scheduler state, epoch, best
+  validation accuracy, history, config, and the RNG states (torch CPU/CUDA, Python, NumPy and the
+  train loader's `generator`). Written after every epoch.
+- ``best.pt`` — the weights of the epoch with the best validation accuracy (the last epoch when
+  there is no validation loader), with epoch, config and history; no optimizer state (it is for
+  evaluation, and halves the disk a study of many runs needs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "multistep", "cosine", "exponential")
+PROGRESS_MODES = ("auto", "bar", "line")
+HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc",
+                "seconds", "images_per_s")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
+# --------------------------------------------------------------------------- seeds, device, info
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's `random`, NumPy's legacy global RNG and torch (CPU and every CUDA device).
+
+    The one place global seeds are set: run entry points and notebooks call it once, before
+    building models and loaders. Library functions use local generators instead.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(device=None) -> torch.device:
+    """`None`/"auto" -> CUDA when available, else the CPU; a string or torch.device otherwise.
+
+    Asking for CUDA where there is none is an error (rather than a silent CPU run).
+    """
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; "
+                         "use device='auto' or 'cpu'")
+    return dev
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:  # Linux: the CPU's marketing name; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or dev.type
+
+
+def run_info(device=None) -> dict:
+    """Versions (python, torch, torchvision, numpy, hw2lib), platform and the device's name."""
+    import hw2lib
+
+    dev = resolve_device(device)
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        tv = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": tv,
+            "numpy": np.__version__, "hw2lib": hw2lib.__version__,
+            "platform": platform.platform(), "device": str(dev),
+            "device_name": _device_name(dev), "cuda": torch.version.cuda,
+            "cpu_threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------- optimizers, schedules
+
+
+def build_optimizer(name: str, params, *, lr: float, momentum: float = 0.9, nesterov: bool = False,
+                    weight_decay: float = 0.0, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+    """`sgd` (momentum, optional Nesterov, L2 weight decay), `adam` (L2 weight decay) or `adamw`
+    (decoupled weight decay). `params`: parameters or parameter groups."""
+    key = str(name).lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}. Choices: {', '.join(OPTIMIZERS)}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    if key == "sgd":
+        if nesterov and momentum <= 0:
+            raise ValueError("nesterov=True needs momentum > 0 (got momentum="
+                             f"{momentum}); set momentum or nesterov=False")
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
+                               weight_decay=weight_decay)
+    cls = torch.optim.Adam if key == "adam" else torch.optim.AdamW
+    return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+
+
+def _schedule_factor(name: str, *, base_lr: float, epochs: int, milestones, gamma: float,
+                     warmup_epochs: int, eta_min: float):
+    """The multiplicative LR factor of epoch e (0-based) — see `build_scheduler`."""
+    w, total = warmup_epochs, max(epochs - warmup_epochs, 1)
+    ms = tuple(int(m) for m in milestones)
+
+    def factor(e: int) -> float:
+        warm = (e + 1) / (w + 1) if e < w else 1.0
+        t = max(e - w, 0)
+        if name == "multistep":
+            main = gamma ** sum(1 for m in ms if m <= e)
+        elif name == "cosine":
+            if base_lr == 0:
+                main = 1.0
+            else:
+                main = (eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / total)) / 2
+                        ) / base_lr
+        elif name == "exponential":
+            main = gamma**t
+        else:
+            main = 1.0
+        return warm * main
+
+    return factor
+
+
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int, milestones=(),
+                    gamma: float = 0.1, warmup_epochs: int = 0,
+                    eta_min: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-epoch LR schedule: call `.step()` once at the end of every epoch.
+
+    With ``lr`` the optimizer's LR, ``e`` the 0-based epoch, ``w = warmup_epochs``,
+    ``t = max(e - w, 0)`` and ``T = max(epochs - w, 1)``, epoch ``e`` trains at
+    ``lr * warm(e) * main(e)``:
+
+    - warmup: ``warm(e) = (e + 1) / (w + 1)`` for ``e < w`` (a linear ramp lr/(w+1), 2·lr/(w+1), …,
+      w·lr/(w+1); epoch ``w`` is the first at the full schedule), else 1. With
+      ``warmup_epochs >= epochs`` the whole run is warmup (smoke runs).
+    - ``none``: ``main = 1`` (constant LR).
+    - ``multistep``: ``main = gamma ** #{m in milestones : m <= e}`` — milestones are absolute
+      0-based epochs (as in `MultiStepLR`): [80, 120, 160] decays from epoch 80 on.
+    - ``cosine``: ``lr·main = eta_min + (lr - eta_min)·(1 + cos(pi·t/T))/2`` — `CosineAnnealingLR`
+      with ``T_max = T`` after the warmup: the first epoch after warmup trains at ``lr`` and the LR
+      reaches ``eta_min`` after the last epoch's step.
+    - ``exponential``: ``main = gamma ** t`` — gamma is the factor per epoch.
+
+    Implemented as one `LambdaLR` of that closed form, so its `state_dict` (built-in types only)
+    resumes exactly.
+    """
+    key = str(name).lower()
+    if key not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {name!r}. Choices: {', '.join(SCHEDULES)}")
+    epochs, warmup_epochs = int(epochs), int(warmup_epochs)
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+    milestones = tuple(milestones or ())
+    if key == "multistep":
+        if not milestones:
+            raise ValueError("schedule='multistep' needs milestones (0-based epochs at which the "
+                             "LR is multiplied by gamma), e.g. milestones=(80, 120, 160)")
+        if any(int(m) < 0 for m in milestones):
+            raise ValueError(f"milestones must be non-negative epochs, got {list(milestones)}")
+    if key in ("multistep", "exponential") and not gamma > 0:
+        raise ValueError(f"gamma must be positive for schedule={key!r}, got {gamma!r}")
+    factors = [
+        _schedule_factor(key, base_lr=g.get("initial_lr", g["lr"]), epochs=epochs,
+                         milestones=milestones, gamma=float(gamma), warmup_epochs=warmup_epochs,
+                         eta_min=float(eta_min))
+        for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+def lr_schedule(name: str, *, lr: float, epochs: int, **kw) -> list[float]:
+    """The LR of each epoch (for plots), read off a real scheduler stepped on a dummy optimizer.
+    Keywords: those of `build_scheduler` (milestones, gamma, warmup_epochs, eta_min)."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = build_scheduler(name, opt, epochs=epochs, **kw)
+    out = []
+    for _ in range(int(epochs)):
+        out.append(float(opt.param_groups[0]["lr"]))
+        opt.step()
+        sched.step()
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def _is_channels_last(model: nn.Module) -> bool:
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+def _resolve_flag(value, name: str, device: torch.device) -> bool:
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"{name} must be 'auto', True or False, got {value!r}")
+        return device.type == "cuda"
+    return bool(value)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _to_device(xb, yb, device, channels_last: bool):
+    if channels_last and xb.dim() == 4:
+        xb = xb.to(device, non_blocking=True, memory_format=torch.channels_last)
+    else:
+        xb = xb.to(device, non_blocking=True)
+    return xb, yb.to(device, non_blocking=True)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _len(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _jsonable(obj):
+    """Config -> built-in types only (JSON round trip; numpy scalars, paths, devices as such)."""
+
+    def default(o):
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray | torch.Tensor):
+            return o.tolist()
+        if isinstance(o, Path | torch.device | torch.dtype):
+            return str(o)
+        if isinstance(o, set | frozenset):
+            return sorted(o)
+        raise TypeError(f"config value {o!r} of type {type(o).__name__} cannot be recorded; "
+                        "pass built-in types (numbers, strings, lists, dicts)")
+
+    return json.loads(json.dumps(obj, default=default))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _loader_generator(loader) -> torch.Generator | None:
+    gen = getattr(loader, "generator", None)
+    return gen if isinstance(gen, torch.Generator) else None
+
+
+def _rng_state(loader) -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    gen = _loader_generator(loader)
+    if gen is not None:
+        state["loader"] = gen.get_state()
+    return state
+
+
+def _set_rng_state(state: dict, loader) -> None:
+    torch.set_rng_state(state["torch"])
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    gen = _loader_generator(loader)
+    if gen is not None and "loader" in state:
+        gen.set_state(state["loader"])
+
+
+def _progress_mode(progress) -> str | None:
+    if progress is False or progress is None:
+        return None
+    if progress is True:
+        progress = "auto"
+    if progress not in PROGRESS_MODES:
+        raise ValueError(f"progress must be one of {PROGRESS_MODES} or True/False, "
+                         f"got {progress!r}")
+    if progress == "auto":
+        isatty = getattr(sys.stderr, "isatty", None)
+        return "bar" if isatty is not None and isatty() else "line"
+    return progress
+
+
+def _fmt_pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def format_epoch(rec: dict, epochs: int) -> str:
+    """One concise line per epoch, e.g.
+    ``epoch 3/10  lr 0.1  train 0.812/71.2%  val 0.701/75.3% (bal 74.9%)  12.3s  1,234 img/s``."""
+    s = (f"epoch {rec['epoch']}/{epochs}  lr {rec['lr']:.4g}  "
+         f"train {rec['train_loss']:.3f}/{_fmt_pct(rec['train_acc'])}")
+    if rec.get("val_acc") is not None:
+        s += (f"  val {rec['val_loss']:.3f}/{_fmt_pct(rec['val_acc'])} "
+              f"(bal {_fmt_pct(rec['val_bal_acc'])})")
+    return s + f"  {rec['seconds']:.1f}s  {rec['images_per_s']:,.0f} img/s"
+
+
+# --------------------------------------------------------------------------- train / evaluate
+
+
+def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torch.device, *,
+                    epoch: int = 1, amp: bool = False, channels_last: bool = False,
+                    max_steps: int | None = None, bar=None) -> dict:
+    """One pass over `loader` (at most `max_steps` batches): dict(loss, acc, images, seconds).
+
+    Raises `TrainingDiverged` at the first non-finite loss. On CUDA losses are checked every few
+    steps (no sync per step); the step named is still the first bad one.
+    """
+    model.train()
+    check_every = 1 if device.type != "cuda" else 25
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    images, pending, step = 0, [], 0
+
+    def check(upto: int) -> None:
+        losses = torch.stack(pending)
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            first = upto - len(pending) + i + 1
+            raise TrainingDiverged(
+                f"training loss became {losses[i].item()} at epoch {epoch}, step {first}; "
+                "lower the learning rate, add warmup or check the inputs.")
+        if bar is not None:
+            bar.set_postfix_str(f"loss {losses[-1].item():.3f}", refresh=False)
+        pending.clear()
+
+    t0 = time.perf_counter()
+    for xb, yb in loader:
+        if max_steps is not None and step >= max_steps:
+            break
+        xb, yb = _to_device(xb, yb, device, channels_last)
+        with _autocast(device, amp):
+            out = model(xb)
+            loss = criterion(out, yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        n = yb.shape[0]
+        images += n
+        ld = loss.detach()
+        pending.append(ld.float())
+        loss_sum += ld.double() * n
+        correct += (out.detach().argmax(1) == yb).sum()
+        if step % check_every == 0:
+            check(step)
+        if bar is not None:
+            bar.update(1)
+    if pending:
+        check(step)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    if images == 0:
+        raise ValueError("the train loader yielded no batches (empty dataset, or batch_size > "
+                         "dataset size with drop_last=True)")
+    return {"loss": loss_sum.item() / images, "acc": correct.item() / images, "images": images,
+            "seconds": seconds}
+
+
+def _forward_batches(model, loader, device, amp, channels_last):
+    """Yield (logits float32, targets) over `loader` in eval mode, without gradients."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for xb, yb in loader:
+                xb, yb = _to_device(xb, yb, device, channels_last)
+                with _autocast(device, amp):
+                    out = model(xb)
+                yield out.float(), yb
+    finally:
+        model.train(was_training)
+
+
+def evaluate(model: nn.Module, loader, criterion=None, device=None, *, amp="auto") -> dict:
+    """dict(loss, acc, bal_acc) of `model` over `loader` (eval mode, no gradients).
+
+    `loss` is the sample-weighted mean of `criterion` (default cross-entropy) per batch; `acc` and
+    `bal_acc` (mean per-class recall over the classes present) are fractions in [0, 1].
+    `device=None` uses the model's device; `amp="auto"` evaluates in bf16 on CUDA.
+    """
+    from hw2lib.metrics import balanced_accuracy
+
+    device = _model_device(model) if device is None else resolve_device(device)
+    amp = _resolve_flag(amp, "amp", device)
+    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
+    if isinstance(criterion, nn.Module):
+        criterion = criterion.to(device)
+    loss_sum, n, preds, targets = 0.0, 0, [], []
+    for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model)):
+        loss_sum += float(criterion(out, yb)) * yb.shape[0]
+        n += yb.shape[0]
+        preds.append(out.argmax(1).cpu())
+        targets.append(yb.cpu())
+    if n == 0:
+        raise ValueError("the evaluation loader yielded no batches")
+    y, p = torch.cat(targets).numpy(), torch.cat(preds).numpy()
+    return {"loss": loss_sum / n, "acc": float((y == p).mean()),
+            "bal_acc": float(balanced_accuracy(y, p))}
+
+
+def predict(model: nn.Module, loader, device=None, *, amp="auto") -> tuple[torch.Tensor,
+                                                                            torch.Tensor]:
+    """(logits on the CPU, float32 N×C; targets on the CPU, int64 N) over `loader`, in order.
+    `device=None` uses the model's device."""
+    device = _model_device(model) if device is None else resolve_device(device)
+    amp = _resolve_flag(amp, "amp", device)
+    logits, targets = [], []
+    for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model)):
+        logits.append(out.cpu())
+        targets.append(yb.cpu())
+    if not logits:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(logits).float(), torch.cat(targets).long()
+
+
+# --------------------------------------------------------------------------- checkpoints, history
+
+
+def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu") -> dict:
+    """Load a checkpoint written by `fit` with `weights_only=True`; load its weights into `model`
+    when given. Returns the checkpoint dict."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found (fit(out_dir=...) writes best.pt "
+                                "and last.pt there)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if model is not None:
+        state = ckpt["model"]
+        target = getattr(model, "_orig_mod", model)  # a torch.compile'd model
+        target.load_state_dict(state)
+    return ckpt
+
+
+def read_history(path_or_dir) -> list[dict]:
+    """The per-epoch records of `history.jsonl` (a file, or a run folder holding one)."""
+    path = Path(path_or_dir)
+    if path.is_dir():
+        path = path / "history.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"history {path} not found (fit(out_dir=...) writes it)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _history_text(history: Iterable[dict]) -> str:
+    return "".join(json.dumps(rec) + "\n" for rec in history)
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer: str = "sgd",
+        lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
+        weight_decay: float = 5e-4, schedule: str = "none", milestones=(), gamma: float = 0.1,
+        warmup_epochs: int = 0, criterion=None, device=None, out_dir=None, resume: bool = False,
+        amp="auto", channels_last="auto", compile: bool = False, config: dict | None = None,
+        seed: int | None = None, progress="auto", max_steps: int | None = None,
+        eta_min: float = 0.0) -> list[dict]:
+    """Train `model` for `epochs` epochs, evaluating on `val_loader` after each; return the history.
+
+    - `train_loader`: any iterable of (x, y) batches with `len()` — the fast `BatchLoader` or a
+      `torch.utils.data.DataLoader`. Its `generator` (a torch.Generator), if any, is checkpointed.
+    - Optimizer and schedule: see `build_optimizer` / `build_scheduler` (the schedule steps once
+      per epoch; `eta_min` is cosine's floor). Only parameters with `requires_grad` are trained.
+    - `criterion`: any `(logits, targets) -> loss` (default cross-entropy), moved to the device.
+    - `device`: None/"auto" = CUDA if available. `amp`/`channels_last` "auto": bf16 autocast and
+      channels_last memory format on CUDA, plain float32 on the CPU. `compile`: `torch.compile`.
+    - `out_dir`: writes `history.jsonl` (one JSON record per epoch, appended as it goes),
+      `last.pt`, `best.pt` (best val_acc, ties keep the earlier epoch; without a val loader the
+      last epoch) and `run.json` (seed, versions, device, config, fit arguments).
+    - `resume=True` continues from `out_dir/last.pt` (model, optimizer, scheduler, history, RNG
+      states), so on the CPU the resumed epochs equal an uninterrupted run's exactly. When all
+      `epochs` are already done it returns the stored history without training (and loads the
+      last weights into `model`). Resuming with different hyperparameters or `config` (other
+      than `epochs`) is an error.
+    - `config`: the experiment's settings (built-in types), stored in checkpoints and run.json.
+      `seed` is recorded only: seed with `seed_everything` before building model and loaders.
+    - `progress`: "auto" (a tqdm bar per epoch when stderr is a terminal, else one line per epoch
+      on stdout — papermill, notebooks, logs), "bar", "line", or False (silent).
+    - `max_steps`: at most this many batches per epoch (smoke runs, benchmarks).
+
+    History records (flat): epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc,
+    val_bal_acc (None without a val loader), seconds (the epoch's wall time, train + eval),
+    images_per_s (training images per second). Accuracies are fractions in [0, 1].
+
+    A non-finite training loss raises `TrainingDiverged` naming the epoch and step; checkpoints of
+    earlier epochs are left as they were.
+    """
+    epochs = int(epochs)
+    device = resolve_device(device)
+    amp = _resolve_flag(amp, "amp", device)
+    channels_last = _resolve_flag(channels_last, "channels_last", device)
+    mode = _progress_mode(progress)
+    if max_steps is not None and int(max_steps) < 1:
+        raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
+    if resume and out_dir is None:
+        raise ValueError("resume=True needs out_dir (where last.pt lives)")
+    fit_args = _jsonable({
+        "epochs": epochs, "optimizer": str(optimizer).lower(), "lr": lr, "momentum": momentum,
+        "nesterov": nesterov, "weight_decay": weight_decay, "schedule": str(schedule).lower(),
+        "milestones": list(milestones or ()), "gamma": gamma, "warmup_epochs": warmup_epochs,
+        "eta_min": eta_min, "max_steps": max_steps,
+        "criterion": type(criterion).__name__ if criterion is not None else "CrossEntropyLoss"})
+    config = _jsonable(config) if config is not None else {}
+
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
+    if isinstance(criterion, nn.Module):
+        criterion = criterion.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (all requires_grad=False)")
+    opt = build_optimizer(optimizer, params, lr=lr, momentum=momentum, nesterov=nesterov,
+                          weight_decay=weight_decay)
+    sched = build_scheduler(schedule, opt, epochs=epochs, milestones=milestones, gamma=gamma,
+                            warmup_epochs=warmup_epochs, eta_min=eta_min)
+
+    out = Path(out_dir) if out_dir is not None else None
+    history: list[dict] = []
+    best_val_acc = -math.inf
+    start = 0
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    last_path = out / "last.pt" if out is not None else None
+    if resume and last_path.exists():
+        ckpt = load_checkpoint(last_path)
+        _check_same_run(ckpt, fit_args, config, last_path)
+        model.load_state_dict(ckpt["model"])
+        history = list(ckpt["history"])
+        start = int(ckpt["epoch"])
+        best_val_acc = float(ckpt["best_val_acc"])
+        _atomic_write_text(out / "history.jsonl", _history_text(history))
+        if start >= epochs:
+            return history
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"], train_loader)
+    if out is not None:
+        _write_run_json(out / "run.json", seed=seed, device=device, config=config,
+                        fit_args=fit_args, amp=amp, channels_last=channels_last, compile=compile,
+                        resumed_at=start if start else None)
+        if start == 0:  # a fresh run: no stale files of an earlier run in its folder
+            _atomic_write_text(out / "history.jsonl", "")
+            for name in ("last.pt", "best.pt"):
+                (out / name).unlink(missing_ok=True)
+
+    net = torch.compile(model) if compile else model
+    n_steps = _len(train_loader)
+    if n_steps is not None and max_steps is not None:
+        n_steps = min(n_steps, int(max_steps))
+    for epoch in range(start + 1, epochs + 1):
+        t0 = time.perf_counter()
+        cur_lr = float(opt.param_groups[0]["lr"])
+        bar = None
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n_steps, desc=f"epoch {epoch}/{epochs}", leave=True,
+                       file=sys.stderr, dynamic_ncols=True)
+        try:
+            tr = train_one_epoch(net, criterion, opt, train_loader, device, epoch=epoch, amp=amp,
+                                 channels_last=channels_last, max_steps=max_steps, bar=bar)
+            val = (evaluate(net, val_loader, criterion, device, amp=amp)
+                   if val_loader is not None else None)
+        except BaseException as exc:
+            if bar is not None:
+                bar.close()
+            if isinstance(exc, TrainingDiverged) and out is not None:
+                where = (f"{last_path} (epoch {epoch - 1}) is kept" if epoch > 1
+                         else "none was written (it diverged in the first epoch)")
+                raise TrainingDiverged(f"{exc} Last good checkpoint: {where}.") from None
+            raise
+        sched.step()
+        rec = {"epoch": epoch, "lr": cur_lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
+               "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
+               "val_bal_acc": val["bal_acc"] if val else None,
+               "seconds": time.perf_counter() - t0,
+               "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
+        history.append(rec)
+        if out is not None:
+            is_best = val is None or val["acc"] > best_val_acc
+            if val is not None:
+                best_val_acc = max(best_val_acc, val["acc"])
+            state = model.state_dict()
+            common = {"model": state, "epoch": epoch, "best_val_acc": best_val_acc,
+                      "config": config, "fit_args": fit_args, "history": history, "seed": seed}
+            if is_best:  # before last.pt: last.pt is the commit point of an epoch
+                _atomic_save({**common, "val_acc": rec["val_acc"]}, out / "best.pt")
+            _atomic_save({**common, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                          "rng": _rng_state(train_loader)}, last_path)
+            with open(out / "history.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        elif val is not None:
+            best_val_acc = max(best_val_acc, val["acc"])
+        line = format_epoch(rec, epochs)
+        if bar is not None:
+            bar.set_postfix_str(line.split("  ", 1)[1], refresh=True)
+            bar.close()
+        elif mode == "line":
+            print(line, flush=True)
+    return history
+
+
+def _check_same_run(ckpt: dict, fit_args: dict, config: dict, path: Path) -> None:
+    old_args = {k: v for k, v in ckpt.get("fit_args", {}).items() if k != "epochs"}
+    new_args = {k: v for k, v in fit_args.items() if k != "epochs"}
+    old_cfg = {k: v for k, v in ckpt.get("config", {}).items() if k != "epochs"}
+    new_cfg = {k: v for k, v in config.items() if k != "epochs"}
+    diff = sorted({k for k in old_args.keys() | new_args.keys()
+                   if old_args.get(k) != new_args.get(k)}
+                  | {f"config.{k}" for k in old_cfg.keys() | new_cfg.keys()
+                     if old_cfg.get(k) != new_cfg.get(k)})
+    if diff:
+        raise ValueError(f"cannot resume from {path}: it was written with different settings "
+                         f"({', '.join(diff)}). Use another out_dir, delete the folder, or pass "
+                         "resume=False to start over.")
+
+
+def _write_run_json(path: Path, *, seed, device, config, fit_args, amp, channels_last, compile,
+                    resumed_at) -> None:
+    info = {"seed": seed, **run_info(device), "amp": "bf16" if amp else None,
+            "channels_last": channels_last, "compile": bool(compile), "config": config,
+            "fit_args": fit_args, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if resumed_at is not None and path.exists():
+        prev = json.loads(path.read_text())
+        info["started"] = prev.get("started", info["started"])
+        info["resumes"] = [*prev.get("resumes", []),
+                           {"epoch": resumed_at, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            "device": info["device"], "device_name": info["device_name"]}]
+    _atomic_write_text(path, json.dumps(info, indent=2) + "\n")

@@ -1,0 +1,69 @@
+"""Shared fixtures: small synthetic ImageFolders of random JPEGs, and the real EuroSAT archive.
+
+- `make_imagefolder(root, classes=..., per_class=..., size=...)`: write one (a function fixture).
+- `synthetic_imagefolder`: session-wide, 10 classes (EuroSAT's names) × 12 JPEGs of 64×64, each
+  class with its own mean colour so that a model can learn something from it.
+- `real_eurosat_zip`: ../shared/data/EuroSAT.zip (or $HW2_EUROSAT_ZIP); the test is skipped, with
+  the reason, where it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EUROSAT_NAMES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+                 "Pasture", "PermanentCrop", "Residential", "River", "SeaLake")
+
+
+def write_imagefolder(root, classes=("a", "b", "c"), per_class=20, size=32, *, seed=0,
+                      ext=".jpg", counts=None) -> Path:
+    """<root>/<Class>/<Class>_<i>.jpg (i from 1): noisy images around a per-class colour."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for k, c in enumerate(classes):
+        folder = root / c
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(40, 216, size=3)
+        n = per_class if counts is None else counts[k]
+        for i in range(n):
+            hw = size if isinstance(size, tuple) else (size, size)
+            img = np.clip(base + rng.normal(0, 30, (*hw, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{c}_{i + 1}{ext}", quality=90)
+    return root
+
+
+@pytest.fixture
+def make_imagefolder():
+    """The `write_imagefolder` function, for tests that build (and break) their own folders."""
+    return write_imagefolder
+
+
+@pytest.fixture(scope="session")
+def synthetic_imagefolder(tmp_path_factory) -> Path:
+    """Root of a synthetic ImageFolder: 10 classes (EuroSAT's names) × 12 JPEGs of 64×64."""
+    root = tmp_path_factory.mktemp("synthetic") / "images"
+    return write_imagefolder(root, EUROSAT_NAMES, per_class=12, size=64, seed=1234)
+
+
+def find_real_eurosat_zip() -> Path | None:
+    env = os.environ.get("HW2_EUROSAT_ZIP")
+    for p in ([Path(env)] if env else []) + [REPO_ROOT.parent / "shared" / "data" / "EuroSAT.zip"]:
+        if p.is_file():
+            return p.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_eurosat_zip() -> Path:
+    """The real EuroSAT archive; skips the test where it is absent."""
+    p = find_real_eurosat_zip()
+    if p is None:
+        pytest.skip("real EuroSAT archive not found: ../shared/data/EuroSAT.zip is absent and "
+                    "$HW2_EUROSAT_ZIP is not set")
+    return p

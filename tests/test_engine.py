@@ -1,0 +1,423 @@
+"""hw2lib.engine: optimizers, LR schedules, fit (overfit, history, checkpoints, exact resume,
+NaN stop, progress), evaluate/predict. Tiny models and TensorDatasets only (fast on 2 cores)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from hw2lib import engine as E
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def make_data(n=24, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 3, 2, 2, generator=g) + 2.0 * nn.functional.one_hot(
+        y, 12)[:, :12].reshape(n, 3, 2, 2).float()
+    return x, y
+
+
+def make_loader(x, y, *, batch_size=8, shuffle=True, seed=0):
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def make_model(seed=0, dropout=0.3):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Dropout(dropout),
+                         nn.Linear(16, 3))
+
+
+def loader_pair(seed=0):
+    x, y = make_data()
+    return make_loader(x, y, seed=seed), make_loader(x, y, shuffle=False)
+
+
+FIT_KW = dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3,
+              schedule="cosine", warmup_epochs=1, device="cpu", progress=False)
+
+
+class CrashAfter:
+    """Wraps a loader; the (n+1)-th epoch's iteration raises (a simulated interruption)."""
+
+    def __init__(self, loader, n):
+        self.loader, self.left = loader, n
+        self.generator = loader.generator
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.left == 0:
+            raise RuntimeError("simulated crash")
+        self.left -= 1
+        return iter(self.loader)
+
+
+class NeverIterate:
+    generator = None
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        raise AssertionError("training ran although all epochs were done")
+
+
+class NaNAt(nn.Module):
+    """Identity in eval mode; in training, outputs NaN at the `at`-th forward call."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                return x * float("nan")
+        return x
+
+
+BUILTIN = (dict, list, tuple, str, int, float, bool, type(None), torch.Tensor)
+
+
+def assert_plain(obj, where="ckpt"):
+    assert isinstance(obj, BUILTIN), f"{where} holds a {type(obj).__name__}"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            assert isinstance(k, str | int), f"{where} has key {k!r}"
+            assert_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            assert_plain(v, f"{where}[{i}]")
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_multistep_schedule_milestones_and_gamma():
+    lrs = E.lr_schedule("multistep", lr=1.0, epochs=8, milestones=(3, 6), gamma=0.1)
+    assert lrs == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01], rel=1e-12)
+
+
+def test_cosine_schedule_formula_and_endpoints():
+    lr, eta_min, epochs = 0.1, 0.001, 6
+    lrs = E.lr_schedule("cosine", lr=lr, epochs=epochs, eta_min=eta_min)
+    expected = [eta_min + (lr - eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2
+                for e in range(epochs)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert lrs[0] == pytest.approx(lr)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    # the same as torch's CosineAnnealingLR; reaches eta_min after the last epoch's step
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=eta_min)
+    ref_lrs = []
+    for _ in range(epochs):
+        ref_lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    assert lrs == pytest.approx(ref_lrs, rel=1e-9)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = E.build_scheduler("cosine", opt, epochs=epochs, eta_min=eta_min)
+    for _ in range(epochs):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(eta_min, rel=1e-12)
+
+
+def test_exponential_and_constant_schedules():
+    assert E.lr_schedule("exponential", lr=0.8, epochs=4, gamma=0.5) == pytest.approx(
+        [0.8, 0.4, 0.2, 0.1], rel=1e-12)
+    assert E.lr_schedule("none", lr=0.3, epochs=3) == pytest.approx([0.3] * 3, rel=1e-12)
+
+
+def test_warmup_ramps_linearly_then_follows_schedule():
+    lr = 1.0
+    lrs = E.lr_schedule("cosine", lr=lr, epochs=7, warmup_epochs=3)
+    assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75], rel=1e-12)  # lr*(e+1)/(w+1)
+    expected = [(1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]  # T = epochs - warmup
+    assert lrs[3:] == pytest.approx(expected, rel=1e-12)
+    lrs = E.lr_schedule("exponential", lr=lr, epochs=5, warmup_epochs=1, gamma=0.5)
+    assert lrs == pytest.approx([0.5, 1, 0.5, 0.25, 0.125], rel=1e-12)
+    lrs = E.lr_schedule("multistep", lr=lr, epochs=6, warmup_epochs=2, milestones=(4,), gamma=0.1)
+    assert lrs == pytest.approx([1 / 3, 2 / 3, 1, 1, 0.1, 0.1], rel=1e-12)  # absolute milestones
+    assert E.lr_schedule("none", lr=0.2, epochs=3, warmup_epochs=1) == pytest.approx(
+        [0.1, 0.2, 0.2], rel=1e-12)
+
+
+def test_schedule_errors_name_the_choices():
+    with pytest.raises(ValueError, match="none, multistep, cosine, exponential"):
+        E.lr_schedule("step", lr=0.1, epochs=3)
+    with pytest.raises(ValueError, match="milestones"):
+        E.lr_schedule("multistep", lr=0.1, epochs=3)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        E.lr_schedule("cosine", lr=0.1, epochs=3, warmup_epochs=-1)
+    # a run shorter than its warmup is all warmup (smoke profiles shrink epochs)
+    assert E.lr_schedule("cosine", lr=1.0, epochs=2, warmup_epochs=3) == pytest.approx(
+        [0.25, 0.5], rel=1e-12)
+
+
+def test_scheduler_state_dict_resumes():
+    def fresh():
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+        return opt, E.build_scheduler("cosine", opt, epochs=10, warmup_epochs=2)
+
+    opt, sched = fresh()
+    for _ in range(4):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    assert_plain(state)
+    opt2, sched2 = fresh()
+    sched2.load_state_dict(state)
+    opt2.step()
+    sched2.step()
+    opt.step()
+    sched.step()
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+
+
+def test_build_optimizer_choices():
+    params = [nn.Parameter(torch.zeros(2))]
+    sgd = E.build_optimizer("sgd", params, lr=0.1, momentum=0.8, nesterov=True, weight_decay=1e-4)
+    assert isinstance(sgd, torch.optim.SGD)
+    g = sgd.param_groups[0]
+    assert (g["momentum"], g["nesterov"], g["weight_decay"]) == (0.8, True, 1e-4)
+    adam = E.build_optimizer("Adam", params, lr=1e-3, betas=(0.8, 0.9))
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.8, 0.9)
+    assert isinstance(E.build_optimizer("adamw", params, lr=1e-3, weight_decay=0.05),
+                      torch.optim.AdamW)
+    with pytest.raises(ValueError, match="sgd, adam, adamw"):
+        E.build_optimizer("rmsprop", params, lr=0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        E.build_optimizer("sgd", params, lr=0.1, momentum=0.0, nesterov=True)
+
+
+# --------------------------------------------------------------------------- device, seeds, info
+
+
+def test_resolve_device_and_run_info():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert E.resolve_device().type == expected
+    assert E.resolve_device("auto").type == expected
+    assert E.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="device"):
+        E.resolve_device("tpu-9000")
+    info = E.run_info("cpu")
+    for key in ("python", "torch", "torchvision", "numpy", "device", "device_name"):
+        assert info[key], key
+    assert info["device"] == "cpu"
+
+
+def test_seed_everything_reproduces_all_global_rngs():
+    import random
+
+    E.seed_everything(7)
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    E.seed_everything(7)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def test_tiny_model_overfits_tiny_batch():
+    x, y = make_data(n=16)
+    loader = make_loader(x, y, batch_size=16)
+    model = make_model(dropout=0.0)
+    hist = E.fit(model, loader, loader, epochs=60, optimizer="adam", lr=0.02, weight_decay=0.0,
+                 device="cpu", progress=False)
+    assert len(hist) == 60
+    first, last = hist[0]["train_loss"], hist[-1]["train_loss"]
+    assert first / last >= 10, f"loss fell only {first / last:.1f}x ({first:.3f} -> {last:.4f})"
+    assert hist[-1]["train_acc"] == 1.0 and hist[-1]["val_acc"] == 1.0
+    assert set(hist[0]) == set(E.HISTORY_KEYS)
+
+
+def test_history_checkpoints_and_run_json(tmp_path):
+    train, val = loader_pair()
+    model = make_model()
+    cfg = {"name": "tiny", "model": "mlp", "epochs": 3, "milestones": (1, 2)}
+    hist = E.fit(model, train, val, epochs=3, out_dir=tmp_path, config=cfg, seed=11, **FIT_KW)
+    # history.jsonl equals the returned history
+    assert E.read_history(tmp_path) == hist
+    assert [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()] == hist
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert [h["lr"] for h in hist] == pytest.approx(
+        E.lr_schedule("cosine", lr=0.05, epochs=3, warmup_epochs=1), rel=1e-12)
+    for h in hist:
+        assert 0 <= h["val_acc"] <= 1 and 0 <= h["val_bal_acc"] <= 1
+        assert h["seconds"] > 0 and h["images_per_s"] > 0
+    # checkpoints: plain dicts, loadable with weights_only=True
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert_plain(last, "last.pt")
+    assert {"model", "optimizer", "scheduler", "epoch", "best_val_acc", "config", "history",
+            "rng"} <= set(last)
+    assert last["epoch"] == 3 and last["history"] == hist
+    assert last["config"] == {**cfg, "milestones": [1, 2]}
+    assert last["best_val_acc"] == max(h["val_acc"] for h in hist)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert_plain(best, "best.pt")
+    best_epoch = max(hist, key=lambda h: h["val_acc"])["epoch"]  # first of ties
+    assert best["epoch"] == best_epoch and best["val_acc"] == last["best_val_acc"]
+    fresh = make_model(seed=5)
+    E.load_checkpoint(tmp_path / "last.pt", fresh)
+    for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["seed"] == 11 and run["config"]["name"] == "tiny"
+    for key in ("python", "torch", "torchvision", "numpy", "device_name"):
+        assert run[key]
+    assert not list(tmp_path.glob(".*tmp*"))  # no temp files left behind
+
+
+def test_no_val_loader_last_is_best(tmp_path):
+    train, _ = loader_pair()
+    hist = E.fit(make_model(), train, None, epochs=2, out_dir=tmp_path, **FIT_KW)
+    assert hist[-1]["val_acc"] is None and hist[-1]["val_loss"] is None
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 2
+
+
+def test_resume_equals_uninterrupted_run_exactly(tmp_path):
+    epochs = 4
+    train, val = loader_pair(seed=3)
+    straight_model = make_model(seed=1)
+    straight = E.fit(straight_model, train, val, epochs=epochs, out_dir=tmp_path / "a", **FIT_KW)
+
+    train, val = loader_pair(seed=3)
+    model = make_model(seed=1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        E.fit(model, CrashAfter(train, 2), val, epochs=epochs, out_dir=tmp_path / "b", **FIT_KW)
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 2
+
+    # a new process: other initial weights, another loader seed, the global RNG moved on
+    train, val = loader_pair(seed=99)
+    resumed_model = make_model(seed=42)
+    torch.manual_seed(12345)
+    resumed = E.fit(resumed_model, train, val, epochs=epochs, out_dir=tmp_path / "b",
+                    resume=True, **FIT_KW)
+
+    assert len(resumed) == epochs
+    for a, b in zip(straight, resumed, strict=True):
+        for key in ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                    "val_bal_acc"):
+            assert a[key] == b[key], (a["epoch"], key, a[key], b[key])
+    for (name, a), b in zip(straight_model.state_dict().items(),
+                            resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert E.read_history(tmp_path / "b") == resumed  # history.jsonl rewritten consistently
+
+    # all epochs done: the stored history comes back without training, weights loaded
+    again = make_model(seed=7)
+    done = E.fit(again, NeverIterate(), val, epochs=epochs, out_dir=tmp_path / "b", resume=True,
+                 **FIT_KW)
+    assert done == resumed
+    for a, b in zip(again.state_dict().values(), resumed_model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+    with pytest.raises(ValueError, match="different settings.*lr"):
+        E.fit(make_model(), train, val, epochs=epochs, out_dir=tmp_path / "b", resume=True,
+              **{**FIT_KW, "lr": 0.5})
+
+
+def test_nan_after_resume_leaves_last_pt_byte_identical(tmp_path):
+    train, val = loader_pair()  # 3 steps per epoch
+    model = nn.Sequential(make_model(), NaNAt(at=3 + 2))  # epoch 2, step 2
+    E.fit(model, train, val, epochs=1, out_dir=tmp_path, **FIT_KW)  # epoch 1 completes
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(E.TrainingDiverged, match=r"epoch 2, step 2\b"):
+        E.fit(model, train, val, epochs=3, out_dir=tmp_path, resume=True, **FIT_KW)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_nan_loss_mid_run_keeps_last_good_checkpoint(tmp_path):
+    train, val = loader_pair()  # 3 steps per epoch
+    model = nn.Sequential(make_model(), NaNAt(at=3 + 2))  # epoch 2, step 2
+    with pytest.raises(E.TrainingDiverged, match=r"epoch 2, step 2\b") as err:
+        E.fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    assert "nan" in str(err.value) and "last.pt (epoch 1) is kept" in str(err.value)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in last["model"].values())
+    assert len(E.read_history(tmp_path)) == 1
+
+
+def test_huge_lr_diverges_with_clear_error():
+    x, y = make_data()
+    with pytest.raises(E.TrainingDiverged, match=r"epoch 1, step \d+"):
+        E.fit(make_model(dropout=0.0), make_loader(x, y), None, epochs=2, optimizer="sgd",
+              lr=1e30, device="cpu", progress=False)
+
+
+def test_progress_line_mode_prints_one_line_per_epoch(capsys):
+    train, val = loader_pair()
+    E.fit(make_model(), train, val, epochs=3, **{**FIT_KW, "progress": "line"})
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 3 and "\r" not in out and "\r" not in err
+    for i, line in enumerate(lines, 1):
+        assert line.startswith(f"epoch {i}/3  lr ")
+        assert " train " in line and " val " in line and "(bal " in line and "img/s" in line
+    # "auto" is line mode when stderr is not a terminal (papermill, CI); False is silent
+    E.fit(make_model(), train, val, epochs=2, **{**FIT_KW, "progress": "auto"})
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    E.fit(make_model(), train, val, epochs=2, **FIT_KW)
+    assert capsys.readouterr() == ("", "")
+    with pytest.raises(ValueError, match="progress"):
+        E.fit(make_model(), train, val, epochs=1, **{**FIT_KW, "progress": "verbose"})
+
+
+def test_progress_bar_mode_writes_to_stderr_only(capsys):
+    train, val = loader_pair()
+    E.fit(make_model(), train, val, epochs=2, **{**FIT_KW, "progress": "bar"})
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "epoch 1/2" in err and "epoch 2/2" in err and "img/s" in err
+
+
+def test_max_steps_caps_steps_per_epoch():
+    x, y = make_data()
+    calls = []
+
+    class Count(nn.Module):
+        def forward(self, x):
+            if self.training:
+                calls.append(1)
+            return x
+
+    model = nn.Sequential(make_model(), Count())
+    E.fit(model, make_loader(x, y, batch_size=4), None, epochs=2, max_steps=2, device="cpu",
+          progress=False)
+    assert len(calls) == 4
+
+
+# --------------------------------------------------------------------------- evaluate / predict
+
+
+def test_evaluate_and_predict_hand_computed():
+    # identity "model" on 3 features: logits are the inputs
+    logits = torch.tensor([[3.0, 0, 0], [0, 2.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+    y = torch.tensor([0, 1, 1, 2])  # right, right, wrong, wrong
+    loader = DataLoader(TensorDataset(logits, y), batch_size=3)
+    model = nn.Sequential(nn.Identity(), nn.Linear(3, 3))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(3))
+        model[1].bias.zero_()
+    model.train()
+    res = E.evaluate(model, loader)
+    assert res["acc"] == pytest.approx(0.5)
+    assert res["bal_acc"] == pytest.approx((1.0 + 0.5 + 0.0) / 3)
+    assert res["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+    assert model.training  # mode restored
+    out, tgt = E.predict(model, loader)
+    assert out.dtype == torch.float32 and tgt.dtype == torch.int64
+    torch.testing.assert_close(out, logits)
+    assert torch.equal(tgt, y)
