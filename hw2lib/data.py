@@ -641,8 +641,10 @@ def load_dataset(data_dir="data", *, source=None, image_folder=None, image_size=
     data_dir = Path(data_dir)
     if image_folder is not None and source is not None:
         raise ValueError("give either source (EuroSAT) or image_folder (any ImageFolder), not both")
-    if not isinstance(image_size, int) or image_size < 1:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+            or image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels, got {image_size!r}")
+    image_size = int(image_size)
     fractions = _check_fractions(fractions)
     if image_folder is not None:
         listing = _verified(Path(image_folder), None, data_dir, progress)

@@ -38,7 +38,7 @@ def write_imagefolder(root, classes=("a", "b", "c"), per_class=20, size=32, *, s
     return root
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_imagefolder():
     """The `write_imagefolder` function, for tests that build (and break) their own folders."""
     return write_imagefolder

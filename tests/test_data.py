@@ -73,12 +73,10 @@ def small_folder(tmp_path, make_imagefolder) -> Path:
 
 
 @pytest.fixture(scope="module")
-def small_ds(tmp_path_factory):
+def small_ds(tmp_path_factory, make_imagefolder):
     """3 classes × 20 JPEGs of 32×32, split and cached at 32×32."""
-    from conftest import write_imagefolder
-
     base = tmp_path_factory.mktemp("small-ds")
-    root = write_imagefolder(base / "images", ("cat", "dog", "eel"), per_class=20, size=32)
+    root = make_imagefolder(base / "images", ("cat", "dog", "eel"), per_class=20, size=32)
     return D.load_dataset(base / "data", image_folder=root, image_size=32, progress=False)
 
 
