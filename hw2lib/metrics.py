@@ -108,46 +108,77 @@ def group_accuracy(y_true, y_pred, train_counts, *, many: int = 100,
 # --------------------------------------------------------------------------- hooks and features
 
 
+class _StopForward(Exception):
+    """Raised by a stopping hook once the wanted layer's output is captured."""
+
+
 class Captured:
     """What `capture` yields: `.output` is the layer's output of the latest forward pass (None
     before one), `.outputs` all of them in order when `keep_all=True`."""
 
-    def __init__(self, keep_all: bool = False):
+    def __init__(self, model: nn.Module, name: str, *, stop: bool = False, keep_all: bool = False):
+        self.model, self.name, self.stop = model, name, stop
         self.output = None
         self.outputs: list = []
         self._keep_all = keep_all
 
+    def run(self, x):
+        """Forward `x` through the model (stopping right after the layer when `stop=True`, which
+        saves the rest of the network) and return the layer's output."""
+        self.output = None
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        if self.output is None:
+            raise RuntimeError(f"layer {self.name!r} was not called in the model's forward pass")
+        return self.output
+
 
 def get_module(model: nn.Module, layer_name: str) -> nn.Module:
-    """The submodule named `layer_name` (e.g. "layer4.2.conv3"); ValueError with near names."""
+    """The submodule named `layer_name` (e.g. "layer4.2.conv3"); a ValueError naming near names
+    (or, where none is near, the model's conv layers) otherwise."""
+    if not isinstance(layer_name, str) or not layer_name:
+        raise ValueError("layer must be a module name such as 'layer4.2.conv3', "
+                         f"got {layer_name!r}")
     modules = dict(model.named_modules())
-    if layer_name not in modules or layer_name == "":
-        near = difflib.get_close_matches(str(layer_name), [n for n in modules if n], n=5)
-        hint = f" Did you mean: {', '.join(near)}?" if near else ""
-        raise ValueError(f"model has no layer {layer_name!r}.{hint} Names come from "
-                         "model.named_modules(), e.g. 'layer4.2.conv3'.")
-    return modules[layer_name]
+    if layer_name in modules:
+        return modules[layer_name]
+    names = [n for n in modules if n]
+    near = difflib.get_close_matches(layer_name, names, n=5)
+    if near:
+        hint = f"Did you mean: {', '.join(near)}?"
+    else:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        hint = f"Conv layers: {', '.join(convs[:20])}{' ...' if len(convs) > 20 else ''}."
+    raise ValueError(f"model has no layer {layer_name!r}. {hint} Names come from "
+                     "model.named_modules(), e.g. 'layer4.2.conv3'.")
 
 
 @contextmanager
-def capture(model: nn.Module, layer_name: str, *, detach: bool = False, keep_all: bool = False):
+def capture(model: nn.Module, layer_name: str, *, detach: bool = False, keep_all: bool = False,
+            stop: bool = False):
     """Capture the output of `model`'s layer `layer_name` during forward passes:
 
         with capture(model, "layer4") as cap:
             model(x)
         feats = cap.output
 
-    A forward hook, removed when the block exits (also on an exception). The output keeps its
-    graph unless `detach=True` (activation maximization and DeepDream need the gradient).
+    A forward hook, removed when the block exits (also on an exception); the one place in hw2lib
+    where such a hook is registered (feature visualization uses it too). The output keeps its graph
+    unless `detach=True` (activation maximization and DeepDream need the gradient). With
+    `stop=True`, `cap.run(x)` stops the forward pass right after the layer.
     """
     module = get_module(model, layer_name)
-    cap = Captured(keep_all)
+    cap = Captured(model, layer_name, stop=stop, keep_all=keep_all)
 
     def hook(_mod, _inp, output):
         out = output.detach() if detach and isinstance(output, torch.Tensor) else output
         cap.output = out
         if cap._keep_all:
             cap.outputs.append(out)
+        if cap.stop:
+            raise _StopForward
 
     handle = module.register_forward_hook(hook)
     try:

@@ -12,8 +12,8 @@ Figures
 
 Feature visualization
     Layers are addressed by module name as in lucent's objectives ("layer4.2.conv3", channel 12).
-    `capture_layer` is the one place a forward hook is registered; it is a context manager, so the
-    hook is removed on every exit path. The model's parameters are never changed and get no `.grad`:
+    Hooks go through `hw2lib.metrics.capture`, a context manager, so the hook is removed on every
+    exit path. The model's parameters are never changed and get no `.grad`:
     gradients are taken with `torch.autograd.grad` with respect to the image only, the model is put in
     eval mode for the call and its modes are restored afterwards.
     Images are 3×H×W float tensors in [0, 1] pixel space; `mean`/`std` normalization is applied
@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 
 import numpy as np
+
+from hw2lib.metrics import capture
 
 # ImageNet statistics: the default normalization of the pretrained backbones (pass the model's own).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,9 +44,7 @@ _COLOR_CORRELATION_SVD_SQRT = (
 
 __all__ = [
     "activation_maximization",
-    "capture_layer",
     "deepdream",
-    "get_layer",
     "knn_accuracy",
     "plot_class_counts",
     "plot_confusion",
@@ -493,79 +493,7 @@ def plot_image_row(images: Sequence, titles: Sequence[str] | None = None, *, siz
 
 
 # ----------------------------------------------------------------------------------------------
-# hooks
-
-
-def get_layer(model, layer: str):
-    """The submodule named `layer` (e.g. "layer4.2.conv3"); ValueError listing valid names."""
-    import torch.nn as nn
-
-    if not isinstance(layer, str) or not layer:
-        raise ValueError(f"layer must be a module name such as 'layer4.2.conv3', got {layer!r}")
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        pass
-    names = [n for n, _ in model.named_modules() if n]
-    last = layer.rsplit(".", 1)[-1]
-    similar = [n for n in names if last and last in n.rsplit(".", 1)[-1]]
-    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    hint = (f"names ending like {last!r}: {', '.join(similar[:20])}" if similar
-            else f"conv layers: {', '.join(convs[:20])}{' ...' if len(convs) > 20 else ''}")
-    raise ValueError(f"no layer named {layer!r} in {type(model).__name__}; {hint} "
-                     f"(all names: [n for n, _ in model.named_modules()])")
-
-
-class _StopForward(Exception):
-    """Raised by a stopping hook once the wanted layer's output is captured."""
-
-
-class LayerCapture:
-    """What `capture_layer` yields: `.output` is the layer's latest output (None before a forward)."""
-
-    def __init__(self, model, name: str, module, stop: bool):
-        self.model, self.name, self.module, self.stop = model, name, module, stop
-        self.output = None
-
-    def run(self, x):
-        """Forward `x` through the model (stopping right after the layer when `stop=True`) and
-        return the layer's output."""
-        self.output = None
-        try:
-            self.model(x)
-        except _StopForward:
-            pass
-        if self.output is None:
-            raise RuntimeError(f"layer {self.name!r} was not called in the model's forward pass")
-        return self.output
-
-
-@contextmanager
-def capture_layer(model, layer: str, *, detach: bool = False, stop: bool = False
-                  ) -> Iterator[LayerCapture]:
-    """Context manager: a forward hook on the module named `layer` that stores its output in
-    `cap.output`; the hook is removed on exit, also when the body raises.
-
-    detach=True stores a detached tensor (features); stop=True makes `cap.run(x)` stop the forward
-    pass right after the layer (saves the rest of the network when only this layer is needed).
-
-        with capture_layer(model, "layer4.2.conv3") as cap:
-            model(x)
-        act = cap.output
-    """
-    module = get_layer(model, layer)
-    cap = LayerCapture(model, layer, module, stop)
-
-    def hook(_mod, _inp, out):
-        cap.output = out.detach() if detach else out
-        if cap.stop:
-            raise _StopForward
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield cap
-    finally:
-        handle.remove()
+# model mode
 
 
 @contextmanager
@@ -743,7 +671,7 @@ def deepdream(model, image, layer: str, *, channels=None, octaves: int = 4,
         return act[:, channels].mean()
 
     detail = None
-    with _eval_mode(model), capture_layer(model, layer, stop=True) as cap:
+    with _eval_mode(model), capture(model, layer, stop=True) as cap:
         checked = False
         for hw in _octave_sizes(h, w, octaves, octave_scale, min_size):
             base_o = F.interpolate(base, size=hw, mode="bicubic", align_corners=False,
@@ -881,7 +809,7 @@ def activation_maximization(model, layer: str, channel: int, *, init="noise", si
     trace: list[float] = []
     j = min(int(jitter), min(h, w) // 2)
 
-    with _eval_mode(model), capture_layer(model, layer, stop=True) as cap:
+    with _eval_mode(model), capture(model, layer, stop=True) as cap:
         for step in range(steps):
             with torch.enable_grad():
                 x = to_image(q)

@@ -119,6 +119,35 @@ def test_capture_unknown_layer_names_near_matches():
             pass
 
 
+def test_capture_unknown_layer_without_near_names_lists_conv_layers():
+    with pytest.raises(ValueError, match=r"no layer 'zzz'.*Conv layers: conv\."):
+        M.get_module(Tiny(), "zzz")
+    with pytest.raises(ValueError, match="module name"):
+        M.get_module(Tiny(), "")
+
+
+def test_capture_stop_runs_only_up_to_the_layer():
+    model = Tiny()
+    calls = []
+    model.head.register_forward_hook(lambda *_: calls.append("head"))
+    x = torch.randn(2, 3, 5, 5)
+    with M.capture(model, "conv", stop=True) as cap:
+        out = cap.run(x)
+    torch.testing.assert_close(out, model.conv(x))
+    assert calls == []  # the forward pass stopped before the head
+    model.head._forward_hooks.clear()
+    assert _no_hooks(model)
+
+
+def test_capture_run_names_a_layer_the_forward_pass_never_calls():
+    model = Tiny()
+    model.unused = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="'unused' was not called"):
+        with M.capture(model, "unused") as cap:
+            cap.run(torch.randn(1, 3, 5, 5))
+    assert _no_hooks(model)
+
+
 def test_extract_features_default_is_input_of_last_linear():
     model = Tiny().train()
     loader, x, y = _loader()
