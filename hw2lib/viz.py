@@ -127,6 +127,14 @@ def _pretty(key: str) -> str:
     return names.get(key, key)
 
 
+def _epoch_axis(ax) -> None:
+    """An x axis of whole epochs (no 1.25, 1.5, ... ticks on short runs)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 # ----------------------------------------------------------------------------------------------
 # training curves
 
@@ -155,14 +163,15 @@ def plot_history(histories: Mapping[str, Sequence[Mapping]], metrics=("loss", "a
                 if s is not None:
                     ax.plot(*s, style, color=color, lw=1.6, marker="o" if len(s[0]) == 1 else None,
                             label=f"{name} ({split})")
-        ax.set_xlabel("epoch")
+        _epoch_axis(ax)
         ax.set_ylabel(_pretty(m))
         ax.set_title(_pretty(m))
         ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=c, lw=2, label=n) for c, n in zip(colors, histories, strict=False)]
     handles += [Line2D([], [], color="0.3", ls="--", label="train"),
                 Line2D([], [], color="0.3", ls="-", label="val")]
-    axes[-1].legend(handles=handles, fontsize=8, loc="best")
+    axes[-1].legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                    frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -207,7 +216,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping]], key: str = "val_acc"
         s = _series(hist, key)
         if s is not None:
             ax.plot(*s, color=color, lw=1.8, marker="o" if len(s[0]) == 1 else None, label=name)
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel(_pretty(key))
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -227,10 +236,11 @@ def plot_lr_schedules(schedules: Mapping[str, Sequence[float]], *, title: str | 
     for color, (name, lrs) in zip(_colors(len(schedules)), schedules.items(), strict=True):
         y = np.asarray(lrs, dtype=float)
         y = np.where(y > 0, y, np.nan)
+        # one step per epoch, centred on it, with a dot at each epoch's own value
         ax.plot(np.arange(1, len(y) + 1), y, color=color, lw=1.8, label=name,
-                drawstyle="steps-post")
+                drawstyle="steps-mid", marker="o", markersize=3)
     ax.set_yscale("log")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("learning rate")
     ax.grid(alpha=0.3, which="both")
     if schedules:
@@ -246,11 +256,11 @@ def plot_lr_schedules(schedules: Mapping[str, Sequence[float]], *, title: str | 
 
 @_closes_on_error
 def plot_confusion(cm, classes: Sequence[str], *, title: str | None = None,
-                   normalize: bool = True, ax=None):
+                   normalize: bool = True, ax=None, cbar: bool = True, cbar_ax=None):
     """Confusion matrix heatmap (rows: true class, columns: predicted class).
 
     normalize=True: each row as % of that true class (an empty row stays 0), annotated with one
-    decimal; normalize=False: raw counts.
+    decimal; normalize=False: raw counts. cbar=False: no colour bar; cbar_ax: the axes to draw it in.
     """
     import seaborn as sns
 
@@ -273,7 +283,8 @@ def plot_confusion(cm, classes: Sequence[str], *, title: str | None = None,
         fig = ax.figure
     sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", square=True, ax=ax,
                 xticklabels=list(classes), yticklabels=list(classes),
-                annot_kws={"fontsize": 7 if k > 6 else 9}, cbar_kws={"label": cbar_label}, **kw)
+                annot_kws={"fontsize": 7 if k > 6 else 9}, cbar=cbar, cbar_ax=cbar_ax,
+                cbar_kws={"label": cbar_label} if cbar else None, **kw)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.tick_params(axis="x", labelrotation=45)
@@ -284,6 +295,32 @@ def plot_confusion(cm, classes: Sequence[str], *, title: str | None = None,
         ax.set_title(title)
     if not own:  # the caller's figure: leave its layout and pyplot state alone
         return fig
+    fig.tight_layout()
+    return _finish(fig)
+
+
+@_closes_on_error
+def plot_confusions(cms: Mapping[str, object], classes: Sequence[str], *,
+                    title: str | None = None, normalize: bool = True):
+    """Several confusion matrices side by side (title -> matrix), one colour bar on the right:
+    row-normalized matrices share the 0–100 % scale, so they compare cell by cell."""
+    if not cms:
+        raise ValueError("plot_confusions: no matrices given")
+    k, n = len(classes), len(cms)
+    side = max(4.5, 0.62 * k + 2.5)
+    # equal heatmaps and a thin colour-bar column of their own
+    fig, axes = _subplots(1, n + 1, figsize=(side * n + 1.0, side), squeeze=False,
+                          gridspec_kw={"width_ratios": [1.0] * n + [0.05]})
+    axes = axes[0]
+    for i, (ax, (name, cm)) in enumerate(zip(axes[:n], cms.items(), strict=True)):
+        last = i == n - 1
+        plot_confusion(cm, classes, title=name, normalize=normalize, ax=ax, cbar=last,
+                       cbar_ax=axes[n] if last else None)
+        if i:  # the rows are the same classes: named once, on the left
+            ax.set_ylabel("")
+            ax.set_yticklabels([])
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig)
 
@@ -337,7 +374,7 @@ def plot_per_class_vs_count(per_class_acc: Mapping[str, Sequence[float]], counts
     if np.any(counts <= 0):
         raise ValueError("plot_per_class_vs_count: counts must be positive (log x axis)")
     markers = "osD^v<>pPX*h"
-    fig, ax = _subplots(figsize=(7.0, 4.4))
+    fig, ax = _subplots(figsize=(8.6, 4.4))
     for i, ((name, acc), color) in enumerate(
             zip(per_class_acc.items(), _colors(len(per_class_acc)), strict=True)):
         acc = np.asarray(acc, dtype=float).ravel()
@@ -354,8 +391,8 @@ def plot_per_class_vs_count(per_class_acc: Mapping[str, Sequence[float]], counts
         ax.annotate(name, (c, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                     textcoords="offset points", rotation=60, fontsize=7, ha="left", va="bottom")
     ax.grid(alpha=0.3, which="both")
-    if per_class_acc:
-        ax.legend(fontsize=8, loc="lower right")
+    if per_class_acc:  # beside the axes: inside, it hides the points of the head classes
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

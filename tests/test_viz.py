@@ -118,6 +118,17 @@ def test_plot_curves_mean_std_band():
     assert ax.get_ylabel() == "val accuracy"
 
 
+def test_epoch_axes_tick_whole_epochs_only():
+    figs = [viz.plot_history({"a": _hist(3)}), viz.plot_curves({"a": _hist(3)}),
+            viz.plot_lr_schedules({"c": [0.1, 0.05, 0.01]})]
+    for fig in figs:
+        for ax in fig.get_axes():
+            fig.canvas.draw()
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+            assert ax.get_xlabel() == "epoch"
+
+
 def test_plot_lr_schedules_log_scale():
     fig = viz.plot_lr_schedules({"multistep": [0.1, 0.1, 0.02, 0.004], "cosine": [0.1, 0.05, 0.0]})
     (ax,) = fig.get_axes()
@@ -125,6 +136,7 @@ def test_plot_lr_schedules_log_scale():
     lines = {ln.get_label(): ln for ln in ax.get_lines()}
     np.testing.assert_allclose(lines["multistep"].get_ydata(), [0.1, 0.1, 0.02, 0.004])
     assert np.isnan(lines["cosine"].get_ydata()[-1])  # a zero LR is not drawn on a log axis
+    assert lines["multistep"].get_drawstyle() == "steps-mid"  # each epoch a step centred on it
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,6 +167,19 @@ def test_plot_confusion_into_given_axes_and_shape_error():
         plt.close(fig)
     with pytest.raises(ValueError, match="3 class names"):
         viz.plot_confusion(np.eye(2), ["a", "b", "c"])
+
+
+def test_plot_confusions_side_by_side_with_one_colour_bar():
+    cms = {"ce": np.array([[4, 0], [3, 1]]), "balanced_softmax": np.array([[3, 1], [1, 3]])}
+    fig = viz.plot_confusions(cms, ["head", "tail"], title="resnext18")
+    heat = [ax for ax in fig.get_axes() if ax.get_title()]
+    assert [ax.get_title() for ax in heat] == ["ce", "balanced_softmax"]
+    assert [t.get_text() for t in heat[0].texts] == ["100.0", "0.0", "75.0", "25.0"]
+    assert [t.get_text() for t in heat[1].texts] == ["75.0", "25.0", "25.0", "75.0"]
+    assert len(fig.get_axes()) == 3  # two heatmaps + one colour bar
+    assert fig._suptitle.get_text() == "resnext18"
+    with pytest.raises(ValueError, match="no matrices"):
+        viz.plot_confusions({}, ["a"])
 
 
 def test_plot_class_counts_bars_annotations_log():
