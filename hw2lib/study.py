@@ -8,6 +8,7 @@ the ones already finished (same config) and resumes the interrupted ones from `l
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
@@ -98,6 +99,9 @@ def write_results(run_dir, *, headline_rows, metrics=None, warnings_=(), device=
     return path
 
 
+RANDOM_INIT_PREFIX = "ImageNet weights for "
+
+
 def load_backbone(name: str, num_classes: int, *, pretrained: bool, weights=None,
                   allow_random_init: bool = False, stem: str = "imagenet", **kw):
     """`build_model`, with the offline rule: no ImageNet weights → random init only where allowed,
@@ -110,7 +114,7 @@ def load_backbone(name: str, num_classes: int, *, pretrained: bool, weights=None
     except WeightsUnavailable as exc:
         if not allow_random_init:
             raise
-        msg = (f"ImageNet weights for {name} could not be had, so this run trains from RANDOM "
+        msg = (f"{RANDOM_INIT_PREFIX}{name} could not be had, so this run trains from RANDOM "
                f"INITIALIZATION: its numbers are not those of a pretrained model. ({exc})")
         warnings.warn(msg, stacklevel=2)
         return build_model(name, num_classes, pretrained=False, stem=stem, **kw), msg
@@ -131,15 +135,18 @@ def experiment_config(spec: dict, **common) -> dict:
         raise ValueError(f"experiment {spec.get('name')!r}: unknown keys {sorted(unknown)}; "
                          f"known: {sorted(DEFAULTS)} + name, epochs, seed, group, label")
     if cfg["milestones"] is None and cfg["schedule"] == "multistep":
-        # the study's [80, 120, 160] of 200 epochs, scaled to the epoch budget
-        cfg["milestones"] = [max(1, round(cfg["epochs"] * f)) for f in (0.4, 0.6, 0.8)]
+        # the study's [80, 120, 160] of 200 epochs, scaled to the epoch budget; on a short budget
+        # two milestones may round to one epoch: kept once (a double one would divide by 25)
+        cfg["milestones"] = sorted({max(1, round(cfg["epochs"] * f)) for f in (0.4, 0.6, 0.8)})
     if cfg["gamma"] is None:  # multistep: the study's ×0.2; exponential: ÷100 over the run
         cfg["gamma"] = 0.2 if cfg["schedule"] != "exponential" else 0.01 ** (1 / cfg["epochs"])
     return json.loads(json.dumps(cfg, default=_jsonable))
 
 
-def notebook_setup(run_dir, *, seed: int, device="auto"):
-    """The first cell of every notebook: run folder, one global seed, device, inline figures."""
+def notebook_setup(run_dir, *, seed: int, device="auto", figure_format: str = "png"):
+    """The first cell of every notebook: run folder, one global seed, device, inline figures.
+
+    `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size."""
     import matplotlib.pyplot as plt
 
     from hw2lib.engine import resolve_device, run_info, seed_everything
@@ -149,6 +156,16 @@ def notebook_setup(run_dir, *, seed: int, device="auto"):
     seed_everything(seed)
     dev = resolve_device(device)
     plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "figure.max_open_warning": 0})
+    # The notebooks show the random-init warning as a box (show_warning); not twice on stderr.
+    warnings.filterwarnings("ignore", message=RANDOM_INIT_PREFIX, category=UserWarning)
+    if figure_format not in ("png", "jpeg"):
+        raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
+    from IPython import get_ipython
+
+    if get_ipython() is not None:  # in a kernel (papermill, JupyterLab): inline figure format
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats(figure_format)
     info = run_info(dev)
     print("  ".join(f"{k}={v}" for k, v in info.items()))
     return run_dir, dev
@@ -333,6 +350,57 @@ B_REFERENCE = {"resnet18": "B/resnet18", "resnet34": "B/resnet34",
                "dlresnet18_5x5_adam": "B/dlresnet18_adam",
                "dlresnet18_dilated_adam": "B/dlresnet18_adam",
                "resnext50_32x4d": "B/resnext50_32x4d", "resnext18": "B/resnext18"}
+
+
+# The pairs B-ablation's findings compare: (what the comparison is about, run, its baseline).
+B_COMPARISONS = [
+    ("depth: ResNet-34 vs ResNet-18 (SGD, constant LR)", "resnet34", "resnet18"),
+    ("depth: ResNet-50 vs ResNet-18 (SGD, constant LR)", "resnet50", "resnet18"),
+    ("dual path, SGD: DLResNet-18 5×5 vs ResNet-18", "dlresnet18_5x5_sgd", "resnet18"),
+    ("dual path, SGD: DLResNet-18 dilated vs ResNet-18", "dlresnet18_dilated_sgd", "resnet18"),
+    ("dual path, Adam: DLResNet-18 5×5 vs ResNet-18", "dlresnet18_5x5_adam", "resnet18_adam"),
+    ("dual path, Adam: DLResNet-18 dilated vs ResNet-18", "dlresnet18_dilated_adam",
+     "resnet18_adam"),
+    ("optimizer: Adam vs SGD (ResNet-18)", "resnet18_adam", "resnet18"),
+    ("grouped convs: ResNeXt-18 vs ResNet-18 (SGD)", "resnext18", "resnet18"),
+    ("grouped convs: ResNeXt-50 vs ResNet-50 (SGD)", "resnext50_32x4d", "resnet50"),
+    ("LR schedule: MultiStep vs constant (Adam, colour aug.)", "sched_multistep", "sched_constant"),
+    ("LR schedule: cosine vs constant (Adam, colour aug.)", "sched_cosine", "sched_constant"),
+    ("LR schedule: exponential vs constant (Adam, colour aug.)", "sched_exponential",
+     "sched_constant"),
+    ("augmentation at constant LR: crop + flip + colour vs none", "sched_constant",
+     "abl_none_constant"),
+    ("augmentation with MultiStep LR: crop + flip + colour vs none", "sched_multistep",
+     "abl_none_multistep"),
+    ("LR schedule without augmentation: MultiStep vs constant", "abl_none_multistep",
+     "abl_none_constant"),
+    ("stem: small (3×3, no max-pool) vs torchvision's (ResNet-18)", "resnet18_small_stem",
+     "resnet18"),
+]
+
+
+def b_findings(rows: list[dict], key: str = "val_acc") -> list[str]:
+    """What B's runs say, in numbers: one sentence per comparison of `B_COMPARISONS` whose two
+    runs are both in `rows` (from `summarize`). The difference is in accuracy points; where both
+    sides have several seeds it carries the standard error of the difference and is called
+    within noise when smaller than twice that."""
+    by = {r["name"]: r for r in rows}
+    out = []
+    for label, a, b in B_COMPARISONS:
+        if a not in by or b not in by:
+            continue
+        ra, rb = by[a], by[b]
+        diff = 100 * (ra[key] - rb[key])
+        text = f"{label}: {ra[key]:.4f} vs {rb[key]:.4f}, {diff:+.1f} points"
+        if ra["seeds"] > 1 and rb["seeds"] > 1:
+            se = 100 * math.sqrt(ra[key + "_std"] ** 2 / ra["seeds"]
+                                 + rb[key + "_std"] ** 2 / rb["seeds"])
+            verdict = "within noise" if abs(diff) < 2 * se else "beyond 2 standard errors"
+            text += f" ± {se:.1f} (n = {ra['seeds']}/{rb['seeds']} seeds; {verdict})"
+        else:
+            text += " (one seed: no error bar)"
+        out.append(text)
+    return out
 
 
 def b_experiment(name: str) -> dict:

@@ -42,6 +42,8 @@ def test_experiment_config_scales_the_studys_schedule():
     assert ms["milestones"] == [80, 120, 160] and ms["gamma"] == 0.2  # the study's own
     assert S.experiment_config({"name": "m", "schedule": "multistep"}, epochs=10,
                                seed=0)["milestones"] == [4, 6, 8]
+    assert S.experiment_config({"name": "m", "schedule": "multistep"}, epochs=4,
+                               seed=0)["milestones"] == [2, 3]  # 1.6, 2.4, 3.2: no double drop
     ex = S.experiment_config({"name": "e", "schedule": "exponential"}, epochs=20, seed=0)
     assert math.isclose(ex["gamma"] ** 20, 0.01)  # ÷100 over the run
     given = S.experiment_config({"name": "g", "schedule": "multistep", "milestones": [3],
@@ -77,6 +79,24 @@ def test_summarize_mean_and_std_over_seeds():
     assert b["val_acc_std"] == 0.0 and a["wall_s"] == 4.0
 
 
+def test_b_findings_state_differences_with_error_bars():
+    recs = [_rec("resnet18", 0, 0.80, 0.8), _rec("resnet50", 0, 0.75, 0.7),
+            *[_rec("sched_constant", s, v, v) for s, v in enumerate((0.80, 0.82, 0.84))],
+            *[_rec("sched_multistep", s, v, v) for s, v in enumerate((0.90, 0.91, 0.92))],
+            *[_rec("sched_cosine", s, v, v) for s, v in enumerate((0.79, 0.83, 0.87))]]
+    found = S.b_findings(S.summarize(recs))
+    assert len(found) == 3  # resnet50/resnet18, multistep/constant, cosine/constant; rest absent
+    depth, multistep, cosine = found
+    assert depth.startswith("depth: ResNet-50 vs ResNet-18") and "-5.0 points" in depth
+    assert "one seed" in depth
+    # multistep: +9 points; se = sqrt(0.02²/3 + 0.01²/3) = 1.29 points → beyond 2 se
+    assert "+9.0 points ± 1.3 (n = 3/3 seeds; beyond 2 standard errors)" in multistep
+    # cosine: +1 point; se = sqrt(0.04²/3 + 0.02²/3) = 2.58 points → within noise
+    assert "+1.0 points ± 2.6" in cosine and "within noise" in cosine
+    for _, a, b in S.B_COMPARISONS:
+        assert a in S.B_EXPERIMENTS and b in S.B_EXPERIMENTS
+
+
 def test_load_backbone_offline_rule(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
     from hw2lib.models import WeightsUnavailable
@@ -91,6 +111,26 @@ def test_load_backbone_offline_rule(monkeypatch, tmp_path):
         model, warn = S.load_backbone("resnet18", 10, pretrained=True, allow_random_init=True)
     assert "RANDOM INITIALIZATION" in warn and model.fc.out_features == 10
     assert S.load_backbone("resnet18", 4, pretrained=False)[1] is None
+
+
+def test_notebooks_show_the_random_init_warning_once(monkeypatch, tmp_path):
+    """In a notebook the warning is a box (show_warning), so notebook_setup mutes its stderr copy."""
+    import warnings
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        S.load_backbone("resnet18", 3, pretrained=True, allow_random_init=True)
+        assert len(seen) == 1
+        S.notebook_setup(tmp_path / "run", seed=0, device="cpu")
+        _, msg = S.load_backbone("resnet18", 3, pretrained=True, allow_random_init=True)
+        assert len(seen) == 1 and "RANDOM INITIALIZATION" in msg
+        warnings.warn("other warnings still show", UserWarning, stacklevel=1)
+        assert len(seen) == 2
+    with pytest.raises(ValueError, match="figure_format must be 'png' or 'jpeg'"):
+        S.notebook_setup(tmp_path / "run", seed=0, device="cpu", figure_format="gif")
 
 
 @pytest.fixture(scope="module")
