@@ -29,7 +29,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check hw2lib tests bench
+	$(VENV)/bin/ruff check hw2lib tests bench notebooks
 
 bench: $(STAMP)
 	$(VENV)/bin/hw2 bench data

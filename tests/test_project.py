@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,10 @@ def test_profiles_only_use_known_parameters(profile, name):
 def test_ci_runs_make_test():
     ci = (ROOT / ".ci/run").read_text()
     assert "make test" in ci and "HW2_EUROSAT_ZIP" in ci
+
+
+def test_code_and_notebooks_pass_ruff():
+    """`make lint`'s check, in the suite so CI sees it: library, tests, benchmarks, notebooks."""
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "hw2lib", "tests",
+                           "bench", "notebooks"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
