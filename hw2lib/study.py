@@ -147,6 +147,8 @@ def notebook_setup(run_dir, *, seed: int, device="auto", figure_format: str = "p
     """The first cell of every notebook: run folder, one global seed, device, inline figures.
 
     `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size."""
+    if figure_format not in ("png", "jpeg"):
+        raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
     import matplotlib.pyplot as plt
 
     from hw2lib.engine import resolve_device, run_info, seed_everything
@@ -158,8 +160,6 @@ def notebook_setup(run_dir, *, seed: int, device="auto", figure_format: str = "p
     plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "figure.max_open_warning": 0})
     # The notebooks show the random-init warning as a box (show_warning); not twice on stderr.
     warnings.filterwarnings("ignore", message=RANDOM_INIT_PREFIX, category=UserWarning)
-    if figure_format not in ("png", "jpeg"):
-        raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
     from IPython import get_ipython
 
     if get_ipython() is not None:  # in a kernel (papermill, JupyterLab): inline figure format
