@@ -254,6 +254,11 @@ def plot_lr_schedules(schedules: Mapping[str, Sequence[float]], *, title: str | 
 # classification results
 
 
+def _confusion_side(k: int) -> float:
+    """Inches per side of a k-class confusion heatmap: room for k annotated cells and names."""
+    return max(4.5, 0.62 * k + 2.5)
+
+
 @_closes_on_error
 def plot_confusion(cm, classes: Sequence[str], *, title: str | None = None,
                    normalize: bool = True, ax=None, cbar: bool = True, cbar_ax=None):
@@ -277,7 +282,7 @@ def plot_confusion(cm, classes: Sequence[str], *, title: str | None = None,
         data, fmt, kw, cbar_label = cm, ".0f", {}, "count"
     own = ax is None
     if own:
-        side = max(4.5, 0.62 * k + 2.5)
+        side = _confusion_side(k)
         fig, ax = _subplots(figsize=(side + 1.0, side))
     else:
         fig = ax.figure
@@ -307,7 +312,7 @@ def plot_confusions(cms: Mapping[str, object], classes: Sequence[str], *,
     if not cms:
         raise ValueError("plot_confusions: no matrices given")
     k, n = len(classes), len(cms)
-    side = max(4.5, 0.62 * k + 2.5)
+    side = _confusion_side(k)
     # equal heatmaps and a thin colour-bar column of their own
     fig, axes = _subplots(1, n + 1, figsize=(side * n + 1.0, side), squeeze=False,
                           gridspec_kw={"width_ratios": [1.0] * n + [0.05]})
