@@ -1,0 +1,9 @@
+"""Numbers more than one module needs, in one place."""
+
+# Per-channel mean/std of pixels in [0, 1].
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what torchvision's ImageNet weights expect
+IMAGENET_STD = (0.229, 0.224, 0.225)
+EUROSAT_MEAN = (0.3444, 0.3803, 0.4078)  # all 27,000 EuroSAT RGB images
+EUROSAT_STD = (0.2027, 0.1369, 0.1156)
+
+SPLITS = ("train", "val", "test")
