@@ -6,8 +6,9 @@
                 (`textbook_loader`, `--workers` processes).
 
 Same model (ResNet-18, ImageNet stem, 10 classes by default), same batch size, same optimizer
-(SGD, momentum 0.9), bf16/channels_last on CUDA as `fit` does, float32 on the CPU. Each mode runs
-`--warmup` untimed steps first. Run: ``hw2 bench train [--batches N] [--json PATH]``.
+(SGD, momentum 0.9) and `fit`'s own step (`hw2lib.engine.train_step`: bf16/channels_last on
+CUDA, float32 on the CPU). Each mode runs `--warmup` untimed steps first. Run:
+``hw2 bench train [--batches N] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -91,26 +92,24 @@ def main(argv=None) -> int:
         model.load_state_dict(init_state)
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-    def step(xb, yb):
-        xb, yb = E._to_device(xb, yb, device, cuda)
-        with E._autocast(device, cuda):
-            loss = criterion(net(xb), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
+    def step(xb, yb):  # fit's own step (bf16 autocast and channels_last on CUDA)
+        return E.train_step(net, criterion, opt, xb, yb, device, amp=cuda, channels_last=cuda)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
 
     def timed(batch_iter) -> dict:
         for _ in range(warmup):
             step(*next(batch_iter))
-        E._sync(device)
+        sync()
         t0 = time.perf_counter()
         images = 0
         for _ in range(batches):
             xb, yb = next(batch_iter)
             step(xb, yb)
             images += yb.shape[0]
-        E._sync(device)
+        sync()
         sec = time.perf_counter() - t0
         return {"images_per_s": images / sec, "ms_per_step": 1000 * sec / batches,
                 "seconds": sec, "images": images}

@@ -20,18 +20,24 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import pickle
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Iterable
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from hw2lib import io
+from hw2lib.io import CorruptFileError
+from hw2lib.nn_utils import eval_mode, model_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "multistep", "cosine", "exponential")
@@ -40,8 +46,12 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
                 "seconds", "images_per_s")
 
 
+_OLD_TEMP = re.compile(r"\..+\.tmp\d+")  # temp names of this module before hw2lib.io
+
+
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the message names the epoch and step."""
+    """Training produced NaN/inf (a loss, the weights, BatchNorm statistics or optimizer state);
+    the message names the epoch (and step), what was non-finite and the last good checkpoint."""
 
 
 # --------------------------------------------------------------------------- seeds, device, info
@@ -220,14 +230,6 @@ def lr_schedule(name: str, *, lr: float, epochs: int, **kw) -> list[float]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
-
-
 def _is_channels_last(model: nn.Module) -> bool:
     for p in model.parameters():
         if p.dim() == 4:
@@ -267,36 +269,6 @@ def _len(loader) -> int | None:
         return len(loader)
     except TypeError:
         return None
-
-
-def _jsonable(obj):
-    """Config -> built-in types only (JSON round trip; numpy scalars, paths, devices as such)."""
-
-    def default(o):
-        if isinstance(o, np.generic):
-            return o.item()
-        if isinstance(o, np.ndarray | torch.Tensor):
-            return o.tolist()
-        if isinstance(o, Path | torch.device | torch.dtype):
-            return str(o)
-        if isinstance(o, set | frozenset):
-            return sorted(o)
-        raise TypeError(f"config value {o!r} of type {type(o).__name__} cannot be recorded; "
-                        "pass built-in types (numbers, strings, lists, dicts)")
-
-    return json.loads(json.dumps(obj, default=default))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _loader_generator(loader) -> torch.Generator | None:
@@ -369,16 +341,32 @@ def format_epoch(rec: dict, epochs: int) -> str:
 # --------------------------------------------------------------------------- train / evaluate
 
 
+def train_step(model: nn.Module, criterion, optimizer, xb, yb, device: torch.device, *,
+               amp: bool = False, channels_last: bool = False):
+    """One optimization step on one batch: move it to `device`, forward (under bf16 autocast when
+    `amp`), backward, `optimizer.step()`. Returns (loss, logits, targets), detached and still on
+    the device: nothing here waits for the device (no `.item()`), so steps queue up on CUDA."""
+    xb, yb = _to_device(xb, yb, device, channels_last)
+    with _autocast(device, amp):
+        out = model(xb)
+        loss = criterion(out, yb)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), out.detach(), yb
+
+
 def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torch.device, *,
                     epoch: int = 1, amp: bool = False, channels_last: bool = False,
-                    max_steps: int | None = None, bar=None) -> dict:
-    """One pass over `loader` (at most `max_steps` batches): dict(loss, acc, images, seconds).
+                    max_steps: int | None = None, bar=None, check_every: int = 50) -> dict:
+    """One pass over `loader` (at most `max_steps` batches) of `train_step`s: dict(loss, acc,
+    images, seconds) — loss the sample-weighted mean, acc a fraction.
 
-    Raises `TrainingDiverged` at the first non-finite loss. On CUDA losses are checked every few
-    steps (no sync per step); the step named is still the first bad one.
+    Loss sum and correct count accumulate on the device; the losses are checked for NaN/inf in
+    batches of `check_every` steps and at the end (the only host syncs), so a `TrainingDiverged`
+    comes at most `check_every - 1` steps late but still names the first bad step.
     """
     model.train()
-    check_every = 1 if device.type != "cuda" else 25
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     images, pending, step = 0, [], 0
@@ -400,20 +388,14 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
     for xb, yb in loader:
         if max_steps is not None and step >= max_steps:
             break
-        xb, yb = _to_device(xb, yb, device, channels_last)
-        with _autocast(device, amp):
-            out = model(xb)
-            loss = criterion(out, yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, out, yb = train_step(model, criterion, optimizer, xb, yb, device, amp=amp,
+                                   channels_last=channels_last)
         step += 1
         n = yb.shape[0]
         images += n
-        ld = loss.detach()
-        pending.append(ld.float())
-        loss_sum += ld.double() * n
-        correct += (out.detach().argmax(1) == yb).sum()
+        pending.append(loss.float())
+        loss_sum += loss.double() * n
+        correct += (out.argmax(1) == yb).sum()
         if step % check_every == 0:
             check(step)
         if bar is not None:
@@ -431,17 +413,12 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
 
 def _forward_batches(model, loader, device, amp, channels_last):
     """Yield (logits float32, targets) over `loader` in eval mode, without gradients."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for xb, yb in loader:
-                xb, yb = _to_device(xb, yb, device, channels_last)
-                with _autocast(device, amp):
-                    out = model(xb)
-                yield out.float(), yb
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for xb, yb in loader:
+            xb, yb = _to_device(xb, yb, device, channels_last)
+            with _autocast(device, amp):
+                out = model(xb)
+            yield out.float(), yb
 
 
 def evaluate(model: nn.Module, loader, criterion=None, device=None, *, amp="auto") -> dict:
@@ -451,9 +428,9 @@ def evaluate(model: nn.Module, loader, criterion=None, device=None, *, amp="auto
     `bal_acc` (mean per-class recall over the classes present) are fractions in [0, 1].
     `device=None` uses the model's device; `amp="auto"` evaluates in bf16 on CUDA.
     """
-    from hw2lib.metrics import balanced_accuracy
+    from hw2lib.metrics import balanced_accuracy  # lazily: it imports scikit-learn
 
-    device = _model_device(model) if device is None else resolve_device(device)
+    device = model_device(model) if device is None else resolve_device(device)
     amp = _resolve_flag(amp, "amp", device)
     criterion = nn.CrossEntropyLoss() if criterion is None else criterion
     if isinstance(criterion, nn.Module):
@@ -475,7 +452,7 @@ def predict(model: nn.Module, loader, device=None, *, amp="auto") -> tuple[torch
                                                                             torch.Tensor]:
     """(logits on the CPU, float32 N×C; targets on the CPU, int64 N) over `loader`, in order.
     `device=None` uses the model's device."""
-    device = _model_device(model) if device is None else resolve_device(device)
+    device = model_device(model) if device is None else resolve_device(device)
     amp = _resolve_flag(amp, "amp", device)
     logits, targets = [], []
     for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model)):
@@ -491,18 +468,31 @@ def predict(model: nn.Module, loader, device=None, *, amp="auto") -> tuple[torch
 
 def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu") -> dict:
     """Load a checkpoint written by `fit` with `weights_only=True`; load its weights into `model`
-    when given. Returns the checkpoint dict."""
+    when given. Returns the checkpoint dict. A truncated or empty file (a killed copy, a full
+    disk) raises `hw2lib.io.CorruptFileError` naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.pt"
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found (fit(out_dir=...) writes best.pt "
                                 "and last.pt there)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (EOFError, RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+        if isinstance(exc, PermissionError) or "Weights only load failed" in str(exc):
+            raise  # readable but not allowed: not a corrupt file
+        size = path.stat().st_size
+        why = "empty (0 bytes)" if size == 0 else f"truncated or damaged ({size:,} bytes)"
+        raise CorruptFileError(
+            f"checkpoint {path} is {why} and cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc)[:120] or 'no details'}). Delete it to start this run over (fit writes it "
+            "again), or copy it anew if it came from elsewhere.") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CorruptFileError(f"{path} is not a checkpoint written by hw2lib.engine.fit (no "
+                               "'model' state dict in it); pass a best.pt or last.pt")
     if model is not None:
-        state = ckpt["model"]
         target = getattr(model, "_orig_mod", model)  # a torch.compile'd model
-        target.load_state_dict(state)
+        target.load_state_dict(ckpt["model"])
     return ckpt
 
 
@@ -520,7 +510,62 @@ def _history_text(history: Iterable[dict]) -> str:
     return "".join(json.dumps(rec) + "\n" for rec in history)
 
 
+def _save(obj, path: Path) -> None:
+    io.atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _remove_stale_temps(folder: Path) -> list[Path]:
+    """Temp files of writes killed half-way: `.<name>.tmp-XXXX` (hw2lib.io) and the older
+    `.<name>.tmp<pid>` of this module's earlier versions."""
+    gone = io.remove_stale_temps(folder)
+    old = [p for p in folder.iterdir() if p.is_file() and _OLD_TEMP.fullmatch(p.name)]
+    for p in old:
+        p.unlink(missing_ok=True)
+    return gone + old
+
+
+def _nonfinite_tensors(model: nn.Module, optimizer, device: torch.device) -> list[str]:
+    """Names of the model's parameters/buffers (BatchNorm running stats included) and optimizer
+    state tensors holding NaN or inf: one host sync for all of them."""
+    named = [(f"model.{k}", v) for k, v in model.state_dict().items() if v.is_floating_point()]
+    for i, state in optimizer.state_dict()["state"].items():
+        named += [(f"optimizer.state[{i}].{k}", v) for k, v in state.items()
+                  if isinstance(v, torch.Tensor) and v.is_floating_point()]
+    if not named:
+        return []
+    ok = torch.stack([torch.isfinite(v).all().to(device) for _, v in named]).tolist()
+    return [name for (name, _), good in zip(named, ok, strict=True) if not good]
+
+
 # --------------------------------------------------------------------------- fit
+
+
+@dataclass
+class _Run:
+    """The state of one `fit` call, shared by its steps."""
+
+    model: nn.Module
+    net: nn.Module  # `model`, or its torch.compile'd wrapper
+    criterion: object
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    compile: bool
+    epochs: int
+    max_steps: int | None
+    out: Path | None
+    fit_args: dict
+    config: dict
+    seed: int | None
+    history: list[dict] = field(default_factory=list)
+    best_val_acc: float = -math.inf
+    start: int = 0  # epochs already done (a resumed run)
+
+    @property
+    def last_path(self) -> Path | None:
+        return None if self.out is None else self.out / "last.pt"
 
 
 def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer: str = "sgd",
@@ -539,14 +584,17 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     - `criterion`: any `(logits, targets) -> loss` (default cross-entropy), moved to the device.
     - `device`: None/"auto" = CUDA if available. `amp`/`channels_last` "auto": bf16 autocast and
       channels_last memory format on CUDA, plain float32 on the CPU. `compile`: `torch.compile`.
-    - `out_dir`: writes `history.jsonl` (one JSON record per epoch, appended as it goes),
-      `last.pt`, `best.pt` (best val_acc, ties keep the earlier epoch; without a val loader the
-      last epoch) and `run.json` (seed, versions, device, config, fit arguments).
+    - `out_dir`: after each epoch writes `best.pt` (best val_acc, ties keep the earlier epoch;
+      without a val loader the last epoch), then `last.pt` (the epoch's commit point), then
+      `history.jsonl` (one JSON record per epoch); `run.json` (seed, versions, device, config,
+      fit arguments) with the first epoch. Temp files of killed writes are removed at the start.
+      A fresh run (resume=False) replaces an earlier run's files only as its own first epoch
+      completes: until then they stay as they were.
     - `resume=True` continues from `out_dir/last.pt` (model, optimizer, scheduler, history, RNG
       states), so on the CPU the resumed epochs equal an uninterrupted run's exactly. When all
       `epochs` are already done it returns the stored history without training (and loads the
-      last weights into `model`). Resuming with different hyperparameters or `config` (other
-      than `epochs`) is an error.
+      last weights into `model`); more `epochs` than were done extend the run; fewer is an error,
+      as is resuming with different hyperparameters or `config` (other than `epochs`).
     - `config`: the experiment's settings (built-in types), stored in checkpoints and run.json.
       `seed` is recorded only: seed with `seed_everything` before building model and loaders.
     - `progress`: "auto" (a tqdm bar per epoch when stderr is a terminal, else one line per epoch
@@ -557,26 +605,46 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     val_bal_acc (None without a val loader), seconds (the epoch's wall time, train + eval),
     images_per_s (training images per second). Accuracies are fractions in [0, 1].
 
-    A non-finite training loss raises `TrainingDiverged` naming the epoch and step; checkpoints of
-    earlier epochs are left as they were.
+    Divergence raises `TrainingDiverged` naming the epoch: a NaN/inf training loss (and its step),
+    a NaN/inf mean train or val loss, or NaN/inf in the weights, BatchNorm running statistics or
+    optimizer state after an epoch. That epoch is never saved; the message names the last good
+    checkpoint, if any.
     """
-    epochs = int(epochs)
+    hyper = {"epochs": int(epochs), "optimizer": str(optimizer).lower(), "lr": lr,
+             "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay,
+             "schedule": str(schedule).lower(), "milestones": list(milestones or ()),
+             "gamma": gamma, "warmup_epochs": warmup_epochs, "eta_min": eta_min,
+             "max_steps": max_steps, "criterion": type(criterion).__name__
+             if criterion is not None else "CrossEntropyLoss"}
+    mode = _progress_mode(progress)
+    run = _setup(model, hyper, criterion=criterion, device=device, out_dir=out_dir, resume=resume,
+                 amp=amp, channels_last=channels_last, compile=compile, config=config, seed=seed)
+    if resume and _resume(run, train_loader):
+        return run.history  # every epoch was already done
+    n_steps = _len(train_loader)
+    if n_steps is not None and max_steps is not None:
+        n_steps = min(n_steps, int(max_steps))
+    for epoch in range(run.start + 1, run.epochs + 1):
+        with _epoch_bar(mode, n_steps, epoch, run.epochs) as bar:
+            rec = _train_and_check(run, epoch, train_loader, val_loader, bar)
+            run.sched.step()
+            _save_epoch(run, rec, train_loader)
+            _log_epoch(rec, run.epochs, mode, bar)
+    return run.history
+
+
+def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, channels_last, compile,
+           config, seed) -> _Run:
+    """Check the arguments; put model and criterion on the device; build optimizer and schedule;
+    create `out_dir` and clear temp files of killed writes from it."""
     device = resolve_device(device)
     amp = _resolve_flag(amp, "amp", device)
     channels_last = _resolve_flag(channels_last, "channels_last", device)
-    mode = _progress_mode(progress)
+    max_steps = hyper["max_steps"]
     if max_steps is not None and int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
     if resume and out_dir is None:
         raise ValueError("resume=True needs out_dir (where last.pt lives)")
-    fit_args = _jsonable({
-        "epochs": epochs, "optimizer": str(optimizer).lower(), "lr": lr, "momentum": momentum,
-        "nesterov": nesterov, "weight_decay": weight_decay, "schedule": str(schedule).lower(),
-        "milestones": list(milestones or ()), "gamma": gamma, "warmup_epochs": warmup_epochs,
-        "eta_min": eta_min, "max_steps": max_steps,
-        "criterion": type(criterion).__name__ if criterion is not None else "CrossEntropyLoss"})
-    config = _jsonable(config) if config is not None else {}
-
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -586,95 +654,144 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-    opt = build_optimizer(optimizer, params, lr=lr, momentum=momentum, nesterov=nesterov,
-                          weight_decay=weight_decay)
-    sched = build_scheduler(schedule, opt, epochs=epochs, milestones=milestones, gamma=gamma,
-                            warmup_epochs=warmup_epochs, eta_min=eta_min)
-
+    opt = build_optimizer(hyper["optimizer"], params, lr=hyper["lr"], momentum=hyper["momentum"],
+                          nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"])
+    sched = build_scheduler(hyper["schedule"], opt, epochs=hyper["epochs"],
+                            milestones=hyper["milestones"], gamma=hyper["gamma"],
+                            warmup_epochs=hyper["warmup_epochs"], eta_min=hyper["eta_min"])
     out = Path(out_dir) if out_dir is not None else None
-    history: list[dict] = []
-    best_val_acc = -math.inf
-    start = 0
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    last_path = out / "last.pt" if out is not None else None
-    if resume and last_path.exists():
-        ckpt = load_checkpoint(last_path)
-        _check_same_run(ckpt, fit_args, config, last_path)
-        model.load_state_dict(ckpt["model"])
-        history = list(ckpt["history"])
-        start = int(ckpt["epoch"])
-        best_val_acc = float(ckpt["best_val_acc"])
-        _atomic_write_text(out / "history.jsonl", _history_text(history))
-        if start >= epochs:
-            return history
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        _set_rng_state(ckpt["rng"], train_loader)
-    if out is not None:
-        _write_run_json(out / "run.json", seed=seed, device=device, config=config,
-                        fit_args=fit_args, amp=amp, channels_last=channels_last, compile=compile,
-                        resumed_at=start if start else None)
-        if start == 0:  # a fresh run: no stale files of an earlier run in its folder
-            _atomic_write_text(out / "history.jsonl", "")
-            for name in ("last.pt", "best.pt"):
-                (out / name).unlink(missing_ok=True)
+        _remove_stale_temps(out)
+    return _Run(model=model, net=torch.compile(model) if compile else model, criterion=criterion,
+                opt=opt, sched=sched, device=device, amp=amp, channels_last=channels_last,
+                compile=bool(compile), epochs=hyper["epochs"], max_steps=max_steps, out=out,
+                fit_args=io.to_builtin(hyper),
+                config=io.to_builtin(config) if config is not None else {}, seed=seed)
 
-    net = torch.compile(model) if compile else model
-    n_steps = _len(train_loader)
-    if n_steps is not None and max_steps is not None:
-        n_steps = min(n_steps, int(max_steps))
-    for epoch in range(start + 1, epochs + 1):
-        t0 = time.perf_counter()
-        cur_lr = float(opt.param_groups[0]["lr"])
-        bar = None
-        if mode == "bar":
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=n_steps, desc=f"epoch {epoch}/{epochs}", leave=True,
-                       file=sys.stderr, dynamic_ncols=True)
-        try:
-            tr = train_one_epoch(net, criterion, opt, train_loader, device, epoch=epoch, amp=amp,
-                                 channels_last=channels_last, max_steps=max_steps, bar=bar)
-            val = (evaluate(net, val_loader, criterion, device, amp=amp)
-                   if val_loader is not None else None)
-        except BaseException as exc:
-            if bar is not None:
-                bar.close()
-            if isinstance(exc, TrainingDiverged) and out is not None:
-                where = (f"{last_path} (epoch {epoch - 1}) is kept" if epoch > 1
-                         else "none was written (it diverged in the first epoch)")
-                raise TrainingDiverged(f"{exc} Last good checkpoint: {where}.") from None
+def _resume(run: _Run, train_loader) -> bool:
+    """Load `last.pt` (when there is one) into the run; True when all its epochs are done."""
+    path = run.last_path
+    if not path.exists():
+        return False
+    ckpt = load_checkpoint(path)
+    _check_same_run(ckpt, run.fit_args, run.config, path)
+    done = int(ckpt["epoch"])
+    if done > run.epochs:
+        raise ValueError(
+            f"cannot resume from {path} with epochs={run.epochs}: that run has already done "
+            f"{done} epochs. Pass epochs >= {done} to continue it (epochs={done} returns its "
+            "history), or use another out_dir for a shorter run.")
+    run.model.load_state_dict(ckpt["model"])
+    run.history, run.start = list(ckpt["history"]), done
+    run.best_val_acc = float(ckpt["best_val_acc"])
+    io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
+    if done == run.epochs:
+        return True
+    run.opt.load_state_dict(ckpt["optimizer"])
+    run.sched.load_state_dict(ckpt["scheduler"])
+    _set_rng_state(ckpt["rng"], train_loader)
+    return False
+
+
+@contextmanager
+def _epoch_bar(mode: str | None, total: int | None, epoch: int, epochs: int):
+    """A tqdm bar on stderr for the epoch in "bar" mode (closed however the epoch ends), else
+    None."""
+    if mode != "bar":
+        yield None
+        return
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=True, file=sys.stderr,
+               dynamic_ncols=True)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> dict:
+    """Train one epoch, evaluate, and check that loss and state are finite: the epoch's history
+    record, or `TrainingDiverged` naming the last good checkpoint."""
+    t0, lr = time.perf_counter(), float(run.opt.param_groups[0]["lr"])
+    try:
+        tr = train_one_epoch(run.net, run.criterion, run.opt, train_loader, run.device,
+                             epoch=epoch, amp=run.amp, channels_last=run.channels_last,
+                             max_steps=run.max_steps, bar=bar)
+        val = (evaluate(run.net, val_loader, run.criterion, run.device, amp=run.amp)
+               if val_loader is not None else None)
+        losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}
+        bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
+        tensors = _nonfinite_tensors(run.model, run.opt, run.device)
+        if tensors:
+            more = f" (and {len(tensors) - 3} more)" if len(tensors) > 3 else ""
+            bad.append(f"NaN/inf in {', '.join(tensors[:3])}{more}")
+        if bad:
+            raise TrainingDiverged(f"training diverged at epoch {epoch}: {'; '.join(bad)}; lower "
+                                   "the learning rate, add warmup or check the inputs.")
+    except TrainingDiverged as exc:
+        if run.out is None:
             raise
-        sched.step()
-        rec = {"epoch": epoch, "lr": cur_lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
-               "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
-               "val_bal_acc": val["bal_acc"] if val else None,
-               "seconds": time.perf_counter() - t0,
-               "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
-        history.append(rec)
-        if out is not None:
-            is_best = val is None or val["acc"] > best_val_acc
-            if val is not None:
-                best_val_acc = max(best_val_acc, val["acc"])
-            state = model.state_dict()
-            common = {"model": state, "epoch": epoch, "best_val_acc": best_val_acc,
-                      "config": config, "fit_args": fit_args, "history": history, "seed": seed}
-            if is_best:  # before last.pt: last.pt is the commit point of an epoch
-                _atomic_save({**common, "val_acc": rec["val_acc"]}, out / "best.pt")
-            _atomic_save({**common, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                          "rng": _rng_state(train_loader)}, last_path)
-            with open(out / "history.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
-        elif val is not None:
-            best_val_acc = max(best_val_acc, val["acc"])
-        line = format_epoch(rec, epochs)
-        if bar is not None:
-            bar.set_postfix_str(line.split("  ", 1)[1], refresh=True)
-            bar.close()
-        elif mode == "line":
-            print(line, flush=True)
-    return history
+        raise TrainingDiverged(f"{exc} Last good checkpoint: {_last_good(run, epoch)}.") from None
+    return {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
+            "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
+            "val_bal_acc": val["bal_acc"] if val else None,
+            "seconds": time.perf_counter() - t0,
+            "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
+
+
+def _last_good(run: _Run, epoch: int) -> str:
+    """What a diverged run leaves to fall back on: the previous epoch's last.pt when it is there
+    and finite, else none (and whether an earlier run's files are still in the folder)."""
+    path = run.last_path
+    if epoch > 1 and path.exists():
+        try:
+            ckpt = load_checkpoint(path)
+        except CorruptFileError:
+            ckpt = None
+        if (ckpt is not None and int(ckpt["epoch"]) == epoch - 1
+                and all(torch.isfinite(v).all() for v in ckpt["model"].values()
+                        if v.is_floating_point())):
+            return f"{path} (epoch {epoch - 1}) is kept"
+        return f"none ({path} is not a finite checkpoint of epoch {epoch - 1})"
+    earlier = [n for n in ("best.pt", "last.pt") if (run.out / n).exists()]
+    kept = (f"; an earlier run's {' and '.join(earlier)} in {run.out} were left as they were"
+            if earlier else "")
+    return f"none (it diverged in the first epoch{kept})"
+
+
+def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
+    """Append the record to the history; with an out_dir write best.pt (when best), last.pt (the
+    epoch's commit point) and history.jsonl — and run.json with this call's first epoch."""
+    run.history.append(rec)
+    val_acc = rec["val_acc"]
+    is_best = val_acc is None or val_acc > run.best_val_acc
+    if val_acc is not None:
+        run.best_val_acc = max(run.best_val_acc, val_acc)
+    if run.out is None:
+        return
+    if rec["epoch"] == run.start + 1:
+        if run.start == 0:  # a fresh run: an earlier run's last.pt must not look resumable
+            run.last_path.unlink(missing_ok=True)  # (its best.pt is replaced just below)
+        _write_run_json(run)
+    common = {"model": run.model.state_dict(), "epoch": rec["epoch"],
+              "best_val_acc": run.best_val_acc, "config": run.config, "fit_args": run.fit_args,
+              "history": run.history, "seed": run.seed}
+    if is_best:  # before last.pt: last.pt is the commit point of an epoch
+        _save({**common, "val_acc": val_acc}, run.out / "best.pt")
+    _save({**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+           "rng": _rng_state(train_loader)}, run.last_path)
+    io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
+
+
+def _log_epoch(rec: dict, epochs: int, mode: str | None, bar) -> None:
+    line = format_epoch(rec, epochs)
+    if bar is not None:
+        bar.set_postfix_str(line.split("  ", 1)[1], refresh=True)
+    elif mode == "line":
+        print(line, flush=True)
 
 
 def _check_same_run(ckpt: dict, fit_args: dict, config: dict, path: Path) -> None:
@@ -688,19 +805,23 @@ def _check_same_run(ckpt: dict, fit_args: dict, config: dict, path: Path) -> Non
                      if old_cfg.get(k) != new_cfg.get(k)})
     if diff:
         raise ValueError(f"cannot resume from {path}: it was written with different settings "
-                         f"({', '.join(diff)}). Use another out_dir, delete the folder, or pass "
-                         "resume=False to start over.")
+                         f"({', '.join(diff)}). Use another out_dir for these settings (or, to "
+                         "start over here, delete the folder or pass resume=False).")
 
 
-def _write_run_json(path: Path, *, seed, device, config, fit_args, amp, channels_last, compile,
-                    resumed_at) -> None:
-    info = {"seed": seed, **run_info(device), "amp": "bf16" if amp else None,
-            "channels_last": channels_last, "compile": bool(compile), "config": config,
-            "fit_args": fit_args, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if resumed_at is not None and path.exists():
-        prev = json.loads(path.read_text())
-        info["started"] = prev.get("started", info["started"])
+def _write_run_json(run: _Run) -> None:
+    path = run.out / "run.json"
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    info = {"seed": run.seed, **run_info(run.device), "amp": "bf16" if run.amp else None,
+            "channels_last": run.channels_last, "compile": run.compile, "config": run.config,
+            "fit_args": run.fit_args, "started": now}
+    if run.start and path.exists():
+        try:
+            prev = io.read_json(path, what="run record")
+        except CorruptFileError:
+            prev = {}  # rewritten below; the checkpoints hold the run's settings too
+        info["started"] = prev.get("started", now)
         info["resumes"] = [*prev.get("resumes", []),
-                           {"epoch": resumed_at, "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                            "device": info["device"], "device_name": info["device_name"]}]
-    _atomic_write_text(path, json.dumps(info, indent=2) + "\n")
+                           {"epoch": run.start, "at": now, "device": info["device"],
+                            "device_name": info["device_name"]}]
+    io.write_json(path, info)

@@ -421,3 +421,231 @@ def test_evaluate_and_predict_hand_computed():
     assert out.dtype == torch.float32 and tgt.dtype == torch.int64
     torch.testing.assert_close(out, logits)
     assert torch.equal(tgt, y)
+
+
+# --------------------------------------------------------------------------- divergence, files
+
+
+def bn_model(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.Linear(16, 3))
+
+
+class InfBufferAt(nn.Module):
+    """Identity; in training, its buffer `stat` becomes inf at the `at`-th forward call (a
+    BatchNorm running statistic blowing up while the loss stays finite)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.calls = at, 0
+        self.register_buffer("stat", torch.zeros(2))
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                self.stat.fill_(math.inf)
+        return x
+
+
+def all_finite(ckpt):
+    return all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_huge_finite_loss_with_nan_val_loss_writes_no_checkpoint(tmp_path):
+    # lr 1e6: epoch 1's train loss is huge but finite, its val loss NaN (BatchNorm statistics
+    # blown up); before, this epoch was saved as best.pt and last.pt and training went on
+    train, val = loader_pair()
+    with pytest.raises(E.TrainingDiverged) as err:
+        E.fit(bn_model(), train, val, epochs=2, optimizer="sgd", lr=1e6, weight_decay=0.0,
+              device="cpu", progress=False, out_dir=tmp_path)
+    msg = str(err.value)
+    assert "diverged at epoch 1" in msg and "val loss nan" in msg
+    assert "train loss" not in msg  # the train loss itself was finite
+    assert "Last good checkpoint: none (it diverged in the first epoch)" in msg
+    assert not (tmp_path / "best.pt").exists() and not (tmp_path / "last.pt").exists()
+    assert not (tmp_path / "history.jsonl").exists()
+
+
+def test_nonfinite_buffer_is_never_saved_and_names_the_tensor(tmp_path):
+    train, val = loader_pair()  # 3 steps per epoch
+    model = nn.Sequential(make_model(), InfBufferAt(at=3 + 1))  # inf during epoch 2
+    with pytest.raises(E.TrainingDiverged) as err:
+        E.fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    msg = str(err.value)
+    assert "diverged at epoch 2" in msg and "model.1.stat" in msg
+    assert f"Last good checkpoint: {tmp_path / 'last.pt'} (epoch 1) is kept." in msg
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(tmp_path / name, weights_only=True)
+        assert ckpt["epoch"] == 1, name
+        assert all_finite(ckpt), name
+        assert torch.equal(ckpt["model"]["1.stat"], torch.zeros(2))
+    assert [h["epoch"] for h in E.read_history(tmp_path)] == [1]
+
+
+def test_divergence_message_does_not_call_a_poisoned_last_pt_good(tmp_path):
+    # a last.pt with an inf BatchNorm variance (as earlier versions wrote them): resuming from
+    # it diverges, and the message must not offer it as the last good checkpoint
+    train, val = loader_pair()
+    E.fit(bn_model(), train, val, epochs=1, out_dir=tmp_path, **FIT_KW)
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    ckpt["model"]["2.running_var"][0] = math.inf
+    torch.save(ckpt, tmp_path / "last.pt")
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(E.TrainingDiverged) as err:
+        E.fit(bn_model(), train, val, epochs=2, out_dir=tmp_path, resume=True, **FIT_KW)
+    msg = str(err.value)
+    assert "diverged at epoch 2" in msg and "model.2.running_var" in msg
+    assert "Last good checkpoint: none" in msg and "not a finite checkpoint of epoch 1" in msg
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_fresh_run_keeps_old_best_until_it_has_a_replacement(tmp_path):
+    train, val = loader_pair()
+    old_hist = E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path, **FIT_KW)
+    files = {n: (tmp_path / n).read_bytes()
+             for n in ("best.pt", "last.pt", "history.jsonl", "run.json")}
+    model = nn.Sequential(make_model(), NaNAt(at=1))  # a fresh run diverging in epoch 1
+    with pytest.raises(E.TrainingDiverged, match=r"epoch 1, step 1\b") as err:
+        E.fit(model, train, val, epochs=2, out_dir=tmp_path, **FIT_KW)
+    assert ("none (it diverged in the first epoch; an earlier run's best.pt and last.pt in "
+            f"{tmp_path} were left as they were)") in str(err.value)
+    for name, data in files.items():
+        assert (tmp_path / name).read_bytes() == data, name
+    assert E.read_history(tmp_path) == old_hist
+
+    # a fresh run that completes an epoch replaces them all, and is interrupted in epoch 2
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        E.fit(make_model(seed=3), CrashAfter(train, 1), val, epochs=5, out_dir=tmp_path,
+              **FIT_KW)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert best["epoch"] == last["epoch"] == 1 and last["fit_args"]["epochs"] == 5
+    new_hist = E.read_history(tmp_path)
+    assert len(new_hist) == 1 and new_hist == last["history"] and new_hist[0] != old_hist[0]
+    assert json.loads((tmp_path / "run.json").read_text())["fit_args"]["epochs"] == 5
+
+
+def test_stale_temp_files_removed_when_fit_starts(tmp_path):
+    stale = [".last.pt.tmp-k3j2h1", ".best.pt.tmp-0a9z", ".history.jsonl.tmp-q",
+             ".last.pt.tmp4242", ".run.json.tmp17"]  # new scheme (hw2lib.io) and the old one
+    keep = ["notes.txt", ".hidden", "last.pt.tmp-not-hidden", ".last.pt.tmpx"]
+    for name in stale + keep:
+        (tmp_path / name).write_bytes(b"half a file")
+    train, val = loader_pair()
+    with pytest.raises(RuntimeError, match="simulated crash"):  # no epoch runs at all
+        E.fit(make_model(), CrashAfter(train, 0), val, epochs=1, out_dir=tmp_path, **FIT_KW)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+
+
+def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
+    from hw2lib.io import CorruptFileError
+
+    train, val = loader_pair()
+    E.fit(make_model(), train, val, epochs=1, out_dir=tmp_path / "run", **FIT_KW)
+    data = (tmp_path / "run" / "last.pt").read_bytes()
+    cases = {"empty.pt": (b"", "empty (0 bytes)"),
+             "half.pt": (data[: len(data) // 2], f"truncated or damaged ({len(data) // 2:,} bytes)"),
+             "cut.pt": (data[:-10], "truncated or damaged")}
+    for name, (content, why) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(CorruptFileError) as err:
+            E.load_checkpoint(path, make_model())
+        msg = str(err.value)
+        assert msg.startswith(f"checkpoint {path} is {why}"), msg
+        assert "Delete it to start this run over" in msg
+    # fit(resume=True) over a truncated last.pt says the same
+    (tmp_path / "run" / "last.pt").write_bytes(data[:100])
+    with pytest.raises(CorruptFileError, match="last.pt is truncated.*Delete it"):
+        E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path / "run", resume=True,
+              **FIT_KW)
+    (tmp_path / "other.pt").write_bytes(b"")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CorruptFileError, match="not a checkpoint written by"):
+        E.load_checkpoint(tmp_path / "other.pt")
+
+
+def test_resume_with_fewer_epochs_than_done_is_an_error(tmp_path):
+    train, val = loader_pair()
+    hist = E.fit(make_model(), train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"epochs=2: that run has already done 3 epochs.*"
+                                         r"epochs >= 3.*another out_dir"):
+        E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path, resume=True, **FIT_KW)
+    assert (tmp_path / "last.pt").read_bytes() == before
+    assert E.read_history(tmp_path) == hist
+    # equal epochs: the stored history; more: extended
+    assert E.fit(make_model(), NeverIterate(), val, epochs=3, out_dir=tmp_path, resume=True,
+                 **FIT_KW) == hist
+    longer = E.fit(make_model(), train, val, epochs=4, out_dir=tmp_path, resume=True, **FIT_KW)
+    assert longer[:3] == hist and longer[3]["epoch"] == 4
+    with pytest.raises(ValueError, match="different settings.*Use another out_dir"):
+        E.fit(make_model(), train, val, epochs=4, out_dir=tmp_path, resume=True,
+              **{**FIT_KW, "momentum": 0.5})
+
+
+# --------------------------------------------------------------------------- the train step
+
+
+def test_history_values_unchanged_by_device_side_accumulation():
+    # computed with the engine before losses were accumulated on the device (per-step checks)
+    train, val = loader_pair(seed=3)
+    hist = E.fit(make_model(seed=1), train, val, epochs=3, **FIT_KW)
+    expected = [[1.0581387281417847, 0.5, 0.9430851936340332, 0.7083333333333334],
+                [0.8714272181193033, 0.7083333333333334, 0.7018436193466187, 0.8333333333333334],
+                [0.6884486873944601, 0.8333333333333334, 0.575346310933431, 0.9583333333333334]]
+    got = [[h["train_loss"], h["train_acc"], h["val_loss"], h["val_acc"]] for h in hist]
+    for g, e in zip(got, expected, strict=True):
+        assert g == pytest.approx(e, rel=1e-6)
+    x, y = make_data(n=40)
+    hist = E.fit(make_model(seed=2), make_loader(x, y, batch_size=4, seed=5), None, epochs=2,
+                 max_steps=7, optimizer="adam", lr=0.01, device="cpu", progress=False)
+    assert [h["train_loss"] for h in hist] == pytest.approx(
+        [1.1255868673324585, 1.0255937491144453], rel=1e-6)
+    assert [h["train_acc"] for h in hist] == [2 / 7, 11 / 28]
+
+
+def test_train_one_epoch_checks_losses_in_batches(monkeypatch):
+    x, y = make_data(n=120)
+    loader = [(x[i:i + 1], y[i:i + 1]) for i in range(120)]  # 120 steps
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    calls = {"item": 0, "nonzero": 0}
+    for name in calls:
+        orig = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _orig=orig, _name=name, **kw):
+            calls[_name] += 1
+            return _orig(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    res = E.train_one_epoch(model, nn.CrossEntropyLoss(), opt, loader, torch.device("cpu"))
+    monkeypatch.undo()
+    assert res["images"] == 120
+    assert calls == {"nonzero": 3, "item": 2}  # checks after steps 50, 100, 120; loss and acc
+    # the first bad step is still the one named, though found up to 49 steps later
+    model = nn.Sequential(make_model(), NaNAt(at=7))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(E.TrainingDiverged, match=r"epoch 4, step 7\b"):
+        E.train_one_epoch(model, nn.CrossEntropyLoss(), opt, loader, torch.device("cpu"),
+                          epoch=4)
+
+
+def test_train_step_is_one_sgd_step():
+    x, y = make_data(n=8)
+    model = make_model(dropout=0.0)
+    ref = make_model(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss, logits, targets = E.train_step(model, nn.CrossEntropyLoss(), opt, x, y,
+                                         torch.device("cpu"))
+    expected_logits = ref(x)
+    expected = nn.functional.cross_entropy(expected_logits, y)
+    expected.backward()
+    assert not loss.requires_grad and not logits.requires_grad
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(logits, expected_logits.detach())
+    assert torch.equal(targets, y)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.detach(), q.detach() - 0.1 * q.grad)
