@@ -6,7 +6,8 @@
 Names (`available_losses()`), with their keyword options:
 
 * ``ce`` — cross-entropy; ``label_smoothing`` (default 0.0).
-* ``balanced_softmax`` — Ren et al., NeurIPS 2020: cross-entropy on ``logits + log n_j``.
+* ``balanced_softmax`` — Ren et al., NeurIPS 2020: cross-entropy on ``logits + log n_j`` (computed
+  with ``log π_j``, which differs by a constant that cancels in the softmax).
 * ``logit_adjusted`` — Menon et al., ICLR 2021: cross-entropy on ``logits + tau·log π_j`` with the
   training prior ``π_j = n_j / Σn``; ``tau`` (default 1.0). With ``tau=1`` it equals Balanced
   Softmax (the constant ``log Σn`` cancels in the softmax).
@@ -21,7 +22,8 @@ Every loss also takes ``reduction`` ("mean" default, "sum", "none"). Losses that
 counts (balanced_softmax, logit_adjusted, class_balanced) raise without them; the others accept
 and keep them. Counts live in the buffer ``class_counts`` (float), so ``.to(device)`` /
 ``.to(torch.float64)`` move them with the module. A zero, negative or non-finite count is a
-``ValueError`` naming the class; so are logits whose class dimension differs from the counts.
+``ValueError`` naming the class; logits whose class dimension differs from the counts are a
+``ValueError`` too.
 
 `posthoc_logit_adjust` is the evaluation-time variant (Menon et al. §4): ``logits - tau·log π``.
 """
@@ -50,26 +52,36 @@ __all__ = [
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-def _check_counts(class_counts, what: str = "class_counts") -> torch.Tensor:
-    """Counts as a 1-D float64 CPU tensor, or ValueError naming the offending class."""
-    if isinstance(class_counts, Mapping):
-        raise ValueError(f"{what} must be a sequence ordered by class index (e.g. "
-                         f"ds.class_counts('train')), not a mapping")
-    if isinstance(class_counts, torch.Tensor):
-        counts = class_counts.detach().to("cpu", torch.float64)
+def _positive_per_class(values, what: str = "class_counts") -> torch.Tensor:
+    """`values` (one positive finite number per class, ordered by class index: class counts or
+    focal's alpha) as a 1-D float64 CPU tensor, or a ValueError naming `what` and the class."""
+    if isinstance(values, Mapping):
+        example = " (e.g. ds.class_counts('train'))" if what == "class_counts" else ""
+        raise ValueError(f"{what} must be a sequence ordered by class index{example}, not a "
+                         f"mapping")
+    if isinstance(values, torch.Tensor):
+        out = values.detach().to("cpu", torch.float64)
     else:
         try:
-            counts = torch.as_tensor(class_counts, dtype=torch.float64)
+            out = torch.as_tensor(values, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError) as err:
             raise ValueError(f"{what} must be a sequence of numbers, one per class: {err}") from err
-    if counts.ndim != 1 or counts.numel() == 0:
-        raise ValueError(f"{what} must be a non-empty 1-D sequence (one count per class), got "
-                         f"shape {tuple(counts.shape)}")
-    for j, n in enumerate(counts.tolist()):
-        if not math.isfinite(n) or n <= 0:
-            raise ValueError(f"{what}[{j}] = {n}: every class needs a positive, finite count "
-                             f"(class {j} has no training samples? drop it or fix the counts)")
-    return counts
+    if out.ndim != 1 or out.numel() == 0:
+        raise ValueError(f"{what} must be a non-empty 1-D sequence (one value per class), got "
+                         f"shape {tuple(out.shape)}")
+    for j, v in enumerate(out.tolist()):
+        if not math.isfinite(v) or v <= 0:
+            hint = (f" (class {j} has no training samples? drop it or fix the counts)"
+                    if what == "class_counts" else "")
+            raise ValueError(f"{what}[{j}] = {v}: every class needs a positive, finite "
+                             f"value{hint}")
+    return out
+
+
+def _log_prior(class_counts: torch.Tensor) -> torch.Tensor:
+    """log π_j = log(n_j / Σn), the log of the training prior, in the dtype and device of
+    `class_counts` (1-D, positive). Every loss and adjustment here that needs it uses it."""
+    return torch.log(class_counts) - torch.log(class_counts.sum())
 
 
 def _check_reduction(reduction: str) -> str:
@@ -99,7 +111,7 @@ class _CountsLoss(nn.Module):
             raise ValueError(f"{name} needs class_counts (training images per class, ordered by "
                              f"class index), e.g. build_loss(..., class_counts=ds.class_counts("
                              f"'train'))")
-        counts = None if class_counts is None else _check_counts(class_counts)
+        counts = None if class_counts is None else _positive_per_class(class_counts)
         self.register_buffer("class_counts", None if counts is None
                              else counts.to(torch.get_default_dtype()))
         self.reduction = _check_reduction(reduction)
@@ -115,10 +127,6 @@ class _CountsLoss(nn.Module):
         if self.class_counts is not None and logits.shape[1] != self.class_counts.numel():
             raise ValueError(f"{type(self).__name__}: logits have {logits.shape[1]} classes but "
                              f"class_counts has {self.class_counts.numel()} entries")
-
-    def log_prior(self) -> torch.Tensor:
-        """log(n_j / Σn) in the buffer's dtype and device."""
-        return torch.log(self.class_counts) - torch.log(self.class_counts.sum())
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, reduction={self.reduction!r}"
@@ -141,16 +149,14 @@ class CrossEntropyLoss(_CountsLoss):
 
 
 class BalancedSoftmaxLoss(_CountsLoss):
-    """Balanced Softmax (Ren et al. 2020): CE(logits + log n_j, y). Predict with plain logits."""
+    """Balanced Softmax (Ren et al. 2020): CE(logits + log n_j, y), computed as CE(logits +
+    log π_j, y) (the constant log Σn cancels in the softmax). Predict with plain logits."""
 
     needs_counts = True
 
-    def __init__(self, class_counts=None, *, reduction: str = "mean"):
-        super().__init__(class_counts, reduction=reduction)
-
     def forward(self, logits, targets):
         self._check_logits(logits)
-        return F.cross_entropy(logits + torch.log(self.class_counts), targets,
+        return F.cross_entropy(logits + _log_prior(self.class_counts), targets,
                                reduction=self.reduction)
 
 
@@ -167,7 +173,7 @@ class LogitAdjustedLoss(_CountsLoss):
 
     def forward(self, logits, targets):
         self._check_logits(logits)
-        return F.cross_entropy(logits + self.tau * self.log_prior(), targets,
+        return F.cross_entropy(logits + self.tau * _log_prior(self.class_counts), targets,
                                reduction=self.reduction)
 
     def extra_repr(self) -> str:
@@ -185,7 +191,7 @@ class ClassBalancedLoss(_CountsLoss):
         if not 0.0 <= float(beta) < 1.0:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
         self.beta = float(beta)
-        n = _check_counts(class_counts)
+        n = _positive_per_class(class_counts)  # float64: the weights are computed in double
         # 1 - β^n computed as -expm1(n·log β) keeps precision for β close to 1 (float64)
         eff = -torch.expm1(n * math.log(self.beta)) if self.beta > 0 else torch.ones_like(n)
         w = (1.0 - self.beta) / eff
@@ -215,7 +221,7 @@ class FocalLoss(_CountsLoss):
             if isinstance(alpha, (int, float)):
                 raise ValueError("alpha must be None or one weight per class (a sequence); a "
                                  "single number only rescales the softmax focal loss")
-            alpha = _check_counts(alpha, "alpha").to(torch.get_default_dtype())
+            alpha = _positive_per_class(alpha, "alpha").to(torch.get_default_dtype())
             if self.class_counts is not None and alpha.numel() != self.class_counts.numel():
                 raise ValueError(f"alpha has {alpha.numel()} entries but class_counts has "
                                  f"{self.class_counts.numel()}")
@@ -262,7 +268,8 @@ def _options(cls) -> list[str]:
 
 
 def build_loss(name: str, class_counts=None, **kw) -> nn.Module:
-    """A loss module ``(logits B×C, targets B) -> scalar`` by name (see the module docstring).
+    """A loss module ``(logits B×C, targets B) -> scalar`` (B values with ``reduction="none"``)
+    by name (see the module docstring).
 
     class_counts: training images per class, ordered by class index (list, array or tensor).
     """
@@ -280,9 +287,9 @@ def build_loss(name: str, class_counts=None, **kw) -> nn.Module:
 def posthoc_logit_adjust(logits: torch.Tensor, class_counts, tau: float = 1.0) -> torch.Tensor:
     """Evaluation-time logit adjustment (Menon et al. 2021): ``logits - tau·log π`` with the
     training prior ``π_j = n_j / Σn``; same dtype and device as `logits` (class dim last)."""
-    counts = _check_counts(class_counts)
+    counts = _positive_per_class(class_counts)
     if logits.shape[-1] != counts.numel():
         raise ValueError(f"logits have {logits.shape[-1]} classes (last dim) but class_counts has "
                          f"{counts.numel()} entries")
-    log_prior = torch.log(counts) - torch.log(counts.sum())
-    return logits - (float(tau) * log_prior).to(device=logits.device, dtype=logits.dtype)
+    shift = float(tau) * _log_prior(counts)  # float64, then cast once
+    return logits - shift.to(device=logits.device, dtype=logits.dtype)

@@ -1,9 +1,10 @@
 """The networks of the study: torchvision's ResNets, a home-made ResNeXt-18 and two dual-path
 ResNet-18s ("DLResNet"), all built by name from one plain dict registry.
 
-Every model is an instance of torchvision's `ResNet` class (the custom ones only plug in their own
-block), so all of them share torchvision's attribute names — `conv1, bn1, relu, maxpool,
-layer1..layer4, avgpool, fc` and inside a block `conv1, bn1, conv2, bn2[, conv3, bn3], downsample`.
+Every model is an instance of torchvision's `ResNet` class (the custom ones only plug in this
+module's `BasicBlock`), so all of them share torchvision's attribute names — `conv1, bn1, relu,
+maxpool, layer1..layer4, avgpool, fc` and inside a block `conv1, bn1, conv2, bn2[, conv3, bn3],
+downsample` (plus `alt_conv1, alt_bn1, alt_conv2, alt_bn2` for the dual-path blocks' second path).
 A layer is therefore addressed the same way everywhere: `"layer4.2.conv3"` is ResNet-50's last 1×1
 conv, `"layer4.1"` the last block of every ResNet-18 variant, `"fc"` the classifier.
 
@@ -25,18 +26,19 @@ import os
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
+from hw2lib.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
+    "PRETRAINED_INPUT_SIZE",
     "STEMS",
-    "DualPathBasicBlock",
-    "ResNeXtBasicBlock",
+    "BasicBlock",
     "WeightsUnavailable",
     "available_models",
     "build_model",
@@ -44,49 +46,79 @@ __all__ = [
     "pretrained_preprocessing",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PRETRAINED_INPUT_SIZE = 224  # the resolution torchvision's ImageNet weights were evaluated at
 STEMS = ("imagenet", "small")
 
 
 class WeightsUnavailable(RuntimeError):
-    """`pretrained=True` but the ImageNet weights are neither in the torch hub cache nor
+    """`pretrained` asks for ImageNet weights that are neither in the torch hub cache nor
     downloadable (no network). The message says where to put the file or how to pass it."""
 
 
 # --------------------------------------------------------------------------------------------
-# Blocks
+# The block
 # --------------------------------------------------------------------------------------------
 
 
-class ResNeXtBasicBlock(nn.Module):
-    """A ResNet BasicBlock (two 3×3 convs, expansion 1) with ResNeXt's aggregated transform.
+class BasicBlock(nn.Module):
+    """A ResNet BasicBlock (two 3×3 convs, expansion 1), optionally grouped (ResNeXt) and
+    optionally with a second residual path of another kernel (DLResNet).
 
-    ``conv1`` is a *grouped* 3×3 conv ``inplanes → width`` with ``groups=cardinality`` and
-    ``width = int(planes * base_width / 64) * cardinality`` (timm's/torchvision's ResNeXt rule);
-    ``conv2`` is a dense 3×3 conv ``width → planes``. This is split-transform-merge with two
-    layers: the input channels are split into `cardinality` groups, each group is transformed
-    by its own 3×3 conv into `width / cardinality` channels, and the dense ``conv2`` is the sum
-    over groups of one projection per group (the merge). (Grouping ``conv2`` too would leave the
-    groups unmixed until the next block; the ResNeXt paper notes a depth-2 block whose both layers
-    are aggregated is just a wide dense block.)
+    Main path, torchvision's names: ``conv1`` (3×3, stride, ``groups``) → ``bn1`` → ReLU →
+    ``conv2`` (3×3, dense) → ``bn2``, where ``conv1`` maps ``inplanes → width`` and ``conv2``
+    ``width → planes`` with ResNeXt's width rule ``width = int(planes * (base_width / 64)) *
+    groups``. With ``groups=1, base_width=64`` (width = planes) this is torchvision's BasicBlock,
+    parameter for parameter.
 
-    torchvision's ``BasicBlock`` refuses ``groups != 1``, hence this block. It has torchvision's
-    constructor signature so that torchvision's ``ResNet`` can stack it (``groups`` is the
-    cardinality, ``base_width`` torchvision's ``width_per_group``).
+    Grouped (``groups`` = cardinality > 1): ``conv1`` splits its input channels into ``groups``
+    parts, each transformed by its own 3×3 conv into ``width / groups`` channels, and the dense
+    ``conv2`` is the sum over groups of one projection per group (the merge). The ResNeXt paper
+    (§3.3) notes that with depth-2 blocks its aggregated transform is trivially a wide dense
+    module, and torchvision's and timm's BasicBlocks refuse ``groups != 1``; this is the home-made
+    variant that groups only the first conv. (Grouping ``conv2`` too would keep the groups apart
+    through the whole stage: the next block's grouped ``conv1`` uses the same channel partition.)
 
-    Parameters of one block: ``inplanes/cardinality·width·9 + 2·width + width·planes·9 + 2·planes``
-    (+ ``inplanes·planes + 2·planes`` for a projection shortcut).
+    Second path (``alt_kernel`` not None): the main path's shape with another kernel,
+    ``alt_conv1`` (stride, ``groups``) → ``alt_bn1`` → ReLU → ``alt_conv2`` → ``alt_bn2``, each conv
+    ``alt_kernel``×``alt_kernel`` with dilation ``alt_dilation`` and "same" padding
+    ``alt_dilation·(alt_kernel-1)/2``. The study's two: 5×5, and 3×3 with dilation 2; both see
+    5×5 per conv and 9×9 per block (stride 1), against the 3×3 path's 3×3 and 5×5.
+
+    Merge: ``out = relu(bn2(main) + alt_bn2(alt) + shortcut(x))`` — the two BN'd path outputs are
+    *summed* before the residual addition. Why a sum rather than concat + 1×1: the sum keeps the
+    block's width and the shortcut unchanged (the rest of ResNet-18, downsample and fc included,
+    stays identical, so the ablation compares kernels, not extra depth or a wider head); it adds
+    no parameters besides the second path's own convs and BNs (a 1×1 merge would add
+    ``2·planes·planes`` per block and one more layer); each path keeps its own BN, so each learns
+    its own scale and can be switched off by its BN weight (ACNet and RepVGG blocks also sum BN'd
+    branches of different kernels; Selective-Kernel nets take a learned weighted sum).
+
+    Parameters of one block, ``g = groups``, ``k = alt_kernel`` (``k = 0`` without second path):
+    ``(9 + k²)·(inplanes/g·width + width·planes) + (1 + [k > 0])·(2·width + 2·planes)``
+    (+ ``inplanes·planes + 2·planes`` for a projection shortcut). The second path's convs cost
+    ``k²/9`` times the main path's parameters and multiply-adds: 25/9 ≈ 2.8× for 5×5 (the block
+    ≈ 3.8× a BasicBlock), 1× for the dilated 3×3 (≈ 2×).
+
+    The positional signature is torchvision's, so that its ``ResNet`` can stack the block
+    (``groups`` and ``base_width`` come from ResNet's ``groups`` / ``width_per_group``); the
+    second path's options are keyword-only, bound with `functools.partial` by `build_model`.
     """
 
     expansion = 1
 
     def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
-                 dilation=1, norm_layer=None):
+                 dilation=1, norm_layer=None, *, alt_kernel: int | None = None,
+                 alt_dilation: int = 1):
         super().__init__()
         if dilation != 1:
-            raise ValueError("ResNeXtBasicBlock does not support dilation > 1")
+            raise ValueError("BasicBlock does not support dilation > 1 (replace_stride_with_"
+                             "dilation); the second path's dilation is alt_dilation")
+        if alt_kernel is not None and not (isinstance(alt_kernel, int) and alt_kernel >= 1
+                                           and alt_kernel % 2 == 1):
+            raise ValueError(f"alt_kernel must be None or an odd positive int (same padding), "
+                             f"got {alt_kernel!r}")
+        if not (isinstance(alt_dilation, int) and alt_dilation >= 1):
+            raise ValueError(f"alt_dilation must be a positive int, got {alt_dilation!r}")
         norm_layer = norm_layer or nn.BatchNorm2d
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = nn.Conv2d(inplanes, width, 3, stride, 1, groups=groups, bias=False)
@@ -94,97 +126,37 @@ class ResNeXtBasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(width, planes, 3, 1, 1, bias=False)
         self.bn2 = norm_layer(planes)
+        self.has_alt = alt_kernel is not None
+        if self.has_alt:  # after the main path: torchvision's ResNet initializes in module order
+            k, d = alt_kernel, alt_dilation
+            pad = d * (k - 1) // 2
+            self.alt_conv1 = nn.Conv2d(inplanes, width, k, stride, pad, dilation=d,
+                                       groups=groups, bias=False)
+            self.alt_bn1 = norm_layer(width)
+            self.alt_conv2 = nn.Conv2d(width, planes, k, 1, pad, dilation=d, bias=False)
+            self.alt_bn2 = norm_layer(planes)
         self.downsample = downsample
         self.stride = stride
 
     def zero_init_last(self) -> None:
+        """Zero the last BN weight of every residual path: the block starts as its shortcut."""
         nn.init.zeros_(self.bn2.weight)
+        if self.has_alt:
+            nn.init.zeros_(self.alt_bn2.weight)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        if self.has_alt:
+            out = out + self.alt_bn2(self.alt_conv2(self.relu(self.alt_bn1(self.alt_conv1(x)))))
         return self.relu(out + identity)
-
-
-class DualPathBasicBlock(nn.Module):
-    """A ResNet BasicBlock with two parallel residual paths that differ in their kernel.
-
-    * the usual path, torchvision's names: ``conv1`` (3×3, stride) → ``bn1`` → ReLU → ``conv2``
-      (3×3) → ``bn2``;
-    * the second path, same shape with another kernel: ``alt_conv1`` (stride) → ``alt_bn1`` →
-      ReLU → ``alt_conv2`` → ``alt_bn2``; the kernel is the subclass's ``alt_kernel`` and
-      ``alt_dilation`` (5×5, or 3×3 with dilation 2: both see 5×5 per conv, 9×9 per block,
-      against the 3×3 path's 5×5).
-
-    Merge: ``out = relu(bn2(path3x3) + alt_bn2(path_alt) + shortcut(x))`` — the two BN'd path
-    outputs are *summed* before the residual addition. Why a sum rather than concat + 1×1: the
-    sum keeps the block's width and the shortcut unchanged (the rest of ResNet-18, downsample
-    and fc included, stays identical, so the ablation compares kernels, not extra depth or a
-    wider head); it adds no parameters besides the second path's own convs and BNs (a 1×1 merge
-    would add ``2·planes·planes`` per block and one more layer); each path keeps its own BN, so
-    each learns its own scale and can be switched off by its BN weight (as in Selective-Kernel
-    and ACNet/RepVGG blocks, which also sum BN'd branches of different kernels).
-
-    Cost: the second path's convs have ``alt_kernel²/9`` times the 3×3 path's parameters and
-    multiply-adds: 25/9 ≈ 2.8× for 5×5 (the block costs ≈ 3.8× a BasicBlock), 1× for the
-    dilated 3×3 (≈ 2×). Parameters of one block: ``(9 + k²)·(inplanes·planes + planes²) +
-    8·planes`` (+ ``inplanes·planes + 2·planes`` for a projection shortcut), ``k² = 25`` or ``9``.
-    """
-
-    expansion = 1
-    alt_kernel = 5
-    alt_dilation = 1
-
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
-                 dilation=1, norm_layer=None):
-        super().__init__()
-        if groups != 1 or base_width != 64 or dilation != 1:
-            raise ValueError("DualPathBasicBlock supports only groups=1, base_width=64, dilation=1")
-        norm_layer = norm_layer or nn.BatchNorm2d
-        k, d = self.alt_kernel, self.alt_dilation
-        pad = d * (k - 1) // 2
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = norm_layer(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = norm_layer(planes)
-        self.alt_conv1 = nn.Conv2d(inplanes, planes, k, stride, pad, dilation=d, bias=False)
-        self.alt_bn1 = norm_layer(planes)
-        self.alt_conv2 = nn.Conv2d(planes, planes, k, 1, pad, dilation=d, bias=False)
-        self.alt_bn2 = norm_layer(planes)
-        self.downsample = downsample
-        self.stride = stride
-
-    def zero_init_last(self) -> None:
-        nn.init.zeros_(self.bn2.weight)
-        nn.init.zeros_(self.alt_bn2.weight)
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        a = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        b = self.alt_bn2(self.alt_conv2(self.relu(self.alt_bn1(self.alt_conv1(x)))))
-        return self.relu(a + b + identity)
-
-
-class DualPath5x5Block(DualPathBasicBlock):
-    """Dual-path BasicBlock whose second path uses 5×5 convs."""
-
-    alt_kernel = 5
-    alt_dilation = 1
-
-
-class DualPathDilatedBlock(DualPathBasicBlock):
-    """Dual-path BasicBlock whose second path uses 3×3 convs with dilation 2 (5×5 field of view
-    at the parameter cost of a 3×3)."""
-
-    alt_kernel = 3
-    alt_dilation = 2
 
 
 # --------------------------------------------------------------------------------------------
 # Registry: name -> how to build it. torchvision archs go through torchvision's own builders
-# (so their parameters equal torchvision's exactly); the others plug a block into its ResNet.
+# (so their parameters equal torchvision's exactly); the others are torchvision's `ResNet`
+# stacking `BasicBlock` with the entry's block settings. `options`: the settings a caller may
+# override through build_model's keywords (the entry's values are the defaults).
 # --------------------------------------------------------------------------------------------
 
 _MODELS: dict[str, dict] = {
@@ -194,13 +166,14 @@ _MODELS: dict[str, dict] = {
     "resnext50_32x4d": dict(torchvision="resnext50_32x4d",
                             weights="ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),
     # ResNeXt-18 "32x4d": 32 groups, 4 channels per group at layer1 (width 128, 256, 512, 1024)
-    "resnext18": dict(block=ResNeXtBasicBlock, layers=(2, 2, 2, 2),
-                      options=dict(cardinality=32, base_width=4)),
-    "dlresnet18_5x5": dict(block=DualPath5x5Block, layers=(2, 2, 2, 2), options={}),
-    "dlresnet18_dilated": dict(block=DualPathDilatedBlock, layers=(2, 2, 2, 2), options={}),
+    "resnext18": dict(layers=(2, 2, 2, 2), cardinality=32, base_width=4,
+                      options=("cardinality", "base_width")),
+    "dlresnet18_5x5": dict(layers=(2, 2, 2, 2), alt_kernel=5),
+    "dlresnet18_dilated": dict(layers=(2, 2, 2, 2), alt_kernel=3, alt_dilation=2),
 }
 
 _COMMON_OPTIONS = ("zero_init_residual",)
+_BLOCK_SETTINGS = ("cardinality", "base_width", "alt_kernel", "alt_dilation")
 
 
 def available_models() -> list[str]:
@@ -253,18 +226,19 @@ def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = Fa
             ``cardinality`` (default 32) and ``base_width`` (default 4) for ``resnext18``.
 
     Loading weights (``pretrained`` or ``weights``): every tensor must match by name and shape,
-    except that the head is replaced when its size differs from `num_classes` (it keeps the
-    loaded one when it matches, e.g. 1000 classes), and — with ``stem="small"`` and 7×7 weights
-    — ``conv1`` is re-initialized (kaiming, as torchvision does) with a ``UserWarning``: a 7×7
-    stride-2 filter bank has no faithful 3×3 stride-1 counterpart, and the rest of the network
-    still transfers. Everything else that does not fit is a ``ValueError`` naming the tensors.
+    except that the head is left freshly initialized when its size differs from `num_classes` (the
+    loaded one is kept when it matches, e.g. 1000 classes), and — with ``stem="small"`` and 7×7
+    weights — ``conv1`` keeps its fresh kaiming init (as torchvision initializes convs), with a
+    ``UserWarning``: a 7×7 stride-2 filter bank has no faithful 3×3 stride-1 counterpart, and the
+    rest of the network still transfers. Everything else that does not fit is a ``ValueError``
+    naming the tensors.
     """
     spec = _spec(name)
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}; choose one of {list(STEMS)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    allowed = list(_COMMON_OPTIONS) + list(spec.get("options", {}))
+    allowed = list(_COMMON_OPTIONS) + list(spec.get("options", ()))
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for model {name!r}; "
@@ -277,7 +251,8 @@ def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = Fa
         model = getattr(tvm, spec["torchvision"])(weights=None, num_classes=num_classes,
                                                   zero_init_residual=zero_init)
     else:
-        model = _build_custom(name, spec, num_classes, zero_init, kw)
+        settings = {k: spec[k] for k in _BLOCK_SETTINGS if k in spec} | kw
+        model = _build_resnet(name, spec["layers"], num_classes, zero_init, **settings)
     if stem == "small":
         _make_small_stem(model)
 
@@ -287,28 +262,28 @@ def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = Fa
         state, source = _torchvision_state(name, spec, pretrained), f"{name} ImageNet weights"
     else:
         return model
-    _load_backbone(model, state, source=source, stem=stem)
+    _load_state_into(model, state, source=source, stem=stem)
     return model
 
 
-def _build_custom(name, spec, num_classes, zero_init, kw) -> nn.Module:
+def _build_resnet(name, layers, num_classes, zero_init, *, cardinality=1, base_width=64,
+                  alt_kernel=None, alt_dilation=1) -> nn.Module:
+    """torchvision's `ResNet` stacking `BasicBlock(groups=cardinality, base_width, alt_*)`."""
     from torchvision.models.resnet import ResNet
 
-    opts = {**spec["options"], **kw}
-    groups, width = 1, 64
-    if spec["block"] is ResNeXtBasicBlock:
-        groups, width = opts["cardinality"], opts["base_width"]
-        for key, val in (("cardinality", groups), ("base_width", width)):
-            if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-                raise ValueError(f"{name}: {key} must be a positive int, got {val!r}")
-        if 64 % groups:
-            raise ValueError(f"{name}: cardinality must divide 64 (the stem's channels) so that "
-                             f"the grouped conv splits its input evenly, got {groups}")
-    model = ResNet(spec["block"], list(spec["layers"]), num_classes=num_classes, groups=groups,
-                   width_per_group=width)
-    if zero_init:
+    for key, val in (("cardinality", cardinality), ("base_width", base_width)):
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise ValueError(f"{name}: {key} must be a positive int, got {val!r}")
+    if 64 % cardinality:
+        raise ValueError(f"{name}: cardinality must divide 64 (the stem's channels) so that "
+                         f"the grouped conv splits its input evenly, got {cardinality}")
+    block = partial(BasicBlock, alt_kernel=alt_kernel, alt_dilation=alt_dilation)
+    block.expansion = BasicBlock.expansion  # ResNet reads it from the block it is given
+    model = ResNet(block, list(layers), num_classes=num_classes, groups=cardinality,
+                   width_per_group=base_width)
+    if zero_init:  # ResNet's own zero_init_residual only knows torchvision's blocks
         for m in model.modules():
-            if hasattr(m, "zero_init_last"):
+            if isinstance(m, BasicBlock):
                 m.zero_init_last()
     return model
 
@@ -373,18 +348,30 @@ def _read_state_file(path) -> Mapping[str, torch.Tensor]:
 
 
 def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> OrderedDict:
+    """Drop a ``module.`` / ``_orig_mod.`` prefix (DDP, torch.compile, in either nesting) that
+    every key carries."""
     out = OrderedDict(state)
-    for prefix in ("module.", "_orig_mod."):
-        if out and all(k.startswith(prefix) for k in out):
-            out = OrderedDict((k[len(prefix):], v) for k, v in out.items())
     meta = getattr(state, "_metadata", None)
+    meta = None if meta is None else OrderedDict(meta)
+    stripped = True
+    while stripped and out:
+        stripped = False
+        for prefix in ("module.", "_orig_mod."):
+            if out and all(k.startswith(prefix) for k in out):
+                out = OrderedDict((k[len(prefix):], v) for k, v in out.items())
+                if meta is not None:
+                    meta = OrderedDict((k[len(prefix):] if k.startswith(prefix) else k, v)
+                                       for k, v in meta.items())
+                stripped = True
     if meta is not None:  # keeps BN's versioned loading of old checkpoints working
-        out._metadata = OrderedDict((k.replace("module.", "").replace("_orig_mod.", ""), v)
-                                    for k, v in meta.items())
+        out._metadata = meta
     return out
 
 
-def _load_backbone(model: nn.Module, state, *, source: str, stem: str) -> None:
+def _load_state_into(model: nn.Module, state, *, source: str, stem: str) -> None:
+    """Load `state` into `model` in place, with build_model's rules (see its docstring): a head of
+    another size and (stem="small") a 7×7 conv1 are skipped; any other mismatch, missing or
+    unexpected tensor is a ValueError naming `source`."""
     state = _strip_prefixes(state)
     own = model.state_dict()
     drop, mismatched = set(), []

@@ -163,7 +163,7 @@ def test_buffers_follow_dtype(batch, name):
 
 
 @pytest.mark.parametrize(("counts", "pattern"), [
-    ([5, 0, 3], r"class_counts\[1\] = 0\.0"),
+    ([5, 0, 3], r"class_counts\[1\] = 0\.0.*no training samples"),
     ([5, 3, -2], r"class_counts\[2\] = -2\.0"),
     ([float("nan"), 3, 1], r"class_counts\[0\] = nan"),
     ([4, float("inf"), 1], r"class_counts\[1\] = inf"),
@@ -209,6 +209,42 @@ def test_unknown_name_and_options():
         L.build_loss("ce", reduction="avg")
     with pytest.raises(ValueError, match="alpha must be None or one weight per class"):
         L.build_loss("focal", alpha=0.25)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prior(dtype):
+    counts = torch.tensor(COUNTS, dtype=dtype)
+    got = L._log_prior(counts)
+    assert got.dtype == dtype and got.shape == (C,)
+    hand = [math.log(n / sum(COUNTS)) for n in COUNTS]
+    assert got.tolist() == pytest.approx(hand, rel=1e-6)
+    assert got.exp().sum().item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_one_log_prior_everywhere(batch, monkeypatch):
+    """balanced_softmax, logit_adjusted and posthoc_logit_adjust all add/subtract _log_prior."""
+    calls = []
+    real = L._log_prior
+
+    def spy(counts):
+        calls.append(counts.tolist())
+        return real(counts)
+
+    monkeypatch.setattr(L, "_log_prior", spy)
+    logits, y = batch
+    L.build_loss("balanced_softmax", class_counts=COUNTS)(logits, y)
+    L.build_loss("logit_adjusted", class_counts=COUNTS, tau=0.5)(logits, y)
+    L.posthoc_logit_adjust(logits, COUNTS)
+    assert calls == [[float(n) for n in COUNTS]] * 3
+
+
+@pytest.mark.parametrize(("alpha", "pattern"), [
+    ([1.0, 0.0, 1.0, 1.0], r"alpha\[1\] = 0\.0: every class needs a positive, finite value$"),
+    ({"a": 1.0}, r"alpha must be a sequence ordered by class index, not a mapping"),
+])
+def test_bad_alpha_message_speaks_of_alpha(alpha, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        L.build_loss("focal", alpha=alpha)
 
 
 def test_posthoc_logit_adjust():

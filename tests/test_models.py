@@ -1,5 +1,6 @@
-"""hw2lib.models: every registered model trains a step, counts match torchvision or the block
-formulas, weights load from a local file / the hub cache, and no download is ever attempted."""
+"""hw2lib.models: every registered model trains a step; counts match torchvision, the block
+formulas and the pre-refactor numbers; blocks compute what they say; weights load from a local
+file / the hub cache, and no download is ever attempted."""
 
 from __future__ import annotations
 
@@ -151,11 +152,88 @@ def test_custom_blocks_structure():
     assert (c.groups, c.in_channels, c.out_channels, c.kernel_size) == (32, 64, 128, (3, 3))
     assert rx.layer4[1].conv1.out_channels == 1024 and rx.layer4[1].conv2.groups == 1
     assert rx16.layer1[0].conv1.groups == 16 and rx16.layer2[0].conv1.out_channels == 256
-    assert d5.layer2[0].alt_conv1.kernel_size == (5, 5) and d5.layer2[0].alt_conv1.stride == (2, 2)
-    assert d5.layer2[0].conv1.kernel_size == (3, 3)
-    alt = dd.layer3[0].alt_conv1
-    assert (alt.kernel_size, alt.dilation, alt.padding, alt.stride) == ((3, 3), (2, 2), (2, 2),
-                                                                          (2, 2))
+    assert not any(hasattr(b, "alt_conv1") for b in rx.modules() if isinstance(b, M.BasicBlock))
+    for model, kernel, dilation in ((d5, 5, 1), (dd, 3, 2)):
+        blocks = [m for m in model.modules() if isinstance(m, M.BasicBlock)]
+        assert len(blocks) == 8
+        for block in blocks:
+            for main, alt in ((block.conv1, block.alt_conv1), (block.conv2, block.alt_conv2)):
+                assert main.kernel_size == (3, 3) and main.dilation == (1, 1)
+                assert alt.kernel_size == (kernel, kernel) and alt.dilation == (dilation, dilation)
+                pad = dilation * (kernel - 1) // 2
+                assert alt.padding == (pad, pad) and alt.stride == main.stride
+                assert alt.weight.shape == (main.out_channels, main.in_channels, kernel, kernel)
+    assert d5.layer2[0].alt_conv1.stride == (2, 2) and d5.layer2[0].alt_conv2.stride == (1, 1)
+
+
+def _hand_block(block, x, alt_kernel, alt_dilation):
+    """The block's function written out with F.conv2d and explicit kernels/dilations."""
+    F = nn.functional
+
+    def bn(m, t):
+        return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+    s = block.stride
+    main = bn(block.bn1, F.conv2d(x, block.conv1.weight, stride=s, padding=1,
+                                  groups=block.conv1.groups)).relu()
+    out = bn(block.bn2, F.conv2d(main, block.conv2.weight, padding=1))
+    if alt_kernel is not None:
+        assert block.alt_conv1.weight.shape[-2:] == (alt_kernel, alt_kernel)
+        pad = alt_dilation * (alt_kernel - 1) // 2
+        alt = bn(block.alt_bn1, F.conv2d(x, block.alt_conv1.weight, stride=s, padding=pad,
+                                         dilation=alt_dilation, groups=block.conv1.groups)).relu()
+        out = out + bn(block.alt_bn2, F.conv2d(alt, block.alt_conv2.weight, padding=pad,
+                                               dilation=alt_dilation))
+    identity = x if block.downsample is None else block.downsample(x)
+    return (out + identity).relu()
+
+
+@pytest.mark.parametrize(("name", "alt_kernel", "alt_dilation"), [
+    ("resnext18", None, 1), ("dlresnet18_5x5", 5, 1), ("dlresnet18_dilated", 3, 2),
+])
+@pytest.mark.parametrize("index", ["layer1.1", "layer3.0"])  # identity / projection shortcut
+def test_block_forward_equals_hand_computation(name, alt_kernel, alt_dilation, index):
+    g = torch.Generator().manual_seed(3)
+    model = M.build_model(name).eval()
+    block = model.get_submodule(index)
+    for bn_ in (m for m in block.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn_.running_mean.normal_(generator=g)  # non-trivial statistics: every term counts
+        bn_.running_var.uniform_(0.5, 2.0, generator=g)
+    x = torch.randn(2, block.conv1.in_channels, 9, 9, generator=g)
+    with torch.no_grad():
+        got = block(x)
+        want = _hand_block(block, x, alt_kernel, alt_dilation)
+        wrong = _hand_block(block, x, alt_kernel, alt_dilation + 1) if alt_kernel else None
+    side = 9 if block.stride == 1 else 5
+    assert got.shape == want.shape == (2, block.conv2.out_channels, side, side)
+    assert torch.allclose(got, want, atol=1e-5)
+    if wrong is not None:  # the test can tell a path computed with another dilation
+        assert not torch.allclose(got, wrong, atol=1e-3)
+
+
+def test_plain_block_equals_torchvision_basic_block():
+    from torchvision.models.resnet import BasicBlock as TVBasicBlock
+
+    down = nn.Sequential(nn.Conv2d(64, 128, 1, 2, bias=False), nn.BatchNorm2d(128))
+    theirs = TVBasicBlock(64, 128, 2, down).eval()
+    ours = M.BasicBlock(64, 128, 2, down).eval()
+    assert [(k, v.shape) for k, v in ours.state_dict().items()] == \
+        [(k, v.shape) for k, v in theirs.state_dict().items()]
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 64, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    (dict(alt_kernel=4), "alt_kernel must be None or an odd positive int"),
+    (dict(alt_kernel=0), "alt_kernel must be None or an odd positive int"),
+    (dict(alt_kernel=3, alt_dilation=0), "alt_dilation must be a positive int"),
+    (dict(dilation=2), "does not support dilation > 1"),
+])
+def test_block_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        M.BasicBlock(64, 64, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["resnext18", "dlresnet18_5x5", "dlresnet18_dilated"])
@@ -170,6 +248,32 @@ def test_zero_init_residual_makes_blocks_identity(name):
 
 
 # ---------------------------------------------------------------- parameter counts
+
+# Parameter counts at num_classes=10, (stem="imagenet", stem="small"), MEASURED by running the
+# pre-refactor hw2lib/models.py (as of commit b15e1b4: separate ResNeXtBasicBlock,
+# DualPathBasicBlock, DualPath5x5Block and DualPathDilatedBlock classes) before its blocks were
+# merged into the one parameterized `BasicBlock`: the merge must change none of them.
+PINNED_COUNTS = {
+    "resnet18": (11_181_642, 11_173_962),
+    "resnet34": (21_289_802, 21_282_122),
+    "resnet50": (23_528_522, 23_520_842),
+    "resnext50_32x4d": (23_000_394, 22_992_714),
+    "resnext18": (13_028_682, 13_021_002),
+    "dlresnet18_5x5": (41_704_522, 41_696_842),
+    "dlresnet18_dilated": (22_174_794, 22_167_114),
+}
+
+
+def test_pinned_counts_cover_the_registry():
+    assert list(PINNED_COUNTS) == M.available_models()
+
+
+@pytest.mark.parametrize("name", M.available_models())
+def test_parameter_counts_pinned(name):
+    imagenet, small = PINNED_COUNTS[name]
+    assert _meta_count(M.build_model, name, 10) == imagenet
+    assert _meta_count(M.build_model, name, 10, stem="small") == small
+
 
 
 @pytest.mark.parametrize("num_classes", [1000, 10])
@@ -278,13 +382,25 @@ def test_local_weights_round_trip(tmp_path, no_network):
     assert no_network == []
 
 
-def test_local_weights_checkpoint_dict_and_prefixes(tmp_path):
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod.", "_orig_mod.module."])
+def test_local_weights_checkpoint_dict_and_prefixes(tmp_path, prefix):
     state = _random_state("resnext18", 10, stem="small", cardinality=8, base_width=8)
-    ckpt = {"model": {"_orig_mod." + k: v for k, v in state.items()}, "epoch": 3}
+    ckpt = {"model": {prefix + k: v for k, v in state.items()}, "epoch": 3}
     torch.save(ckpt, tmp_path / "ckpt.pt")
     model = M.build_model("resnext18", 10, stem="small", cardinality=8, base_width=8,
                           weights=tmp_path / "ckpt.pt")
     _assert_backbone_equal(model, state, skip=())
+
+
+def test_dual_path_weights_round_trip(tmp_path):
+    state = _random_state("dlresnet18_dilated", 10, stem="small")
+    assert "layer2.0.alt_conv2.weight" in state  # the second path's state_dict keys
+    torch.save(state, tmp_path / "dl.pth")
+    model = M.build_model("dlresnet18_dilated", 10, stem="small", weights=tmp_path / "dl.pth")
+    _assert_backbone_equal(model, state, skip=())
+    with pytest.raises(ValueError, match=r"alt_conv1.weight: file \(64, 64, 3, 3\) vs model "
+                                         r"\(64, 64, 5, 5\)"):
+        M.build_model("dlresnet18_5x5", 10, stem="small", weights=tmp_path / "dl.pth")
 
 
 def test_local_weights_small_stem_reinitializes_conv1(tmp_path):
