@@ -1,9 +1,10 @@
 """The training engine: optimizers, per-epoch LR schedules, `fit` (train + evaluate each epoch,
 history as JSON lines, atomic checkpoints, exact resume), `evaluate`, `predict`, seeding, run info.
 
-Shaped like torchvision's `references/classification`: `train_one_epoch` and `evaluate` are plain
-functions; `fit` strings them together. Device-agnostic: on CUDA it trains under bf16 autocast with
-channels_last tensors (optionally `torch.compile`d); on the CPU in plain float32.
+Shaped like torchvision's `references/classification`: `train_step`, `train_one_epoch` and
+`evaluate` are plain functions; `fit` is a short loop over named steps (`_setup`, `_resume`,
+`_train_and_check`, `_save_epoch`, `_log_epoch`). Device-agnostic: on CUDA it trains under bf16
+autocast with channels_last tensors (optionally `torch.compile`d); on the CPU in plain float32.
 
 Checkpoints are plain dicts of tensors and built-in types, loadable with
 `torch.load(path, weights_only=True)`:
@@ -14,6 +15,10 @@ Checkpoints are plain dicts of tensors and built-in types, loadable with
 - ``best.pt`` — the weights of the epoch with the best validation accuracy (the last epoch when
   there is no validation loader), with epoch, config and history; no optimizer state (it is for
   evaluation, and halves the disk a study of many runs needs).
+
+Both are written atomically (`hw2lib.io.atomic_write`) and only for an epoch whose losses, weights,
+BatchNorm statistics and optimizer state are all finite: a diverged epoch raises
+`TrainingDiverged` and is never saved.
 """
 
 from __future__ import annotations
@@ -746,20 +751,21 @@ def _last_good(run: _Run, epoch: int) -> str:
     """What a diverged run leaves to fall back on: the previous epoch's last.pt when it is there
     and finite, else none (and whether an earlier run's files are still in the folder)."""
     path = run.last_path
-    if epoch > 1 and path.exists():
-        try:
-            ckpt = load_checkpoint(path)
-        except CorruptFileError:
-            ckpt = None
-        if (ckpt is not None and int(ckpt["epoch"]) == epoch - 1
-                and all(torch.isfinite(v).all() for v in ckpt["model"].values()
-                        if v.is_floating_point())):
-            return f"{path} (epoch {epoch - 1}) is kept"
-        return f"none ({path} is not a finite checkpoint of epoch {epoch - 1})"
-    earlier = [n for n in ("best.pt", "last.pt") if (run.out / n).exists()]
-    kept = (f"; an earlier run's {' and '.join(earlier)} in {run.out} were left as they were"
-            if earlier else "")
-    return f"none (it diverged in the first epoch{kept})"
+    if epoch == 1:
+        earlier = [n for n in ("best.pt", "last.pt") if (run.out / n).exists()]
+        kept = (f"; an earlier run's {' and '.join(earlier)} in {run.out} were left as they were"
+                if earlier else "")
+        return f"none (it diverged in the first epoch{kept})"
+    if not path.exists():
+        return f"none ({path} is missing)"
+    try:
+        ckpt = load_checkpoint(path)
+    except CorruptFileError:
+        return f"none ({path} is corrupt)"
+    if int(ckpt["epoch"]) == epoch - 1 and all(
+            torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()):
+        return f"{path} (epoch {epoch - 1}) is kept"
+    return f"none ({path} is not a finite checkpoint of epoch {epoch - 1})"
 
 
 def _save_epoch(run: _Run, rec: dict, train_loader) -> None:

@@ -545,8 +545,9 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
     train, val = loader_pair()
     E.fit(make_model(), train, val, epochs=1, out_dir=tmp_path / "run", **FIT_KW)
     data = (tmp_path / "run" / "last.pt").read_bytes()
+    half = len(data) // 2
     cases = {"empty.pt": (b"", "empty (0 bytes)"),
-             "half.pt": (data[: len(data) // 2], f"truncated or damaged ({len(data) // 2:,} bytes)"),
+             "half.pt": (data[:half], f"truncated or damaged ({half:,} bytes)"),
              "cut.pt": (data[:-10], "truncated or damaged")}
     for name, (content, why) in cases.items():
         path = tmp_path / name
@@ -561,7 +562,6 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
     with pytest.raises(CorruptFileError, match="last.pt is truncated.*Delete it"):
         E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path / "run", resume=True,
               **FIT_KW)
-    (tmp_path / "other.pt").write_bytes(b"")
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CorruptFileError, match="not a checkpoint written by"):
         E.load_checkpoint(tmp_path / "other.pt")
