@@ -5,20 +5,40 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
 from hw2lib.run import NOTEBOOKS, PROFILES, REPO_ROOT, RunnerError, parse_value
 
 
 def _cmd_data(args) -> int:
-    from hw2lib.data import DataError, load_dataset
+    import warnings
 
-    try:
-        ds = load_dataset(args.store, source=args.source, image_folder=args.data_dir,
-                          image_size=args.image_size, split_seed=args.seed, progress=True)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    from hw2lib.data import DataError, DataWarning, load_dataset
+
+    def fail(message) -> int:
+        print("error: " + " ".join(str(message).split("\n")), file=sys.stderr)
         return 2
+
+    if args.source is not None and args.data_dir is not None:
+        return fail("--source and --data-dir are alternatives: --source for EuroSAT (a zip or an "
+                    "extracted folder), --data-dir for any other ImageFolder root; give one of them")
+    if args.image_size < 1:
+        return fail(f"--image-size must be a positive number of pixels (the side of the square "
+                    f"every image is decoded to, e.g. 64), got {args.image_size}")
+    error = None
+    with warnings.catch_warnings(record=True) as caught:  # printed as one line each
+        warnings.simplefilter("always", DataWarning)
+        try:
+            ds = load_dataset(args.store, source=args.source, image_folder=args.data_dir,
+                              image_size=args.image_size, split_seed=args.seed, progress=True)
+        except DataError as exc:
+            error = exc
+        except OSError as exc:  # e.g. --store on a read-only disk
+            error = f"{exc}: check that --store {args.store} is a folder you can write to"
+    for w in caught:
+        kind = "" if issubclass(w.category, DataWarning) else f"{w.category.__name__}: "
+        print(f"warning: {kind}{w.message}", file=sys.stderr)
+    if error is not None:
+        return fail(error)
     splits = ("train", "val", "test")
     counts = {s: ds.class_counts(s) for s in splits}
     width = max(len(c) for c in ds.classes) + 2
@@ -52,18 +72,33 @@ def _overrides(pairs) -> dict:
 
 
 def _cmd_run(args) -> int:
-    from hw2lib.run import choose_profile, run_notebook
+    from hw2lib.run import (
+        choose_profile,
+        dependency_inputs,
+        plan_parameters,
+        prepare_out,
+        read_status,
+        run_notebook,
+    )
 
     profile, why = choose_profile(args.profile)
-    print(f"hw2 run: {why}")
-    out = Path(args.out) if args.out else REPO_ROOT / "reports" / profile
-    extra = {}
-    if args.notebook == "A-vis" and "checkpoint" not in dict(args.param or []):
-        extra["checkpoint"] = str((out / "runs" / "A-train" / "model" / "best.pt").resolve())
-    res = run_notebook(args.notebook, profile, _overrides(args.param), out, extra=extra)
+    name = args.notebook
+    params = plan_parameters(profile, [name], {name: _overrides(args.param)}, force=args.force,
+                             per_notebook=True)[name]
+    out = prepare_out(args.out or REPO_ROOT / "reports" / profile)
+    print(f"hw2 run: {why}; parameters checked")
+    extra, blocked, _ = dependency_inputs(name, out, read_status(out)[0])
+    for key in list(extra):
+        if key in params:  # given with -p: the user's choice
+            extra.pop(key)
+            blocked = None
+    if blocked:
+        print(f"error: {name}: {blocked}", file=sys.stderr)
+        return 1
+    res = run_notebook(name, profile, {**params, **extra}, out)
     if res.status != "passed":
         where = f"; its page: {out / res.html}" if res.html else ""
-        print(f"error: {args.notebook} failed: {res.error}{where}", file=sys.stderr)
+        print(f"error: {name} failed: {res.error}{where}", file=sys.stderr)
         return 1
     return 0
 
@@ -71,9 +106,13 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     from hw2lib.run import report
 
-    only = args.only or list(NOTEBOOKS)
-    overrides = {nb: _overrides(args.param) for nb in only} if args.param else None
-    index, results = report(args.profile, args.out, only, overrides, force=args.force)
+    try:
+        index, results = report(args.profile, args.out, args.only, _overrides(args.param),
+                                force=args.force)
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); index.html was written with what finished",
+              file=sys.stderr)
+        return 130
     bad = [r for r in results if r.status != "passed"]
     for r in bad:
         where = f" — page: {index.parent / r.html}" if r.html else ""
@@ -87,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="get, verify, split and cache EuroSAT (or any ImageFolder)")
     d.add_argument("--source", help="a EuroSAT zip or extracted folder to use instead of searching")
-    d.add_argument("--data-dir", help="any other ImageFolder root (class folders of images)")
+    d.add_argument("--data-dir", help="any other ImageFolder root (class folders of images); "
+                   "an alternative to --source")
     d.add_argument("--store", default="data", help="where extracted data, splits and caches go")
-    d.add_argument("--image-size", type=int, default=64)
+    d.add_argument("--image-size", type=int, default=64,
+                   help="side in pixels of the square every image is decoded to (default 64)")
     d.add_argument("--seed", type=int, default=0, help="split seed")
     d.set_defaults(func=_cmd_data)
 
@@ -104,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="override one parameter (VALUE read as YAML)")
     r.add_argument("--out", help="output folder (default reports/<profile>/)")
+    r.add_argument("--force", action="store_true", help="retrain the notebook's runs")
     r.set_defaults(func=_cmd_run)
 
     rep = sub.add_parser("report", help="run the notebooks in order and write index.html")
@@ -111,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="output folder (default reports/<profile>/)")
     rep.add_argument("--only", nargs="+", choices=NOTEBOOKS, metavar="NOTEBOOK")
     rep.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
-                     help="override one parameter in every notebook run")
-    rep.add_argument("--force", action="store_true", help="re-run notebooks that already passed")
+                     help="set one parameter in every selected notebook that defines it")
+    rep.add_argument("--force", action="store_true",
+                     help="re-run the notebooks and retrain every run they make")
     rep.set_defaults(func=_cmd_report)
     return p
 

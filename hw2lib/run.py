@@ -1,40 +1,46 @@
-"""Papermill runner and HTML report: profiles, `hw2 run`, `hw2 report`, `index.html`.
+"""Papermill runner: profiles, `hw2 run`, `hw2 report`.
 
-One notebook run = parameters (profile ∪ overrides ∪ paths the runner owns) → papermill executes the
-notebook into `OUT/executed/` → nbconvert renders `OUT/<notebook>.html` (also when it failed) → the
-outcome is recorded in `OUT/status.json`. Each notebook writes `OUT/runs/<notebook>/results.json`;
-the index reads those and sets the headline numbers beside the HW2 report's.
+One report = every selected notebook's parameters resolved and checked first (profile ∪ `-p`,
+see `params`) → each notebook executed by papermill into `OUT/executed/` → rendered by nbconvert
+into `OUT/<notebook>.html` (also when it failed; the last passed page is kept beside it) → its
+outcome recorded in `OUT/status.json` → `OUT/index.html` (see `index`), written whatever happened.
+Each notebook writes `OUT/runs/<notebook>/results.json`. A notebook that takes another's output
+(A-vis takes A-train's model) records the identity of what it took, and is run again when that
+changes; it is not run at all when its input failed.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
-import json
-import logging
-import os
+import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from hw2lib import io
+from hw2lib.index import NOTEBOOKS, read_results, write_index
+from hw2lib.params import (
+    RUNNER_PARAMS,
+    ParameterError,
+    read_notebook_parameters,
+    resolve,
+    split_overrides,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PROFILE_DIR = NOTEBOOK_DIR / "profiles"
-NOTEBOOKS = ("A-train", "A-vis", "B-ablation", "C-longtail")  # run order
 PROFILES = ("smoke", "quick", "full")
 KERNEL_NAME = "hw2"
-# Parameters the runner sets itself; a profile or -p may not.
-RUNNER_PARAMS = ("run_dir", "profile")
-# Inputs one notebook takes from another notebook's run folder.
-DEPENDS = {"A-vis": {"checkpoint": ("A-train", "model/best.pt")}}
+# Inputs one notebook takes from another: parameter → the notebook whose results.json it reads.
+DEPENDS = {"A-vis": {"train_results": "A-train"}}
 HIDE_INPUT_TAG = "hide-input"
-
-log = logging.getLogger("hw2.run")
+REPORT_MARKER = ".hw2-report"  # marks a folder as an hw2 report folder (safe to write into)
 
 
 class RunnerError(RuntimeError):
-    """A problem with the request itself (unknown notebook, profile or parameter)."""
+    """A problem with the request itself (unknown notebook, profile or parameter, bad folder)."""
 
 
 # --------------------------------------------------------------------------- profiles & params
@@ -73,16 +79,15 @@ def notebook_path(name: str) -> Path:
     return NOTEBOOK_DIR / f"{name}.ipynb"
 
 
-def notebook_parameters(name: str) -> dict[str, object]:
-    """The names and defaults of the notebook's `parameters` cell (papermill's own reading)."""
-    import papermill as pm
-
-    params = pm.inspect_notebook(str(notebook_path(name)))
-    return {k: v.get("default") for k, v in params.items()}
+def notebook_parameters(name: str):
+    """The parameters of the notebook's `parameters` cell: name → Param (default, type, help)."""
+    return read_notebook_parameters(notebook_path(name))
 
 
 def parse_value(text: str):
-    """`-p NAME VALUE`: VALUE is read as YAML (numbers, booleans, null, lists), else kept a string."""
+    """`-p NAME VALUE`: VALUE is read as YAML (numbers, booleans, null, lists), else kept a string.
+    Strings that name a float (YAML 1.1 reads `1e-3` as one) become floats where the parameter is
+    a float (see `params.check_value`)."""
     import yaml
 
     try:
@@ -92,18 +97,74 @@ def parse_value(text: str):
 
 
 def resolve_parameters(name: str, profile_params: dict, overrides: dict) -> dict:
-    """Profile ∪ overrides, checked against the notebook's parameters cell."""
-    allowed = notebook_parameters(name)
-    params = {**profile_params, **overrides}
-    for key in params:
-        if key in RUNNER_PARAMS:
-            raise RunnerError(f"{name}: parameter {key!r} is set by the runner, not by a profile or -p.")
-        if key not in allowed:
-            raise RunnerError(
-                f"{name}: unknown parameter {key!r} (not in the notebook's parameters cell). "
-                f"Known: {', '.join(sorted(allowed))}."
-            )
-    return params
+    """Profile ∪ overrides of one notebook, every key known and every value checked."""
+    try:
+        return resolve(name, notebook_parameters(name), profile_params, overrides)
+    except ParameterError as exc:
+        raise RunnerError(str(exc)) from None
+
+
+def plan_parameters(profile: str, names: list[str], overrides: dict | None = None, *,
+                    force: bool = False, per_notebook: bool = False) -> dict[str, dict]:
+    """Every selected notebook's checked parameters, before anything runs. `overrides` is one
+    mapping applied to each notebook that defines the key (a key none defines is an error), or,
+    with `per_notebook`, a mapping per notebook. `force` sets `force=True` where defined."""
+    for n in names:
+        notebook_path(n)
+    profile_params = load_profile(profile)
+    defined = {n: notebook_parameters(n) for n in names}
+    try:
+        per_nb = (overrides or {}) if per_notebook else split_overrides(overrides or {}, defined)
+        out = {}
+        for n in names:
+            ov = dict(per_nb.get(n, {}))
+            if force and "force" in defined[n]:
+                ov["force"] = True
+            out[n] = resolve(n, defined[n], profile_params[n], ov)
+        return out
+    except ParameterError as exc:
+        raise RunnerError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- the report folder
+
+
+def prepare_out(out: Path | str) -> Path:
+    """The report folder, created; refuses a folder that is not empty and not an hw2 report
+    (so `--out /` or `--out ~` cannot scatter files)."""
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise RunnerError(f"--out {out} is a file, not a folder.")
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARKER).exists() \
+            and not (out / "status.json").exists():
+        raise RunnerError(f"--out {out} is not empty and is not an hw2 report folder; "
+                          "choose a new or empty folder (e.g. reports/mine).")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / REPORT_MARKER).touch()
+    return out
+
+
+def read_status(out: Path) -> tuple[dict[str, dict], str | None]:
+    """`status.json` as {notebook: record}, and a notice when it was corrupt (it is then moved
+    aside and rebuilt from the runs that follow)."""
+    path = Path(out) / "status.json"
+    if not path.exists():
+        return {}, None
+    try:
+        status = io.read_json(path, what="status file")
+        if not isinstance(status, dict):
+            raise io.CorruptFileError(f"status file {path} is not a JSON object")
+        return status, None
+    except io.CorruptFileError as exc:
+        aside = path.with_name(f"status.corrupt-{int(time.time())}.json")
+        path.replace(aside)
+        return {}, f"{exc}. It was moved to {aside.name} and is rebuilt from this run."
+
+
+def _write_status(out: Path, record: dict) -> None:
+    status, _ = read_status(out)
+    status[record["notebook"]] = record
+    io.write_json(Path(out) / "status.json", status)
 
 
 # --------------------------------------------------------------------------- kernel, execute, render
@@ -136,7 +197,7 @@ def render_html(executed: Path, html_path: Path) -> int:
     tags = TagRemovePreprocessor(remove_input_tags={HIDE_INPUT_TAG}, enabled=True)
     exporter.register_preprocessor(tags, enabled=True)
     body, _ = exporter.from_notebook_node(nb)
-    html_path.write_text(body, encoding="utf-8")
+    io.atomic_write_text(html_path, body)
     return html_path.stat().st_size
 
 
@@ -152,46 +213,26 @@ class RunResult:
     error: str | None = None
     started: str = ""
     profile: str = ""
+    previous_html: str | None = None  # the last passed page, kept when this run failed
 
 
-def _status_path(out: Path) -> Path:
-    return out / "status.json"
-
-
-def read_status(out: Path) -> dict[str, dict]:
-    p = _status_path(out)
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def _write_status(out: Path, result: RunResult) -> None:
-    status = read_status(out)
-    status[result.notebook] = result.__dict__
-    tmp = _status_path(out).with_suffix(".tmp")
-    tmp.write_text(json.dumps(status, indent=2, default=str))
-    os.replace(tmp, _status_path(out))
-
-
-def run_notebook(
-    name: str,
-    profile: str,
-    overrides: dict | None = None,
-    out: Path | str | None = None,
-    *,
-    extra: dict | None = None,
-    log_output: bool = True,
-) -> RunResult:
-    """Execute one notebook with papermill and render its HTML page (also on failure)."""
+def run_notebook(name: str, profile: str, params: dict, out: Path, *,
+                 log_output: bool = True) -> RunResult:
+    """Execute one notebook with checked `params` (see `plan_parameters`) and render its page
+    (also on failure: the previous passed page is then kept as `<name>.passed.html`)."""
     import papermill as pm
 
-    out = Path(out or REPO_ROOT / "reports" / profile).resolve()
-    params = resolve_parameters(name, load_profile(profile)[name], overrides or {})
+    out = Path(out)
     run_dir = out / "runs" / name
-    params.update(extra or {})
-    params.update(run_dir=str(run_dir), profile=profile)
-    (out / "executed").mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (out / "executed").mkdir(parents=True, exist_ok=True)
+    # A results.json of an earlier run must not outlive a failure of this one.
+    if (run_dir / "results.json").exists():
+        (run_dir / "results.json").replace(run_dir / "results.previous.json")
     executed = out / "executed" / f"{name}.ipynb"
     html_path = out / f"{name}.html"
+    prev, _ = read_status(out)
+    was_passed = (prev.get(name) or {}).get("status") == "passed" and html_path.exists()
     kernel = ensure_kernel()
     started = _dt.datetime.now().isoformat(timespec="seconds")
     print(f"[{name}] running with profile {profile!r} → {html_path}", flush=True)
@@ -199,183 +240,105 @@ def run_notebook(
     error = None
     try:
         pm.execute_notebook(
-            str(notebook_path(name)),
-            str(executed),
-            parameters=params,
-            kernel_name=kernel,
-            cwd=str(NOTEBOOK_DIR),
-            progress_bar=False,
+            str(notebook_path(name)), str(executed),
+            parameters={**params, "run_dir": str(run_dir), "profile": profile},
+            kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
             # cells' printed output (one line per epoch) streams to the terminal as it comes
             stdout_file=sys.stdout if log_output else None,
-            stderr_file=sys.stderr if log_output else None,
-        )
+            stderr_file=sys.stderr if log_output else None)
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
+    except KeyboardInterrupt:
+        error = "interrupted (Ctrl-C)"
     except Exception as exc:  # kernel died, timeout, ...: still render what exists
         error = f"{type(exc).__name__}: {exc}"
     duration = time.perf_counter() - t0
+    previous_html = None
+    if error and was_passed:
+        previous_html = f"{name}.passed.html"
+        shutil.copyfile(html_path, out / previous_html)
     html_file = None
     if executed.exists():
         size = render_html(executed, html_path)
         html_file = html_path.name
         print(f"[{name}] page {html_path} ({size / 1e6:.1f} MB)", flush=True)
-    result = RunResult(
-        notebook=name,
-        status="failed" if error else "passed",
-        duration_s=round(duration, 1),
-        html=html_file,
-        executed=str(executed.relative_to(out)) if executed.exists() else None,
-        run_dir=str(run_dir.relative_to(out)),
-        params={k: v for k, v in params.items() if k not in RUNNER_PARAMS},
-        error=error,
-        started=started,
-        profile=profile,
-    )
-    _write_status(out, result)
-    verdict = f"FAILED: {error}" if error else "passed"
-    print(f"[{name}] {verdict} in {duration:.0f} s", flush=True)
+    result = RunResult(name, "failed" if error else "passed", round(duration, 1), html_file,
+                       str(executed.relative_to(out)) if executed.exists() else None,
+                       str(run_dir.relative_to(out)), params, error, started, profile,
+                       previous_html)
+    _write_status(out, asdict(result))
+    print(f"[{name}] {'FAILED: ' + error if error else 'passed'} in {duration:.0f} s", flush=True)
+    if error == "interrupted (Ctrl-C)":
+        raise KeyboardInterrupt
     return result
 
 
-def report(
-    profile: str = "auto",
-    out: Path | str | None = None,
-    only: list[str] | None = None,
-    overrides: dict | None = None,
-    force: bool = False,
-) -> tuple[Path, list[RunResult]]:
-    """Run the notebooks in order, render each, write `index.html`. Finished ones are skipped
-    unless `force` (or their parameters changed), so a long study resumes."""
+def dependency_inputs(name: str, out: Path, status: dict) -> tuple[dict, str | None, dict]:
+    """For a notebook that takes another's output: (parameters pointing at it, why it cannot run
+    or None, the identity of what it takes, e.g. {"A-train": "<run id>"})."""
+    extra, why, ids = {}, None, {}
+    for pname, dep in DEPENDS.get(name, {}).items():
+        extra[pname] = str(out / "runs" / dep / "results.json")
+        dep_status = (status.get(dep) or {}).get("status")
+        results, bad = read_results(out, dep)
+        if dep_status != "passed":
+            state = dep_status or "not run"
+            why = (f"needs {dep}'s model, but {dep} {state} in this report folder; "
+                   f"run {dep} first (hw2 report --only {dep} {name})")
+        elif bad or not results.get("run_id"):
+            why = bad or f"{dep}'s results.json names no run id; run {dep} again"
+        else:
+            ids[dep] = results["run_id"]
+    return extra, why, ids
+
+
+def report(profile: str = "auto", out: Path | str | None = None, only: list[str] | None = None,
+           overrides: dict | None = None, force: bool = False) -> tuple[Path, list[RunResult]]:
+    """Check every selected notebook's parameters, then run them in order, render each, and
+    write `index.html` (always: after a failure or Ctrl-C too). A notebook that passed with the
+    same parameters (and the same inputs) is not run again unless `force`, so a study resumes."""
     profile, why = choose_profile(profile)
-    print(f"hw2 report: {why}", flush=True)
-    out = Path(out or REPO_ROOT / "reports" / profile).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     names = list(only) if only else list(NOTEBOOKS)
-    for n in names:
-        notebook_path(n)
-    profile_params = load_profile(profile)
+    planned = plan_parameters(profile, names, overrides, force=force)
+    out = prepare_out(out or REPO_ROOT / "reports" / profile)
+    print(f"hw2 report: {why}; parameters of {', '.join(names)} checked", flush=True)
+    status, notice = read_status(out)
+    if notice:
+        print(f"warning: {notice}", file=sys.stderr, flush=True)
     results = []
-    for name in names:
-        params = resolve_parameters(name, profile_params[name], (overrides or {}).get(name, {}))
-        extra = {}
-        missing = None
-        for pname, (dep, fname) in DEPENDS.get(name, {}).items():
-            path = out / "runs" / dep / fname
-            extra[pname] = str(path)
-            if not path.exists():
-                missing = f"needs {dep}'s {fname} ({path}); run {dep} first"
-        prev = read_status(out).get(name)
-        if (
-            not force
-            and prev
-            and prev.get("status") == "passed"
-            and prev.get("params") == {**params, **extra}
-        ):
-            print(f"[{name}] already passed with these parameters; skipped (use --force to re-run)")
-            results.append(RunResult(**prev))
-            continue
-        if missing:
-            res = RunResult(name, "skipped", 0.0, None, None, f"runs/{name}", params, missing,
-                            profile=profile)
-            _write_status(out, res)
-            print(f"[{name}] SKIPPED: {missing}", flush=True)
-            results.append(res)
-            continue
-        results.append(
-            run_notebook(name, profile, (overrides or {}).get(name, {}), out, extra=extra)
-        )
-    index = write_index(out, profile)
-    print(f"index: {index}")
+    try:
+        for name in names:
+            results.append(_run_one(name, profile, planned[name], out, force))
+    finally:
+        status, _ = read_status(out)
+        index = write_index(out, profile, status, [notice] if notice else [])
+        print(f"index: {index}", flush=True)
     return index, results
 
 
-# --------------------------------------------------------------------------- index.html
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#222}
-h1{margin-bottom:0}.sub{color:#666;margin-top:.3em}
-table{border-collapse:collapse;margin:1em 0;width:100%}
-th,td{border:1px solid #ddd;padding:.35em .6em;text-align:left;vertical-align:top;font-size:.92em}
-th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.passed{color:#0a7a2f;font-weight:600}.failed{color:#b00020;font-weight:600}
-.skipped{color:#a15c00;font-weight:600}.missing{color:#888}
-.warn{background:#fff4e5;border-left:5px solid #f0a000;padding:.6em 1em;margin:1em 0}
-.err{background:#fdecee;border-left:5px solid #b00020;padding:.6em 1em;margin:1em 0}
-code{background:#f6f6f6;padding:0 .2em}details{margin:.2em 0}
-"""
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return html.escape(str(v))
-
-
-def _env_rows(out: Path) -> list[tuple[str, str]]:
-    for name in NOTEBOOKS:
-        p = out / "runs" / name / "results.json"
-        if p.exists():
-            env = json.loads(p.read_text()).get("environment") or {}
-            if env:
-                return [(k, str(v)) for k, v in env.items()]
-    return []
+def _run_one(name: str, profile: str, params: dict, out: Path, force: bool) -> RunResult:
+    status, _ = read_status(out)
+    extra, blocked, inputs = dependency_inputs(name, out, status)
+    params = {**params, **extra}
+    prev = status.get(name)
+    if blocked:
+        kept = prev.get("html") if prev and prev.get("status") == "passed" else None
+        res = RunResult(name, "skipped", 0.0, None, None, f"runs/{name}", params, blocked,
+                        profile=profile, previous_html=kept)
+        _write_status(out, asdict(res))
+        print(f"[{name}] SKIPPED: {blocked}", flush=True)
+        return res
+    took = read_results(out, name)[0].get("inputs", {}) if inputs else {}
+    same_inputs = all((took.get(dep) or {}).get("run_id") == rid for dep, rid in inputs.items())
+    if not force and prev and prev.get("status") == "passed" and prev.get("params") == params \
+            and same_inputs:
+        print(f"[{name}] already passed with these parameters; skipped (use --force to re-run)")
+        return RunResult(**prev)
+    if not same_inputs:
+        print(f"[{name}] its input changed ({', '.join(inputs)} was run again): re-running",
+              flush=True)
+    return run_notebook(name, profile, params, out)
 
 
-def write_index(out: Path, profile: str) -> Path:
-    """`index.html`: status, duration, parameters and the headline numbers of every notebook."""
-    out = Path(out)
-    status = read_status(out)
-    rows, headline, warnings = [], [], []
-    for name in NOTEBOOKS:
-        st = status.get(name)
-        res_path = out / "runs" / name / "results.json"
-        results = json.loads(res_path.read_text()) if res_path.exists() else {}
-        if st is None:
-            rows.append(f"<tr><td>{name}</td><td class=missing>not run</td>" + "<td></td>" * 3 + "</tr>")
-            continue
-        link = f"<a href='{st['html']}'>{name}</a>" if st.get("html") else name
-        params = "".join(
-            f"<code>{html.escape(k)}={html.escape(json.dumps(v))}</code> "
-            for k, v in sorted(st.get("params", {}).items())
-        )
-        err = f"<div class=err>{html.escape(st['error'])}</div>" if st.get("error") else ""
-        rows.append(
-            f"<tr><td>{link}</td><td class={st['status']}>{st['status']}</td>"
-            f"<td class=num>{st['duration_s']:.0f} s</td><td>{html.escape(st.get('profile', ''))}</td>"
-            f"<td><details><summary>{len(st.get('params', {}))} parameters</summary>{params}"
-            f"</details>{err}</td></tr>"
-        )
-        if st["status"] == "passed":
-            for w in results.get("warnings", []):
-                warnings.append(f"<div class=warn><b>{name}:</b> {html.escape(w)}</div>")
-            for h in results.get("headline", []):
-                headline.append(
-                    f"<tr><td>{name}</td><td>{html.escape(h.get('name', ''))}</td>"
-                    f"<td class=num>{_fmt(h.get('value'))}</td>"
-                    f"<td class=num>{_fmt(h.get('reference'))}</td>"
-                    f"<td>{html.escape(h.get('note', ''))}</td></tr>"
-                )
-    env = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
-                  for k, v in _env_rows(out))
-    when = _dt.datetime.now().isoformat(timespec="seconds")
-    body = f"""<!doctype html><html><head><meta charset=utf-8><title>hw2 report ({profile})</title>
-<style>{_CSS}</style></head><body>
-<h1>hw2 — EuroSAT land-cover study</h1>
-<p class=sub>Profile <b>{profile}</b> · written {when} · executed notebooks in <code>executed/</code></p>
-{''.join(warnings)}
-<h2>Notebooks</h2>
-<table><tr><th>notebook</th><th>status</th><th>duration</th><th>profile</th><th>parameters</th></tr>
-{''.join(rows)}</table>
-<h2>Headline numbers vs the HW2 report</h2>
-<table><tr><th>notebook</th><th>what</th><th>this run</th><th>HW2 report</th><th>note</th></tr>
-{''.join(headline) or '<tr><td colspan=5 class=missing>no results yet</td></tr>'}</table>
-<p class=sub>Numbers of a <code>smoke</code> or <code>quick</code> run come from a subset and few epochs
-on the CPU; the HW2 report's come from its full protocol. Compare like with like under <code>full</code>.</p>
-<h2>Environment</h2><table>{env or '<tr><td class=missing>unknown</td></tr>'}</table>
-</body></html>"""
-    path = out / "index.html"
-    path.write_text(body, encoding="utf-8")
-    return path
+__all__ = ["RUNNER_PARAMS", "RunnerError", "RunResult", "choose_profile", "load_profile",
+           "plan_parameters", "report", "run_notebook", "prepare_out", "read_status"]

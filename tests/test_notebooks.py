@@ -14,10 +14,8 @@ RESULT_KEYS = {"headline", "metrics", "warnings", "environment"}
 
 
 def _overrides(root, data_dir, classes):
-    common = {"image_folder": str(root), "data_dir": str(data_dir)}
-    ov = {nb: dict(common) for nb in run.NOTEBOOKS}
-    ov["A-vis"]["tile_classes"] = list(classes[:2])
-    return ov
+    """One mapping: each key goes to the notebooks that define it (tile_classes: A-vis only)."""
+    return {"image_folder": str(root), "data_dir": str(data_dir), "tile_classes": list(classes[:2])}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +48,7 @@ def test_smoke_report_passes_every_notebook(smoke_report):
     for nb in run.NOTEBOOKS:
         html = (out / f"{nb}.html").read_text()
         assert "Traceback" not in html and "<img" in html  # figures embedded
-        assert "study.notebook_setup(" not in html  # set-up code hidden, its output kept
+        assert "notebook.setup(" not in html  # set-up code hidden, its output kept
 
 
 @pytest.mark.parametrize("nb", run.NOTEBOOKS)
@@ -82,7 +80,7 @@ def test_finished_notebooks_are_not_rerun(smoke_report, capsys):
 
 def test_failing_notebook_gets_page_failed_entry_and_nonzero_exit(smoke_report, capsys):
     out, _, _, ov = smoke_report
-    p = ov["B-ablation"]
+    p = ov
     code = cli.main(["report", "--profile", "smoke", "--out", str(out), "--only", "B-ablation",
                      "-p", "experiments", "[resnet19]", "-p", "image_folder", p["image_folder"],
                      "-p", "data_dir", p["data_dir"]])
@@ -91,15 +89,31 @@ def test_failing_notebook_gets_page_failed_entry_and_nonzero_exit(smoke_report, 
     assert "B-ablation failed" in err and "B-ablation.html" in err
     assert "Unknown Task B experiment 'resnet19'" in (out / "B-ablation.html").read_text()
     assert "class=failed>failed" in (out / "index.html").read_text()
-    assert run.read_status(out)["B-ablation"]["status"] == "failed"
+    assert run.read_status(out)[0]["B-ablation"]["status"] == "failed"
+
+
+def test_a_changed_parameter_trains_a_new_run_and_a_vis_follows(smoke_report, capsys):
+    """Issue 10, cases 1 and 7: a changed lr is a new run (no "cannot resume" error), and A-vis,
+    which took the old model, runs again on the new one."""
+    out, _, _, ov = smoke_report
+    first = json.loads((out / "runs/A-train/results.json").read_text())
+    _, res = run.report("smoke", out, ["A-train", "A-vis"], {**ov, "lr": 0.02})
+    assert [(r.status, r.error) for r in res] == [("passed", None)] * 2
+    second = json.loads((out / "runs/A-train/results.json").read_text())
+    assert second["run_id"] != first["run_id"]
+    assert (out / "runs/A-train" / f"resnet50-s0-{first['run_id']}").is_dir()
+    assert (out / "runs/A-train" / f"resnet50-s0-{second['run_id']}").is_dir()
+    vis = json.loads((out / "runs/A-vis/results.json").read_text())
+    assert vis["inputs"]["A-train"]["run_id"] == second["run_id"]
+    assert second["run_id"] in (out / "index.html").read_text()
 
 
 @pytest.mark.realdata
 def test_smoke_report_on_real_eurosat(real_eurosat_zip, tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke-real")
-    ov = {nb: {"source": str(real_eurosat_zip), "data_dir": str(out / "data")}
-          for nb in ("A-train", "A-vis")}
+    ov = {"source": str(real_eurosat_zip), "data_dir": str(out / "data")}
     _, results = run.report("smoke", out, ["A-train", "A-vis"], ov)
     assert [(r.status, r.error) for r in results] == [("passed", None)] * 2
     res = json.loads((out / "runs/A-vis/results.json").read_text())
-    assert set(res["metrics"]["channels"]) == {"Pasture", "Industrial"}
+    assert set(res["metrics"]) == {"Pasture", "Industrial"}
+    assert all(0 <= v["channel"] < 2048 for v in res["metrics"].values())

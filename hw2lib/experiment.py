@@ -1,0 +1,267 @@
+"""One experiment = a recipe (model, optimizer, schedule, augmentation, loss, epochs, seed) trained
+with `engine.fit` on given data, evaluated on val and test, recorded as `result.json`.
+
+A run is its identity: everything that determines its result — the resolved recipe, the data (the
+dataset's fingerprint, the exact train/val/test rows, long-tail counts), the weights it started
+from, the step cap and the hw2lib version — as one canonical record whose hash names the run
+folder (`<name>-s<seed>-<hash8>`). The same identity reuses a finished run (or resumes an
+interrupted one); a different identity is a new folder, never a reuse and never a resume.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from hw2lib import io
+from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD
+
+# The recipe's settings and their defaults; an experiment names only what differs.
+DEFAULTS = dict(model="resnet18", stem="imagenet", optimizer="sgd", lr=0.05, momentum=0.9,
+                nesterov=False, weight_decay=5e-4, schedule="none", milestones=None, gamma=None,
+                warmup_epochs=0, augment="basic", loss="ce", loss_kw={}, model_kw={},
+                pretrained=False, resize=None, batch_size=128)
+REQUIRED = ("name", "epochs", "seed")
+LABELS = ("group", "label", "track")  # presentation only: not part of a run's identity
+RANDOM_INIT_PREFIX = "ImageNet weights for "
+IDENTITY_FILE = "identity.json"
+RESULT_FILE = "result.json"
+
+
+def experiment_config(spec: dict, **common) -> dict:
+    """Spec ∪ common settings ∪ defaults, resolved (milestones, gamma) and as built-in types."""
+    cfg = {**DEFAULTS, **common, **spec}
+    unknown = set(cfg) - set(DEFAULTS) - set(REQUIRED) - set(LABELS)
+    if unknown:
+        raise ValueError(f"experiment {spec.get('name')!r}: unknown keys {sorted(unknown)}; "
+                         f"known: {sorted(DEFAULTS)} + {', '.join(REQUIRED + LABELS)}")
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise ValueError(f"experiment {spec.get('name')!r}: missing {missing}")
+    if cfg["milestones"] is None and cfg["schedule"] == "multistep":
+        # the study's [80, 120, 160] of 200 epochs, scaled to the epoch budget; on a short budget
+        # two milestones may round to one epoch: kept once (a double one would divide by 25)
+        cfg["milestones"] = sorted({max(1, round(cfg["epochs"] * f)) for f in (0.4, 0.6, 0.8)})
+    if cfg["gamma"] is None:  # multistep: the study's ×0.2; exponential: ÷100 over the run
+        cfg["gamma"] = 0.2 if cfg["schedule"] != "exponential" else 0.01 ** (1 / cfg["epochs"])
+    return io.to_builtin(cfg)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def _rows_digest(rows) -> str:
+    rows = np.ascontiguousarray(np.asarray(rows, dtype=np.int64))
+    return io.sha256_text(rows.tobytes().hex())[:16]
+
+
+def data_fingerprint(ds) -> dict:
+    """What identifies a dataset build: its split file's content, its cache (keyed by the source
+    listing and image size), its classes and image size."""
+    return {"split_file_sha256": io.sha256_file(ds.split_csv)[:16],
+            "cache": Path(ds.cache_path).name, "classes": list(ds.classes),
+            "image_size": int(ds.x.shape[-1])}
+
+
+def weights_identity(cfg: dict, weights, warning: str | None) -> dict | None:
+    """The weights a run started from: a file's hash, torchvision's ImageNet weights, or the
+    random init that replaced unavailable ones."""
+    if warning:
+        return {"random_init": "ImageNet weights were unavailable"}
+    if weights is not None:
+        return {"file": Path(weights).name, "sha256": io.sha256_file(weights)[:16]}
+    if cfg.get("pretrained"):
+        return {"torchvision": f"{cfg['model']} ImageNet (torchvision default)"}
+    return None
+
+
+def run_identity(cfg: dict, data: dict, *, weights: dict | None, max_steps) -> dict:
+    """The canonical record of everything that determines a run's result."""
+    from hw2lib import __version__
+
+    recipe = {k: v for k, v in cfg.items() if k not in LABELS and k != "name"}
+    return io.to_builtin({"recipe": recipe, "data": data, "weights": weights,
+                          "max_steps": max_steps, "hw2lib": __version__})
+
+
+def identity_hash(identity: dict) -> str:
+    return io.sha256_text(io.canonical(identity))
+
+
+def run_folder(run_root, cfg: dict, identity: dict) -> Path:
+    """`<run_root>/<name>-s<seed>-<hash8>`: readable, and unique to the identity."""
+    return Path(run_root) / f"{cfg['name']}-s{cfg['seed']}-{identity_hash(identity)[:8]}"
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def load_backbone(name: str, num_classes: int, *, pretrained: bool, weights=None,
+                  allow_random_init: bool = False, stem: str = "imagenet", **kw):
+    """`build_model`, with the offline rule: no ImageNet weights → random init only where allowed,
+    and then a warning string the notebook must show. Returns (model, warning or None)."""
+    from hw2lib.models import WeightsUnavailable, build_model
+
+    try:
+        return build_model(name, num_classes, pretrained=pretrained, weights=weights, stem=stem,
+                           **kw), None
+    except WeightsUnavailable as exc:
+        if not allow_random_init:
+            raise
+        msg = (f"{RANDOM_INIT_PREFIX}{name} could not be had, so this run trains from RANDOM "
+               f"INITIALIZATION: its numbers are not those of a pretrained model. ({exc})")
+        warnings.warn(msg, stacklevel=2)
+        return build_model(name, num_classes, pretrained=False, stem=stem, **kw), msg
+
+
+def normalization(cfg: dict):
+    """Mean/std that go with the model: ImageNet's for pretrained backbones, EuroSAT's otherwise."""
+    from hw2lib.models import pretrained_preprocessing
+
+    if cfg.get("pretrained"):
+        pre = pretrained_preprocessing(cfg["model"])
+        return pre["mean"], pre["std"]
+    return EUROSAT_MEAN, EUROSAT_STD
+
+
+def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | None = None):
+    """The fast batch loader over dataset rows, with the experiment's preprocessing."""
+    from hw2lib import data as D
+
+    rows = np.asarray(rows)
+    bs = batch_size or cfg["batch_size"]
+    mean, std = normalization(cfg)
+    return D.BatchLoader(ds.x[rows], ds.y[rows], bs, shuffle=train,
+                         augment=cfg["augment"] if train else "none", device=device, mean=mean,
+                         std=std, resize=cfg["resize"], drop_last=train and len(rows) > bs,
+                         seed=cfg["seed"])
+
+
+def load_trained(checkpoint, device="cpu"):
+    """Rebuild a model trained by `run_experiment` from its checkpoint: (model in eval mode, config)."""
+    from hw2lib.engine import load_checkpoint
+    from hw2lib.models import build_model
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    fc = [v for k, v in ckpt["model"].items() if k.endswith("fc.weight")]
+    num_classes = fc[-1].shape[0] if fc else 10
+    model = build_model(cfg["model"], num_classes, stem=cfg["stem"], **cfg.get("model_kw", {}))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
+
+
+def load_predictions(run_dir) -> dict:
+    """The val/test logits and targets saved by `run_experiment`."""
+    with np.load(Path(run_dir) / "predictions.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def _finished(folder: Path, identity: dict) -> dict | None:
+    """The finished result in `folder` when its identity is `identity`; None otherwise."""
+    path = folder / RESULT_FILE
+    if not path.exists() or not (folder / "predictions.npz").exists():
+        return None
+    try:
+        done = io.read_json(path, what="result")
+    except io.CorruptFileError as exc:
+        warnings.warn(f"{exc}; training this run again", stacklevel=3)
+        return None
+    return done if done.get("identity") == identity else None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, device=None,
+                   class_counts=None, weights=None, allow_random_init=False, progress="auto",
+                   max_steps=None, force: bool = False) -> dict:
+    """Train one recipe on the given rows in its identity's folder under `run_root` (or reuse the
+    finished run of the same identity; `force` trains it anew), then evaluate best.pt on val and
+    test. Returns the result: identity, run folder, accuracies, parameter count, times."""
+    from hw2lib.engine import fit, load_checkpoint, resolve_device, seed_everything
+    from hw2lib.losses import build_loss
+
+    device = resolve_device(device)
+    seed_everything(cfg["seed"])
+    model, warn = load_backbone(cfg["model"], ds.num_classes, pretrained=cfg["pretrained"],
+                                weights=weights, allow_random_init=allow_random_init,
+                                stem=cfg["stem"], **cfg["model_kw"])
+    data = {**data_fingerprint(ds), "train_rows": _rows_digest(train_idx),
+            "val_rows": _rows_digest(val_idx), "test_rows": _rows_digest(test_idx),
+            "n_train": len(train_idx), "class_counts": class_counts}
+    identity = run_identity(cfg, data, weights=weights_identity(cfg, weights, warn),
+                            max_steps=max_steps)
+    folder = run_folder(run_root, cfg, identity)
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    done = _finished(folder, identity)
+    if done is not None:
+        return {**done, "run_dir": str(folder), "reused": True}
+    io.write_json(folder / IDENTITY_FILE, identity)
+
+    train_loader = make_loader(ds, train_idx, cfg, device, train=True)
+    val_loader = make_loader(ds, val_idx, cfg, device, train=False)
+    criterion = build_loss(cfg["loss"], class_counts=class_counts, **cfg["loss_kw"])
+    t0 = time.perf_counter()
+    history = fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"],
+                  lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+                  weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
+                  milestones=cfg["milestones"] or (), gamma=cfg["gamma"],
+                  warmup_epochs=cfg["warmup_epochs"], criterion=criterion, device=device,
+                  out_dir=folder, resume=True, config=cfg, seed=cfg["seed"], progress=progress,
+                  max_steps=max_steps)
+    load_checkpoint(folder / "best.pt", model)
+    out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg,
+           "params": sum(p.numel() for p in model.parameters()), "warning": warn,
+           "train_seconds": round(sum(h["seconds"] for h in history), 1),
+           "wall_seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
+           "best_epoch": int(np.argmax([h["val_acc"] for h in history])) + 1}
+    preds = evaluate_splits(model, ds, {"val": val_idx, "test": test_idx}, cfg, device, out)
+    np.savez_compressed(folder / "predictions.npz", **preds)
+    io.write_json(folder / RESULT_FILE, out)
+    return {**out, "run_dir": str(folder), "reused": False}
+
+
+def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict:
+    """Accuracy, balanced and per-class accuracy of `model` on each split into `out`; returns the
+    logits and targets (`<split>_logits`, `<split>_targets`)."""
+    from hw2lib.engine import predict
+    from hw2lib.metrics import accuracy, balanced_accuracy, per_class_accuracy
+
+    preds = {}
+    for split, idx in rows.items():
+        logits, targets = predict(model, make_loader(ds, idx, cfg, device, train=False), device)
+        y, pred = targets.numpy(), logits.argmax(1).numpy()
+        out[f"{split}_acc"] = float(accuracy(y, pred))
+        out[f"{split}_bal_acc"] = float(balanced_accuracy(y, pred))
+        out[f"{split}_per_class"] = per_class_accuracy(y, pred, ds.num_classes).tolist()
+        out[f"{split}_n"] = int(len(y))
+        preds[f"{split}_logits"], preds[f"{split}_targets"] = logits.numpy(), targets.numpy()
+    return preds
+
+
+def summarize(records: list[dict], by=("name",)) -> list[dict]:
+    """Mean ± std over seeds of each experiment's val/test accuracy, with the runs' identities."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault(tuple(r["config"][k] for k in by), []).append(r)
+    rows = []
+    for key, rs in groups.items():
+        row = dict(zip(by, key, strict=True))
+        c = rs[0]["config"]
+        row.update(model=c["model"], stem=c["stem"], params=rs[0]["params"],
+                   optimizer=c["optimizer"], lr=c["lr"], schedule=c["schedule"],
+                   augment=c["augment"], loss=c["loss"], epochs=c["epochs"], seeds=len(rs))
+        for m in ("val_acc", "test_acc", "val_bal_acc", "test_bal_acc"):
+            v = np.array([r[m] for r in rs], dtype=float)
+            row[m], row[m + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        row["val_n"], row["test_n"] = rs[0].get("val_n"), rs[0].get("test_n")
+        row["wall_s"] = float(sum(r["wall_seconds"] for r in rs))
+        row["run_ids"] = " ".join(r["run_id"] for r in rs)
+        rows.append(row)
+    return rows

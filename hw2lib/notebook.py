@@ -1,0 +1,113 @@
+"""What every notebook does around its story: one set-up call (run folder, seed, device, figures,
+data), warnings a reader cannot miss, and the `results.json` the report's index reads."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from hw2lib import io
+from hw2lib.experiment import RANDOM_INIT_PREFIX
+
+
+@dataclass
+class Session:
+    run_dir: Path
+    device: object
+    ds: object  # hw2lib.data.Dataset
+    seed: int
+
+
+def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data_dir="../data",
+          source=None, image_folder=None, image_size: int = 64, split_seed: int = 0) -> Session:
+    """The first cell of every notebook: run folder, one global seed, device, inline figures, and
+    the dataset (EuroSAT from the first source found, or any ImageFolder root).
+
+    `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size."""
+    if figure_format not in ("png", "jpeg"):
+        raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
+    import matplotlib.pyplot as plt
+
+    from hw2lib import data as D
+    from hw2lib.engine import resolve_device, run_info, seed_everything
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    dev = resolve_device(device)
+    plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "figure.max_open_warning": 0})
+    # The notebooks show the random-init warning as a box (show_warning); not twice on stderr.
+    warnings.filterwarnings("ignore", message=RANDOM_INIT_PREFIX, category=UserWarning)
+    from IPython import get_ipython
+
+    if get_ipython() is not None:  # in a kernel (papermill, JupyterLab): inline figure format
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats(figure_format)
+    print("  ".join(f"{k}={v}" for k, v in run_info(dev).items()))
+    ds = D.load_dataset(data_dir, source=source, image_folder=image_folder, image_size=image_size,
+                        split_seed=split_seed, progress=False)
+    return Session(run_dir, dev, ds, seed)
+
+
+def show_warning(msg: str) -> None:
+    """A warning a reader cannot miss, in the notebook and its HTML page."""
+    import html
+
+    from IPython.display import HTML, display
+
+    display(HTML("<div style='background:#fff4e5;border-left:6px solid #f0a000;padding:.7em 1em;"
+                 f"font-size:1.05em'><b>⚠ Warning.</b> {html.escape(msg)}</div>"))
+
+
+def show_findings(lines: list[str], *, heading: str | None = None) -> None:
+    """Computed findings as a bulleted Markdown list."""
+    from IPython.display import Markdown, display
+
+    text = "\n".join(f"- {line}" for line in lines) or "- (no comparison could be computed)"
+    display(Markdown((f"**{heading}**\n\n" if heading else "") + text))
+
+
+def headline(name: str, value: float | None, reference: float | None = None, note: str = "",
+             run_id: str | None = None) -> dict:
+    """One row of the index's comparison table, with the run identity it came from."""
+    return {"name": name, "value": None if value is None else float(value),
+            "reference": reference, "note": note, "run_id": run_id}
+
+
+def write_results(run_dir, *, headline_rows, metrics=None, warnings_=(), device=None,
+                  **extra) -> Path:
+    """`results.json` of a notebook: what the index reads (headline, warnings, environment)."""
+    from hw2lib.engine import run_info
+
+    path = Path(run_dir) / "results.json"
+    io.write_json(path, {"headline": list(headline_rows), "metrics": metrics or {},
+                         "warnings": list(warnings_), "environment": run_info(device), **extra})
+    print(f"results written to {path}")
+    return path
+
+
+def count_table(ds, idx: dict):
+    """Images per class in each split used: a DataFrame (classes × splits, and a total row)."""
+    import numpy as np
+    import pandas as pd
+
+    table = pd.DataFrame({s: np.bincount(ds.y[rows].numpy(), minlength=ds.num_classes)
+                          for s, rows in idx.items()}, index=ds.classes)
+    table.loc["total"] = table.sum()
+    return table
+
+
+def show_note(text: str) -> None:
+    """A short italic note (nothing when `text` is empty)."""
+    if text:
+        from IPython.display import Markdown, display
+
+        display(Markdown(f"*{text}*"))
+
+
+def show(fig, note: str = ""):
+    """Show `note` (if any) and return `fig` for the cell to display (None shows nothing)."""
+    show_note(note)
+    return fig
