@@ -1,0 +1,83 @@
+"""Whole-batch augmentation with torch ops on any device: random crop from the zero-padded image,
+flips, and colour jitter as one per-sample affine map of each pixel's colour."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+AUGMENT_PRESETS = ("none", "basic", "color")
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
+
+
+def check_preset(preset: str) -> None:
+    if preset not in AUGMENT_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {AUGMENT_PRESETS}")
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int,
+              vflip: bool) -> torch.Tensor:
+    """Random crop of each sample from its zero-padded image plus a random horizontal (and
+    optionally vertical) flip, as one gather; any dtype, any device."""
+    b, c, h, w = x.shape
+    gdev = generator.device
+    offs = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gdev)
+    flips = torch.rand(2 if vflip else 1, b, generator=generator, device=gdev) < 0.5
+    offs, flips = offs.to(x.device), flips.to(x.device)
+    ar_h = torch.arange(h, device=x.device)
+    ar_w = torch.arange(w, device=x.device)
+    cols = offs[1, :, None] + torch.where(flips[0, :, None], w - 1 - ar_w, ar_w)
+    rows = offs[0, :, None] + (torch.where(flips[1, :, None], h - 1 - ar_h, ar_h) if vflip
+                               else ar_h)
+    xp = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    wp = w + 2 * padding
+    index = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    return xp.flatten(2).gather(2, index).view(b, c, h, w)
+
+
+def color_affine(x, generator, strength: float):
+    """Per-sample colour jitter as one affine map of each pixel's colour: brightness (×fb), contrast
+    (blend with the image's mean gray), saturation (blend with the pixel's gray), the factors
+    uniform in [1 − strength, 1 + strength]. Returns (M B×3×3, t B×3) for `x`'s pixel scale
+    (clip after applying). Only x's mean gray is read."""
+    f = torch.rand(3, x.shape[0], generator=generator, device=generator.device)
+    fb, fc, fs = (1 - strength + 2 * strength * f).to(x.device)
+    gray = torch.tensor(_GRAY, device=x.device)
+    return color_matrix(fb, fc, fs, x.float().mean((2, 3)) @ gray)
+
+
+def color_matrix(fb, fc, fs, mean_gray):
+    """torchvision's adjust_brightness → adjust_contrast → adjust_saturation with per-sample
+    factors, composed without the clipping in between: y = M x + t."""
+    b = fb.shape[0]
+    gray = torch.tensor(_GRAY, device=fb.device)
+    eye = torch.eye(3, device=fb.device)
+    sat = fs.view(b, 1, 1) * eye + (1 - fs).view(b, 1, 1) * gray.view(1, 1, 3)
+    # saturation maps a gray constant to itself (the luma weights sum to 1), hence t below
+    return sat * (fc * fb).view(b, 1, 1), ((1 - fc) * fb * mean_gray).view(b, 1).expand(b, 3)
+
+
+def apply_affine(x, mat, shift):
+    """y = mat · x + shift for each pixel's colour: x B×C×H×W, mat B×C×C, shift B×C."""
+    b, c, h, w = x.shape
+    return torch.baddbmm(shift.unsqueeze(2), mat, x.reshape(b, c, h * w)).view(b, c, h, w)
+
+
+def augment_batch(x, preset, generator, *, padding=4, vflip=False, jitter=0.4) -> torch.Tensor:
+    """Augment a whole batch with per-sample random parameters from `generator` (a torch.Generator
+    on any device; parameters are moved to x's device): `x` float B×3×H×W in [0, 1], any device.
+
+    - "none": `x` itself (the identity).
+    - "basic": random crop from the image zero-padded by `padding` + horizontal flip (and a
+      vertical one if `vflip`).
+    - "color": basic + colour jitter (brightness, contrast, saturation factors each uniform in
+      [1 − jitter, 1 + jitter], applied in that order, clipped to [0, 1] once at the end).
+    """
+    check_preset(preset)
+    if preset == "none":
+        return x
+    x = crop_flip(x, generator, padding, vflip)
+    if preset == "color":
+        mat, shift = color_affine(x, generator, jitter)
+        x = apply_affine(x, mat.to(x.dtype), shift.to(x.dtype)).clamp_(0, 1)
+    return x

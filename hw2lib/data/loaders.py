@@ -1,0 +1,172 @@
+"""Batches for training: `BatchLoader`, the fast path (the uint8 cache in memory, shuffled,
+augmented and normalized a whole batch at a time on the training device), and `textbook_loader`, the
+torchvision reference path (PIL + transforms.v2 + DataLoader workers) it is measured against."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD
+from hw2lib.data.augment import apply_affine, check_preset, color_affine, crop_flip
+from hw2lib.data.cache import Dataset
+
+
+class BatchLoader:
+    """Batches from an in-memory uint8 tensor, augmented whole on the device.
+
+    Iterating yields (xb float32 normalized B×3×H×W — or resize×resize — on `device`, yb int64 on
+    `device`); len() is the number of batches per epoch. Shuffling (a new order every epoch),
+    class-balanced sampling (`balanced`: each epoch draws `num_samples` indices with replacement,
+    every class equally likely) and the augmentation's per-sample parameters all come from
+    `self.generator` (CPU, seeded with `seed`), so a seed gives the same batches everywhere.
+    On any device but the CPU the whole tensor is moved there once. `x` may also be float in [0, 1].
+    The augmentation is `augment_batch`'s, with the normalization folded into the colour jitter.
+    """
+
+    def __init__(self, x, y, batch_size=128, *, shuffle=False, augment="none", device="cpu",
+                 mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, drop_last=False, seed=0,
+                 balanced=False, vflip=False, padding=4, jitter=0.4):
+        check_preset(augment)
+        if x.ndim != 4 or x.shape[0] != len(y):
+            raise ValueError(f"x must be N×C×H×W with N = len(y); got {tuple(x.shape)} and "
+                             f"{len(y)}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(mean) != x.shape[1] or len(std) != x.shape[1]:
+            raise ValueError(f"mean and std need one value per channel ({x.shape[1]})")
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
+        self.balanced, self.vflip, self.padding, self.jitter = balanced, vflip, padding, jitter
+        self.resize = resize
+        self.targets = torch.as_tensor(y).to("cpu", torch.int64)
+        self.num_samples = len(self.targets)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        keep = "cpu" if self.device.type == "cpu" else self.device
+        self._x = x.to(keep)
+        self._y = self.targets.to(keep)
+        scale = 1 / 255 if x.dtype == torch.uint8 else 1.0
+        mean_t = torch.tensor(mean, dtype=torch.float32)
+        std_t = torch.tensor(std, dtype=torch.float32)
+        self.mean, self.std = tuple(mean), tuple(std)
+        # pixel value v -> (v·scale − mean) / std as one multiply-add per channel
+        self._scale = (scale / std_t).view(1, -1, 1, 1).to(self.device)
+        self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
+        self._pixel_scale = scale
+        self._mean_std = (mean_t.to(self.device), std_t.to(self.device))
+        self._weights = None
+        if balanced:
+            counts = torch.bincount(self.targets).double()
+            self._weights = (1.0 / counts)[self.targets]
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else math.ceil(n / b)
+
+    def _order(self) -> torch.Tensor:
+        n = self.num_samples
+        if self.balanced:
+            return torch.multinomial(self._weights, n, replacement=True, generator=self.generator)
+        if self.shuffle:
+            return torch.randperm(n, generator=self.generator)
+        return torch.arange(n)
+
+    def _batch(self, idx: torch.Tensor) -> torch.Tensor:
+        xb = self._x.index_select(0, idx)
+        if xb.device != self.device:
+            xb = xb.to(self.device, non_blocking=True)
+        if self.augment != "none":
+            xb = crop_flip(xb, self.generator, self.padding, self.vflip)
+        xf = xb.to(torch.float32)
+        if self.augment == "color":
+            # jitter and normalization as one per-sample affine map, then a per-channel clip
+            mat, shift = color_affine(xf, self.generator, self.jitter)  # on pixels in [0, 1]
+            mean, std = self._mean_std
+            s = self._pixel_scale
+            mat_n = mat * (s / std).view(1, -1, 1)
+            shift_n = (shift * s - mean) / std
+            xf = apply_affine(xf, mat_n, shift_n)
+            lo, hi = (-mean / std).view(1, -1, 1, 1), ((1 - mean) / std).view(1, -1, 1, 1)
+            xf = torch.minimum(xf, hi, out=xf)
+            xf = torch.maximum(xf, lo, out=xf)
+        else:
+            xf = xf.mul_(self._scale).add_(self._shift)
+        if self.resize is not None and tuple(xf.shape[-2:]) != (self.resize, self.resize):
+            xf = F.interpolate(xf, size=(self.resize, self.resize), mode="bilinear",
+                               align_corners=False)
+        return xf
+
+    def __iter__(self):
+        order = self._order().to(self._x.device)
+        for k in range(len(self)):
+            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
+            yield self._batch(idx), self._y.index_select(0, idx).to(self.device)
+
+
+# --------------------------------------------------------------------------- the textbook path
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    """(transform(PIL image), label) read from disk, like torchvision's ImageFolder."""
+
+    def __init__(self, files: list[str], targets: list[int], transform):
+        self.files, self.targets, self.transform = files, targets, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            img = im.convert("RGB")
+        return self.transform(img), self.targets[i]
+
+
+def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN, std=EUROSAT_STD,
+                        resize=None, padding=4, vflip=False, jitter=0.4):
+    """The classic torchvision pipeline of a preset on the PIL image, then to a normalized float
+    tensor. The image is first resized to image_size if it has another size (as the cache is).
+
+    The crop and flips are distributed as `augment_batch`'s. The colour jitter is torchvision's
+    `ColorJitter` with the same factor ranges, but it applies brightness, contrast and saturation
+    in a random order per image, each on the 8-bit PIL image (rounded and clipped after every
+    step), where `augment_batch` applies them in that fixed order and clips once: the two presets
+    are close, not the same distribution. `resize` scales the normalized tensor (bilinear,
+    antialiased: equal to BatchLoader's when enlarging, smoother when shrinking)."""
+    from torchvision.transforms import v2
+
+    check_preset(preset)
+    t = [v2.Resize((image_size, image_size))]  # a no-op at that size already
+    if preset in ("basic", "color"):
+        t += [v2.RandomCrop(image_size, padding=padding), v2.RandomHorizontalFlip()]
+        if vflip:
+            t.append(v2.RandomVerticalFlip())
+    if preset == "color":
+        t.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    if resize is not None:
+        t.append(v2.Resize((resize, resize), antialias=True))
+    return v2.Compose(t)
+
+
+def textbook_loader(ds: Dataset, split, *, batch_size=128, augment="none", num_workers=2,
+                    shuffle=False, mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, seed=0,
+                    vflip=False):
+    """The reference path: the split's images read from disk with PIL, the preset as
+    torchvision.transforms.v2 (see `_textbook_transform` for how it differs from BatchLoader's),
+    and a `torch.utils.data.DataLoader` with `num_workers` (persistent) worker processes. Batches
+    are on the CPU. Its generator (seeded) drives the shuffling and the workers' random seeds;
+    with num_workers=0 the augmentation draws from torch's global random state instead."""
+    rows = ds.indices(split)
+    files = [str(ds.root / ds.paths[r]) for r in rows]
+    targets = ds.y[torch.from_numpy(rows)].tolist()
+    transform = _textbook_transform(augment, int(ds.x.shape[-1]), mean=mean, std=std,
+                                    resize=resize, vflip=vflip)
+    return torch.utils.data.DataLoader(
+        _FileDataset(files, targets, transform), batch_size=batch_size, shuffle=shuffle,
+        num_workers=num_workers, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(int(seed)))
