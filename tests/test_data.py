@@ -36,7 +36,7 @@ def test_public_api_is_complete_and_shared_constants_are_the_same_objects():
             "subsample_per_class", "split_indices"]
     assert set(used) <= set(D.__all__)
     assert D.EUROSAT_MEAN is constants.EUROSAT_MEAN and D.EUROSAT_STD is constants.EUROSAT_STD
-    assert D.SPLITS is constants.SPLITS
+    assert D.SPLITS is constants.SPLITS and D.AUGMENT_PRESETS is constants.AUGMENT_PRESETS
     assert not hasattr(D, "IMAGENET_MEAN")  # the pretrained models' business (hw2lib.constants)
     assert not any(hasattr(m, "_atomic_write_bytes") for m in (D.cache, D.splits, D.folders))
 
