@@ -25,8 +25,9 @@ test: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/hw2 report --profile auto
 
+# As root (the usual user in GPU containers) Jupyter refuses to start without --allow-root.
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hw2lib tests bench notebooks

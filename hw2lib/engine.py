@@ -41,11 +41,10 @@ import torch
 from torch import nn
 
 from hw2lib import io
+from hw2lib.constants import OPTIMIZERS, SCHEDULES
 from hw2lib.io import CorruptFileError
 from hw2lib.nn_utils import eval_mode, model_device
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "multistep", "cosine", "exponential")
 PROGRESS_MODES = ("auto", "bar", "line")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc",
                 "seconds", "images_per_s")
