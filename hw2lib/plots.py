@@ -197,6 +197,11 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping]], key: str = "val_acc"
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
+    return _done(fig, ax, title, own)
+
+
+def _done(fig, ax, title, own: bool):
+    """Title the axes; lay out and close a figure this module made (a caller's is left alone)."""
     if title:
         ax.set_title(title)
     if not own:  # the caller's figure: leave its layout and pyplot state alone
@@ -272,12 +277,7 @@ def plot_confusion(cm, classes: Sequence[str], *, title: str | None = None,
     for t in ax.get_xticklabels():
         t.set_ha("right")
     ax.tick_params(axis="y", labelrotation=0)
-    if title:
-        ax.set_title(title)
-    if not own:  # the caller's figure: leave its layout and pyplot state alone
-        return fig
-    fig.tight_layout()
-    return _finish(fig)
+    return _done(fig, ax, title, own)
 
 
 @_closes_on_error
