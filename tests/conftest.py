@@ -3,6 +3,8 @@
 - `make_imagefolder(root, classes=..., per_class=..., size=...)`: write one (a function fixture).
 - `synthetic_imagefolder`: session-wide, 10 classes (EuroSAT's names) × 12 JPEGs of 64×64, each
   class with its own mean colour so that a model can learn something from it.
+- `small_folder`: a fresh 3-class × 4-image ImageFolder of 16×16 JPEGs per test;
+  `small_ds`: per test module, 3 classes × 20 JPEGs of 32×32, split and cached at 32×32.
 - `real_eurosat_zip`: ../shared/data/EuroSAT.zip (or $HW2_EUROSAT_ZIP); the test is skipped, with
   the reason, where it is absent.
 """
@@ -49,6 +51,21 @@ def synthetic_imagefolder(tmp_path_factory) -> Path:
     """Root of a synthetic ImageFolder: 10 classes (EuroSAT's names) × 12 JPEGs of 64×64."""
     root = tmp_path_factory.mktemp("synthetic") / "images"
     return write_imagefolder(root, EUROSAT_NAMES, per_class=12, size=64, seed=1234)
+
+
+@pytest.fixture
+def small_folder(tmp_path) -> Path:
+    return write_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=4, size=16)
+
+
+@pytest.fixture(scope="module")
+def small_ds(tmp_path_factory):
+    """3 classes × 20 JPEGs of 32×32, split and cached at 32×32."""
+    from hw2lib import data as D
+
+    base = tmp_path_factory.mktemp("small-ds")
+    root = write_imagefolder(base / "images", ("cat", "dog", "eel"), per_class=20, size=32)
+    return D.load_dataset(base / "data", image_folder=root, image_size=32, progress=False)
 
 
 def find_real_eurosat_zip() -> Path | None:

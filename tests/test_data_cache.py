@@ -24,19 +24,6 @@ def _jpeg_bytes(size=16, color=(100, 150, 200)) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def small_folder(tmp_path, make_imagefolder) -> Path:
-    return make_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=4, size=16)
-
-
-@pytest.fixture(scope="module")
-def small_ds(tmp_path_factory, make_imagefolder):
-    """3 classes × 20 JPEGs of 32×32, split and cached at 32×32."""
-    base = tmp_path_factory.mktemp("small-ds")
-    root = make_imagefolder(base / "images", ("cat", "dog", "eel"), per_class=20, size=32)
-    return D.load_dataset(base / "data", image_folder=root, image_size=32, progress=False)
-
-
 def _no_temp_dirs(data_dir: Path) -> bool:
     return not list(data_dir.glob(".eurosat-extract-*"))
 

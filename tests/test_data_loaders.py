@@ -11,15 +11,6 @@ import torch
 from hw2lib import data as D
 from hw2lib.data import augment
 
-
-@pytest.fixture(scope="module")
-def small_ds(tmp_path_factory, make_imagefolder):
-    """3 classes × 20 JPEGs of 32×32, split and cached at 32×32."""
-    base = tmp_path_factory.mktemp("small-ds")
-    root = make_imagefolder(base / "images", ("cat", "dog", "eel"), per_class=20, size=32)
-    return D.load_dataset(base / "data", image_folder=root, image_size=32, progress=False)
-
-
 # --------------------------------------------------------------------------- augmentation
 
 

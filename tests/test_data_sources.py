@@ -61,11 +61,6 @@ def fake_eurosat(monkeypatch, tmp_path, make_imagefolder):
     return folder, zip_path
 
 
-@pytest.fixture
-def small_folder(tmp_path, make_imagefolder) -> Path:
-    return make_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=4, size=16)
-
-
 def _no_temp_dirs(data_dir: Path) -> bool:
     return not list(data_dir.glob(".eurosat-extract-*"))
 
