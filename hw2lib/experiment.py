@@ -55,8 +55,7 @@ def experiment_config(spec: dict, **common) -> dict:
 
 
 def _rows_digest(rows) -> str:
-    rows = np.ascontiguousarray(np.asarray(rows, dtype=np.int64))
-    return io.sha256_text(rows.tobytes().hex())[:16]
+    return io.sha256_bytes(np.ascontiguousarray(np.asarray(rows, dtype=np.int64)).tobytes())[:16]
 
 
 def data_fingerprint(ds) -> dict:
@@ -185,9 +184,12 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     test. Returns the result: identity, run folder, accuracies, parameter count, times."""
     from hw2lib.engine import fit, load_checkpoint, resolve_device, seed_everything
     from hw2lib.losses import build_loss
+    from hw2lib.models import count_parameters
 
     device = resolve_device(device)
     seed_everything(cfg["seed"])
+    # The model is built before the reuse check: whether ImageNet weights could be had (or random
+    # init replaced them) is part of the identity.
     model, warn = load_backbone(cfg["model"], ds.num_classes, pretrained=cfg["pretrained"],
                                 weights=weights, allow_random_init=allow_random_init,
                                 stem=cfg["stem"], **cfg["model_kw"])
@@ -217,7 +219,7 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
                   max_steps=max_steps)
     load_checkpoint(folder / "best.pt", model)
     out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg,
-           "params": sum(p.numel() for p in model.parameters()), "warning": warn,
+           "params": count_parameters(model), "warning": warn,
            "train_seconds": round(sum(h["seconds"] for h in history), 1),
            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
            "best_epoch": int(np.argmax([h["val_acc"] for h in history])) + 1}

@@ -64,9 +64,9 @@ def tsne_embed(features, *, seed: int = 0, perplexity: float = 30, n_jobs: int =
     return np.asarray(emb, dtype=np.float64)
 
 
-def knn_accuracy(embedding, labels, k: int = 10) -> float:
-    """Leave-one-out kNN accuracy of `labels` in the embedding: each point is classified by the
-    majority label of its k nearest *other* points (ties go to the smallest label)."""
+def knn_predictions(embedding, labels, k: int = 10) -> np.ndarray:
+    """Leave-one-out kNN labels in the embedding: each point gets the majority label of its k
+    nearest *other* points (ties go to the smallest label)."""
     from sklearn.neighbors import NearestNeighbors
 
     emb = np.asarray(embedding, dtype=np.float64)
@@ -76,10 +76,15 @@ def knn_accuracy(embedding, labels, k: int = 10) -> float:
                          f"and N")
     if not 1 <= k < len(y):
         raise ValueError(f"knn_accuracy: k={k} must be between 1 and N-1={len(y) - 1}")
-    _, y_idx = np.unique(y, return_inverse=True)
+    values, y_idx = np.unique(y, return_inverse=True)
     # kneighbors() without X leaves each point out of its own neighbour list (duplicates included).
     nn_index = NearestNeighbors(n_neighbors=k).fit(emb)
     idx = nn_index.kneighbors(return_distance=False)
     votes = np.zeros((len(y), y_idx.max() + 1), dtype=np.int64)
     np.add.at(votes, (np.repeat(np.arange(len(y)), k), y_idx[idx].ravel()), 1)
-    return float(np.mean(votes.argmax(1) == y_idx))
+    return values[votes.argmax(1)]
+
+
+def knn_accuracy(embedding, labels, k: int = 10) -> float:
+    """Leave-one-out kNN accuracy of `labels` in the embedding (see `knn_predictions`)."""
+    return float(np.mean(knn_predictions(embedding, labels, k) == np.asarray(labels).ravel()))

@@ -13,8 +13,7 @@ import json
 from pathlib import Path
 
 from hw2lib import io
-
-NOTEBOOKS = ("A-train", "A-vis", "B-ablation", "C-longtail")  # run order
+from hw2lib.constants import NOTEBOOKS
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;

@@ -120,8 +120,12 @@ def read_json(path, *, what: str = "file") -> dict | list:
         raise CorruptFileError(f"{what} {path} is corrupt ({exc}); delete it to rebuild it") from None
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+    return sha256_bytes(text.encode())
 
 
 def sha256_file(path, *, chunk: int = 1 << 20) -> str:

@@ -24,8 +24,7 @@ RUNNER_PARAMS = ("run_dir", "profile")
 POSITIVE = {"epochs", "batch_size", "lr", "lr_scratch", "lr_pretrained", "image_size",
             "train_per_class", "val_per_class", "test_per_class", "max_steps", "tsne_points",
             "tsne_perplexity", "vis_size", "grid_size", "dream_octaves", "dream_steps",
-            "dream_lr", "am_steps", "am_lr", "rho", "n_max", "resize", "pretrained_resize",
-            "gpus_per_run"}
+            "dream_lr", "am_steps", "am_lr", "rho", "n_max", "resize", "pretrained_resize"}
 NON_NEGATIVE = {"seed", "split_seed", "lt_seed", "warmup_epochs", "crt_epochs", "momentum",
                 "weight_decay", "tile_index", "posthoc_tau"}
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENT_PRESETS,

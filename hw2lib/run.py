@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hw2lib import io
-from hw2lib.index import NOTEBOOKS, read_results, write_index
+from hw2lib.constants import NOTEBOOKS
+from hw2lib.index import read_results, write_index
 from hw2lib.params import (
     RUNNER_PARAMS,
     ParameterError,

@@ -40,7 +40,7 @@ def tsne(res: dict, ds, rows, *, points: int, perplexity: float, seed: int, devi
     """t-SNE of the penultimate features of a stratified subset (≤ `points`) of `rows`:
     {"embedding", "labels", "knn" (kNN accuracy of the 2-D embedding), "knn_per_class", "dim"}."""
     from hw2lib.data import subsample_per_class
-    from hw2lib.features import extract_features, knn_accuracy, tsne_embed
+    from hw2lib.features import extract_features, knn_predictions, tsne_embed
 
     model, cfg = load_trained(Path(res["run_dir"]) / "best.pt", device)
     rows = np.asarray(rows)
@@ -49,9 +49,9 @@ def tsne(res: dict, ds, rows, *, points: int, perplexity: float, seed: int, devi
     feats, labels = extract_features(model, make_loader(ds, rows, cfg, device, train=False),
                                      device=device)
     emb = tsne_embed(feats, seed=seed, perplexity=min(perplexity, (len(rows) - 1) / 3))
-    k = min(10, len(rows) - 1)
-    return {"embedding": emb, "labels": labels, "knn": knn_accuracy(emb, labels, k=k),
-            "knn_per_class": knn_per_class(emb, labels, k=k, num_classes=ds.num_classes),
+    pred = knn_predictions(emb, labels, k=min(10, len(rows) - 1))  # one neighbour search
+    return {"embedding": emb, "labels": labels, "knn": float(np.mean(pred == labels)),
+            "knn_per_class": _per_class_hits(pred, labels, ds.num_classes),
             "dim": feats.shape[1], "n": len(rows)}
 
 
@@ -75,12 +75,12 @@ def summary_metrics(res: dict, emb: dict) -> dict:
 def knn_per_class(emb, labels, *, k: int, num_classes: int) -> list[float]:
     """Leave-one-out kNN accuracy of each class's points in the embedding (NaN for an empty
     class): how cleanly each class forms its own island."""
-    emb, labels = np.asarray(emb, dtype=np.float64), np.asarray(labels)
-    d = ((emb[:, None, :] - emb[None, :, :]) ** 2).sum(-1)
-    np.fill_diagonal(d, np.inf)
-    nn = np.argsort(d, axis=1)[:, :k]
-    votes = labels[nn]
-    pred = np.array([np.bincount(v, minlength=num_classes).argmax() for v in votes])
+    from hw2lib.features import knn_predictions
+
+    return _per_class_hits(knn_predictions(emb, labels, k), np.asarray(labels), num_classes)
+
+
+def _per_class_hits(pred, labels, num_classes: int) -> list[float]:
     return [float((pred[labels == c] == c).mean()) if (labels == c).any() else float("nan")
             for c in range(num_classes)]
 
