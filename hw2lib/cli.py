@@ -73,6 +73,7 @@ def _overrides(pairs) -> dict:
 
 def _cmd_run(args) -> int:
     from hw2lib.run import (
+        DEPENDS,
         choose_profile,
         dependency_inputs,
         plan_parameters,
@@ -87,11 +88,9 @@ def _cmd_run(args) -> int:
                              per_notebook=True)[name]
     out = prepare_out(args.out or REPO_ROOT / "reports" / profile)
     print(f"hw2 run: {why}; parameters checked")
-    extra, blocked, _ = dependency_inputs(name, out, read_status(out)[0])
-    for key in list(extra):
-        if key in params:  # given with -p: the user's choice
-            extra.pop(key)
-            blocked = None
+    extra, blocked = {}, None
+    if not set(DEPENDS.get(name, {})) & set(params):  # inputs not given with -p: the folder's
+        extra, blocked, _ = dependency_inputs(name, out, read_status(out)[0])
     if blocked:
         print(f"error: {name}: {blocked}", file=sys.stderr)
         return 1
