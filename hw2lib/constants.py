@@ -12,4 +12,5 @@ NOTEBOOKS = ("A-train", "A-vis", "B-ablation", "C-longtail")  # the study's note
 # Names the training recipe chooses from (checked by the parameter check before anything runs).
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "multistep", "cosine", "exponential")
-AUGMENT_PRESETS = ("none", "basic", "color")
+AUGMENT_PRESETS = ("none", "basic", "color", "d4")
+MIXES = ("none", "mixup", "cutmix", "both")  # batch mixing (mixup / CutMix / either at random)

@@ -346,14 +346,20 @@ def format_epoch(rec: dict, epochs: int) -> str:
 
 
 def train_step(model: nn.Module, criterion, optimizer, xb, yb, device: torch.device, *,
-               amp: bool = False, channels_last: bool = False):
-    """One optimization step on one batch: move it to `device`, forward (under bf16 autocast when
-    `amp`), backward, `optimizer.step()`. Returns (loss, logits, targets), detached and still on
-    the device: nothing here waits for the device (no `.item()`), so steps queue up on CUDA."""
+               amp: bool = False, channels_last: bool = False, mix=None):
+    """One optimization step on one batch: move it to `device`, (mix it: `mix` is a
+    `mixing.Mixer`, the loss then λ·loss(y) + (1 − λ)·loss(y_partner)), forward (under bf16
+    autocast when `amp`), backward, `optimizer.step()`. Returns (loss, logits, targets), detached
+    and still on the device: nothing here waits for the device (no `.item()`), so steps queue up
+    on CUDA."""
     xb, yb = _to_device(xb, yb, device, channels_last)
+    if mix is not None:
+        xb, yb, y_partner, lam = mix(xb, yb)
     with _autocast(device, amp):
         out = model(xb)
         loss = criterion(out, yb)
+        if mix is not None:
+            loss = lam * loss + (1.0 - lam) * criterion(out, y_partner)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -362,9 +368,12 @@ def train_step(model: nn.Module, criterion, optimizer, xb, yb, device: torch.dev
 
 def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torch.device, *,
                     epoch: int = 1, amp: bool = False, channels_last: bool = False,
-                    max_steps: int | None = None, bar=None, check_every: int = 50) -> dict:
+                    max_steps: int | None = None, bar=None, check_every: int = 50, mix=None,
+                    ema=None) -> dict:
     """One pass over `loader` (at most `max_steps` batches) of `train_step`s: dict(loss, acc,
-    images, seconds) — loss the sample-weighted mean, acc a fraction.
+    images, seconds) — loss the sample-weighted mean, acc a fraction (on mixed batches, against
+    each sample's own label). `mix`: see `train_step`; `ema`: an `ema.EMA` updated after every
+    step.
 
     Loss sum and correct count accumulate on the device; the losses are checked for NaN/inf in
     batches of `check_every` steps and at the end (the only host syncs), so a `TrainingDiverged`
@@ -393,7 +402,9 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
         if max_steps is not None and step >= max_steps:
             break
         loss, out, yb = train_step(model, criterion, optimizer, xb, yb, device, amp=amp,
-                                   channels_last=channels_last)
+                                   channels_last=channels_last, mix=mix)
+        if ema is not None:
+            ema.update()
         step += 1
         n = yb.shape[0]
         images += n
@@ -415,13 +426,25 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
             "seconds": seconds}
 
 
-def _forward_batches(model, loader, device, amp, channels_last):
-    """Yield (logits float32, targets) over `loader` in eval mode, without gradients."""
+def d4_views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 symmetries of a batch of square images (B×C×H×W): rotations by 0/90/180/270°, then
+    the same of the mirrored batch; the first view is `x` itself."""
+    return [torch.rot90(v, k, (2, 3)) for v in (x, x.flip(3)) for k in range(4)]
+
+
+def _forward_batches(model, loader, device, amp, channels_last, tta: bool = False):
+    """Yield (logits float32, targets) over `loader` in eval mode, without gradients; with `tta`
+    the logits are V×B×C, one slice per symmetry of `d4_views` (the first the plain forward)."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     with eval_mode(model), torch.inference_mode():
         for xb, yb in loader:
             xb, yb = _to_device(xb, yb, device, channels_last)
             with _autocast(device, amp):
-                out = model(xb)
+                if tta:
+                    out = torch.stack([model(v.contiguous(memory_format=fmt))
+                                       for v in d4_views(xb)])
+                else:
+                    out = model(xb)
             yield out.float(), yb
 
 
@@ -456,15 +479,32 @@ def predict(model: nn.Module, loader, device=None, *, amp="auto") -> tuple[torch
                                                                             torch.Tensor]:
     """(logits on the CPU, float32 N×C; targets on the CPU, int64 N) over `loader`, in order.
     `device=None` uses the model's device."""
+    logits, _, targets = _predict(model, loader, device, amp, tta=False)
+    return logits, targets
+
+
+def predict_tta(model: nn.Module, loader, device=None, *, amp="auto"):
+    """Test-time augmentation over the 8 symmetries of the square: (TTA logits — the log of the
+    mean of the 8 views' softmax, so argmax, softmax and logit adjustment work on them as on
+    logits —, the plain logits — the identity view —, targets), all on the CPU."""
+    return _predict(model, loader, device, amp, tta=True)
+
+
+def _predict(model, loader, device, amp, *, tta: bool):
     device = model_device(model) if device is None else resolve_device(device)
     amp = _resolve_flag(amp, "amp", device)
-    logits, targets = [], []
-    for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model)):
+    logits, plain, targets = [], [], []
+    for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model), tta):
+        if tta:
+            plain.append(out[0].cpu())
+            out = out.log_softmax(-1).logsumexp(0) - math.log(out.shape[0])
         logits.append(out.cpu())
         targets.append(yb.cpu())
     if not logits:
-        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64)
-    return torch.cat(logits).float(), torch.cat(targets).long()
+        empty = torch.zeros(0, 0)
+        return empty, (empty if tta else None), torch.zeros(0, dtype=torch.int64)
+    return (torch.cat(logits).float(), torch.cat(plain).float() if tta else None,
+            torch.cat(targets).long())
 
 
 # --------------------------------------------------------------------------- checkpoints, history
@@ -563,6 +603,9 @@ class _Run:
     fit_args: dict
     config: dict
     seed: int | None
+    mix_kind: str = "none"
+    mix_alpha: float = 1.0
+    ema: object = None  # an ema.EMA, or None
     history: list[dict] = field(default_factory=list)
     best_val_acc: float = -math.inf
     start: int = 0  # epochs already done (a resumed run)
@@ -578,7 +621,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
         warmup_epochs: int = 0, criterion=None, device=None, out_dir=None, resume: bool = False,
         amp="auto", channels_last="auto", compile: bool = False, config: dict | None = None,
         seed: int | None = None, progress="auto", max_steps: int | None = None,
-        eta_min: float = 0.0) -> list[dict]:
+        eta_min: float = 0.0, mix: str = "none", mix_alpha: float = 1.0,
+        ema: float = 0.0) -> list[dict]:
     """Train `model` for `epochs` epochs, evaluating on `val_loader` after each; return the history.
 
     - `train_loader`: any iterable of (x, y) batches with `len()` — the fast `BatchLoader` or a
@@ -604,6 +648,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     - `progress`: "auto" (a tqdm bar per epoch when stderr is a terminal, else one line per epoch
       on stdout — papermill, notebooks, logs), "bar", "line", or False (silent).
     - `max_steps`: at most this many batches per epoch (smoke runs, benchmarks).
+    - `mix`: "none", "mixup", "cutmix" or "both" with Beta(`mix_alpha`, ·) factors (see
+      `hw2lib.mixing`), drawn from the train loader's generator.
+    - `ema`: a decay in (0, 1) keeps an exponential moving average of the weights (see
+      `hw2lib.ema`); it is what is evaluated each epoch and saved as best.pt (last.pt keeps both).
 
     History records (flat): epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc,
     val_bal_acc (None without a val loader), seconds (the epoch's wall time, train + eval),
@@ -620,6 +668,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
              "gamma": gamma, "warmup_epochs": warmup_epochs, "eta_min": eta_min,
              "max_steps": max_steps, "criterion": type(criterion).__name__
              if criterion is not None else "CrossEntropyLoss"}
+    if mix != "none":  # only when used: checkpoints of runs without them resume as before
+        hyper.update(mix=str(mix), mix_alpha=float(mix_alpha))
+    if ema:
+        hyper["ema"] = float(ema)
     mode = _progress_mode(progress)
     run = _setup(model, hyper, criterion=criterion, device=device, out_dir=out_dir, resume=resume,
                  amp=amp, channels_last=channels_last, compile=compile, config=config, seed=seed)
@@ -667,11 +719,17 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(out)
+    from hw2lib.ema import EMA
+    from hw2lib.mixing import check_mix
+
+    check_mix(hyper.get("mix", "none"), hyper.get("mix_alpha", 1.0))
     return _Run(model=model, net=torch.compile(model) if compile else model, criterion=criterion,
                 opt=opt, sched=sched, device=device, amp=amp, channels_last=channels_last,
                 compile=bool(compile), epochs=hyper["epochs"], max_steps=max_steps, out=out,
                 fit_args=io.to_builtin(hyper),
-                config=io.to_builtin(config) if config is not None else {}, seed=seed)
+                config=io.to_builtin(config) if config is not None else {}, seed=seed,
+                mix_kind=hyper.get("mix", "none"), mix_alpha=hyper.get("mix_alpha", 1.0),
+                ema=EMA(model, hyper["ema"]) if hyper.get("ema") else None)
 
 
 def _resume(run: _Run, train_loader) -> bool:
@@ -688,6 +746,8 @@ def _resume(run: _Run, train_loader) -> bool:
             f"{done} epochs. Pass epochs >= {done} to continue it (epochs={done} returns its "
             "history), or use another out_dir for a shorter run.")
     run.model.load_state_dict(ckpt["model"])
+    if run.ema is not None:
+        run.ema.load_state_dict(ckpt["ema"])
     run.history, run.start = list(ckpt["history"]), done
     run.best_val_acc = float(ckpt["best_val_acc"])
     io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
@@ -719,12 +779,22 @@ def _epoch_bar(mode: str | None, total: int | None, epoch: int, epochs: int):
 def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> dict:
     """Train one epoch, evaluate, and check that loss and state are finite: the epoch's history
     record, or `TrainingDiverged` naming the last good checkpoint."""
+    from hw2lib.mixing import Mixer
+
     t0, lr = time.perf_counter(), float(run.opt.param_groups[0]["lr"])
+    mixer = None
+    if run.mix_kind != "none":
+        gen = _loader_generator(train_loader)
+        if gen is None:
+            raise ValueError("mix needs a train loader with a torch.Generator `generator` (the "
+                             "BatchLoader): its draws must resume with the run")
+        mixer = Mixer(run.mix_kind, run.mix_alpha, gen)
+    evaluated = run.net if run.ema is None else run.ema.model
     try:
         tr = train_one_epoch(run.net, run.criterion, run.opt, train_loader, run.device,
                              epoch=epoch, amp=run.amp, channels_last=run.channels_last,
-                             max_steps=run.max_steps, bar=bar)
-        val = (evaluate(run.net, val_loader, run.criterion, run.device, amp=run.amp)
+                             max_steps=run.max_steps, bar=bar, mix=mixer, ema=run.ema)
+        val = (evaluate(evaluated, val_loader, run.criterion, run.device, amp=run.amp)
                if val_loader is not None else None)
         losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}
         bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
@@ -785,9 +855,12 @@ def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
               "best_val_acc": run.best_val_acc, "config": run.config, "fit_args": run.fit_args,
               "history": run.history, "seed": run.seed}
     if is_best:  # before last.pt: last.pt is the commit point of an epoch
-        _save({**common, "val_acc": val_acc}, run.out / "best.pt")
+        evaluated = run.model if run.ema is None else run.ema.model  # the weights evaluated
+        _save({**common, "model": evaluated.state_dict(), "val_acc": val_acc},
+              run.out / "best.pt")
+    extra = {"ema": run.ema.state_dict()} if run.ema is not None else {}
     _save({**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
-           "rng": _rng_state(train_loader)}, run.last_path)
+           "rng": _rng_state(train_loader), **extra}, run.last_path)
     io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
 
 

@@ -5,6 +5,7 @@ Synthetic ImageFolders (conftest and the fixtures here).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -200,3 +201,60 @@ def test_textbook_augmented_with_workers(small_ds):
     assert sorted(torch.cat([b[1] for b in batches]).tolist()) == [0] * 12 + [1] * 12 + [2] * 12
     plain = D.textbook_loader(small_ds, "train", batch_size=12, num_workers=0, resize=40)
     assert not torch.allclose(xb, next(iter(plain))[0])
+
+
+def test_d4_draws_all_eight_symmetries_of_the_square():
+    """'d4' = crop + one of the 8 symmetries, each equally likely; no padding → exactly one of
+    the 8 dihedral images of the input."""
+    from hw2lib.data.augment import crop_flip
+
+    img = torch.arange(5 * 5, dtype=torch.float32).view(1, 1, 5, 5)
+    views = [torch.rot90(v, k, (2, 3)) for v in (img, img.flip(3)) for k in range(4)]
+    x = img.expand(4000, 1, 5, 5).contiguous()
+    out = crop_flip(x, torch.Generator().manual_seed(0), 0, True, transpose=True)
+    which = torch.stack([(out == v).flatten(1).all(1) for v in views], 1)
+    assert which.sum(1).eq(1).all()  # every output is exactly one symmetry
+    freq = which.float().mean(0)
+    assert (freq - 1 / 8).abs().max() < 0.03, freq
+    with pytest.raises(ValueError, match="square"):
+        crop_flip(torch.zeros(2, 1, 4, 6), torch.Generator(), 0, True, transpose=True)
+
+
+def test_d4_loader_keeps_other_presets_streams_and_matches_augment_batch(small_ds):
+    x, y = small_ds.tensors("train")
+    mean, std = (0.4, 0.45, 0.5), (0.2, 0.25, 0.3)
+    g = torch.Generator().manual_seed(3)
+    order = torch.randperm(len(y), generator=g)
+    for k, (xb, _) in enumerate(D.BatchLoader(x, y, 16, shuffle=True, augment="d4", seed=3,
+                                               mean=mean, std=std)):
+        idx = order[k * 16:(k + 1) * 16]
+        ref = D.augment_batch(x[idx].float() / 255, "d4", g)
+        ref = (ref - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        torch.testing.assert_close(xb, ref, atol=1e-5, rtol=1e-5)
+    # 'basic' draws nothing for the transposition: its batches are those of before d4 existed
+    b1 = next(iter(D.BatchLoader(x, y, 16, shuffle=True, augment="basic", seed=3)))[0]
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randperm(len(y), generator=g)[:16]
+    ref = D.augment_batch(x[idx].float() / 255, "basic", g)
+    ref = (ref - torch.tensor(D.EUROSAT_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        D.EUROSAT_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(b1, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_textbook_d4_transform_gives_symmetries():
+    from PIL import Image
+
+    from hw2lib.data.loaders import _textbook_transform
+
+    arr = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    t = _textbook_transform("d4", 8, padding=0, mean=(0, 0, 0), std=(1, 1, 1))
+    base = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
+    views = [torch.rot90(v, k, (1, 2)) for v in (base, base.flip(2)) for k in range(4)]
+    torch.manual_seed(0)
+    seen = set()
+    for _ in range(200):
+        out = t(Image.fromarray(arr))
+        hits = [i for i, v in enumerate(views) if torch.allclose(out, v)]
+        assert len(hits) == 1
+        seen.add(hits[0])
+    assert seen == set(range(8))

@@ -1,5 +1,6 @@
 """Whole-batch augmentation with torch ops on any device: random crop from the zero-padded image,
-flips, and colour jitter as one per-sample affine map of each pixel's colour."""
+flips (or any of the 8 symmetries of the square), and colour jitter as one per-sample affine map of
+each pixel's colour."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ def check_preset(preset: str) -> None:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {AUGMENT_PRESETS}")
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int,
-              vflip: bool) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int, vflip: bool,
+              transpose: bool = False) -> torch.Tensor:
     """Random crop of each sample from its zero-padded image plus a random horizontal (and
-    optionally vertical) flip, as one gather; any dtype, any device."""
+    optionally vertical) flip, and optionally a random transposition, as one gather; any dtype,
+    any device. With `vflip` and `transpose` each of the 8 symmetries of the square (the dihedral
+    group D4: rotations by 0/90/180/270° with or without a mirror) is equally likely."""
     b, c, h, w = x.shape
+    if transpose and h != w:
+        raise ValueError(f"transposition needs square images, got {h}×{w}")
     gdev = generator.device
     offs = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gdev)
     flips = torch.rand(2 if vflip else 1, b, generator=generator, device=gdev) < 0.5
@@ -32,7 +37,11 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int,
                                else ar_h)
     xp = F.pad(x, (padding, padding, padding, padding)) if padding else x
     wp = w + 2 * padding
-    index = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
+    index = rows[:, :, None] * wp + cols[:, None, :]  # out[i, j] = padded[rows[i], cols[j]]
+    if transpose:  # drawn after the crop and flips: the other presets' streams are unchanged
+        swap = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
+        index = torch.where(swap[:, None, None], index.transpose(1, 2), index)
+    index = index.reshape(b, 1, h * w).expand(b, c, h * w)
     return xp.flatten(2).gather(2, index).view(b, c, h, w)
 
 
@@ -73,11 +82,13 @@ def augment_batch(x, preset, generator, *, padding=4, vflip=False, jitter=0.4) -
       vertical one if `vflip`).
     - "color": basic + colour jitter (brightness, contrast, saturation factors each uniform in
       [1 − jitter, 1 + jitter], applied in that order, clipped to [0, 1] once at the end).
+    - "d4": random crop + one of the 8 symmetries of the square (flips and 90° rotations), each
+      equally likely: aerial tiles have no "up".
     """
     check_preset(preset)
     if preset == "none":
         return x
-    x = crop_flip(x, generator, padding, vflip)
+    x = crop_flip(x, generator, padding, vflip or preset == "d4", transpose=preset == "d4")
     if preset == "color":
         mat, shift = color_affine(x, generator, jitter)
         x = apply_affine(x, mat.to(x.dtype), shift.to(x.dtype)).clamp_(0, 1)

@@ -79,7 +79,8 @@ class BatchLoader:
         if xb.device != self.device:
             xb = xb.to(self.device, non_blocking=True)
         if self.augment != "none":
-            xb = crop_flip(xb, self.generator, self.padding, self.vflip)
+            d4 = self.augment == "d4"
+            xb = crop_flip(xb, self.generator, self.padding, self.vflip or d4, transpose=d4)
         xf = xb.to(torch.float32)
         if self.augment == "color":
             # jitter and normalization as one per-sample affine map, then a per-channel clip
@@ -126,6 +127,12 @@ class _FileDataset(torch.utils.data.Dataset):
         return self.transform(img), self.targets[i]
 
 
+def _pil_transpose(im):
+    from PIL import Image
+
+    return im.transpose(Image.Transpose.TRANSPOSE)
+
+
 def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN, std=EUROSAT_STD,
                         resize=None, padding=4, vflip=False, jitter=0.4):
     """The classic torchvision pipeline of a preset on the PIL image, then to a normalized float
@@ -141,10 +148,12 @@ def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN,
 
     check_preset(preset)
     t = [v2.Resize((image_size, image_size))]  # a no-op at that size already
-    if preset in ("basic", "color"):
+    if preset in ("basic", "color", "d4"):
         t += [v2.RandomCrop(image_size, padding=padding), v2.RandomHorizontalFlip()]
-        if vflip:
+        if vflip or preset == "d4":
             t.append(v2.RandomVerticalFlip())
+    if preset == "d4":  # a random transposition completes the 8 symmetries
+        t.append(v2.RandomApply([v2.Lambda(_pil_transpose)], p=0.5))
     if preset == "color":
         t.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
     t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
