@@ -1,4 +1,4 @@
-"""`hw2` — the command line: data, bench, run, report."""
+"""`hw2` — the command line: data, bench, plan, run, report."""
 
 from __future__ import annotations
 
@@ -102,6 +102,22 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    from hw2lib import io
+    from hw2lib.plan import format_plan, plan, summary
+    from hw2lib.run import choose_profile
+
+    profile, why = choose_profile(args.profile)
+    rows = plan(profile, args.only, _overrides(args.param))
+    print(f"hw2 plan: {why}; nothing is trained")
+    print(format_plan(rows))
+    if args.json:
+        io.write_json(args.json, {"profile": profile, "trainings": rows,
+                                  "summary": summary(rows)})
+        print(f"\nplan written to {args.json}")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from hw2lib.run import report
 
@@ -137,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("which", choices=["data", "train"])
     b.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (--help)")
     b.set_defaults(func=_cmd_bench)
+
+    pl = sub.add_parser("plan", help="print every training a report would run, resolved, "
+                        "without training anything")
+    pl.add_argument("--profile", default="auto", choices=("auto",) + PROFILES)
+    pl.add_argument("--only", nargs="+", choices=NOTEBOOKS, metavar="NOTEBOOK")
+    pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                    help="set one parameter in every selected notebook that defines it")
+    pl.add_argument("--json", help="also write the plan as JSON to this file")
+    pl.set_defaults(func=_cmd_plan)
 
     r = sub.add_parser("run", help="execute one notebook with papermill and render its HTML page")
     r.add_argument("notebook", choices=NOTEBOOKS)

@@ -24,7 +24,8 @@ from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD
 DEFAULTS = dict(model="resnet18", stem="imagenet", optimizer="sgd", lr=0.05, momentum=0.9,
                 nesterov=False, weight_decay=5e-4, schedule="none", milestones=None, gamma=None,
                 warmup_epochs=0, augment="basic", loss="ce", loss_kw={}, model_kw={},
-                pretrained=False, resize=None, batch_size=128)
+                pretrained=False, resize=None, batch_size=128, mix="none", mix_alpha=1.0,
+                ema=0.0, tta=False)
 REQUIRED = ("name", "epochs", "seed")
 LABELS = ("group", "label", "track")  # presentation only: not part of a run's identity
 RANDOM_INIT_PREFIX = "ImageNet weights for "
@@ -216,7 +217,7 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
                   milestones=cfg["milestones"] or (), gamma=cfg["gamma"],
                   warmup_epochs=cfg["warmup_epochs"], criterion=criterion, device=device,
                   out_dir=folder, resume=True, config=cfg, seed=cfg["seed"], progress=progress,
-                  max_steps=max_steps)
+                  max_steps=max_steps, mix=cfg["mix"], mix_alpha=cfg["mix_alpha"], ema=cfg["ema"])
     load_checkpoint(folder / "best.pt", model)
     out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg,
            "params": count_parameters(model), "warning": warn,
@@ -231,13 +232,22 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
 
 def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict:
     """Accuracy, balanced and per-class accuracy of `model` on each split into `out`; returns the
-    logits and targets (`<split>_logits`, `<split>_targets`)."""
-    from hw2lib.engine import predict
+    logits and targets (`<split>_logits`, `<split>_targets`). With the recipe's `tta` the logits
+    are the 8-view TTA's, and the plain forward's accuracies are kept as `<split>_acc_no_tta`
+    and `<split>_bal_acc_no_tta` (the same pass: the plain view is one of the 8)."""
+    from hw2lib.engine import predict, predict_tta
     from hw2lib.metrics import accuracy, balanced_accuracy, per_class_accuracy
 
     preds = {}
     for split, idx in rows.items():
-        logits, targets = predict(model, make_loader(ds, idx, cfg, device, train=False), device)
+        loader = make_loader(ds, idx, cfg, device, train=False)
+        if cfg.get("tta"):
+            logits, plain, targets = predict_tta(model, loader, device)
+            y, p0 = targets.numpy(), plain.argmax(1).numpy()
+            out[f"{split}_acc_no_tta"] = float(accuracy(y, p0))
+            out[f"{split}_bal_acc_no_tta"] = float(balanced_accuracy(y, p0))
+        else:
+            logits, targets = predict(model, loader, device)
         y, pred = targets.numpy(), logits.argmax(1).numpy()
         out[f"{split}_acc"] = float(accuracy(y, pred))
         out[f"{split}_bal_acc"] = float(balanced_accuracy(y, pred))
@@ -259,7 +269,9 @@ def summarize(records: list[dict], by=("name",)) -> list[dict]:
         row.update(model=c["model"], stem=c["stem"], params=rs[0]["params"],
                    optimizer=c["optimizer"], lr=c["lr"], schedule=c["schedule"],
                    augment=c["augment"], loss=c["loss"], epochs=c["epochs"], seeds=len(rs))
-        for m in ("val_acc", "test_acc", "val_bal_acc", "test_bal_acc"):
+        extra = ("val_acc_no_tta", "test_acc_no_tta")  # with TTA: the plain forward's too
+        for m in ("val_acc", "test_acc", "val_bal_acc", "test_bal_acc",
+                  *[k for k in extra if all(k in r for r in rs)]):
             v = np.array([r[m] for r in rs], dtype=float)
             row[m], row[m + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
         row["val_n"], row["test_n"] = rs[0].get("val_n"), rs[0].get("test_n")

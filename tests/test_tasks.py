@@ -14,12 +14,12 @@ from hw2lib.experiment import experiment_config, summarize
 from hw2lib.reference import REFERENCE
 
 
-def _rec(name, seed, val, test=None, n=1000):
-    cfg = experiment_config(task_b.experiment(name), epochs=1, seed=seed)
+def _rec(name, seed, val, test=None, n=1000, epochs=None, history=None, **extra):
+    cfg = experiment_config(task_b.with_epochs(task_b.experiment(name), epochs), seed=seed)
     test = val if test is None else test
     return {"config": cfg, "params": 10, "val_acc": val, "test_acc": test, "val_bal_acc": val,
             "test_bal_acc": test, "wall_seconds": 2.0, "run_id": f"id{seed}", "val_n": n,
-            "test_n": n}
+            "test_n": n, "history": history or [], **extra}
 
 
 def test_stats_interval_from_seeds_and_from_sample_size():
@@ -45,48 +45,107 @@ def test_b_catalogue_ablation_cells_and_references():
         task_b.experiment("resnet19")
     for (aug, sched), name in task_b.ABLATION_CELLS.items():
         spec = task_b.EXPERIMENTS[name]
+        assert spec["model"] == "resnext18" and spec["epochs"] == 200
         assert spec.get("augment", "basic") == aug
-        assert spec.get("schedule", "none") == {"constant": "none"}.get(sched, sched)
-    for key in task_b.REFERENCE_KEY.values():
-        assert key in REFERENCE
-    for _, a, b in task_b.COMPARISONS:
+        assert spec.get("schedule", "none") == sched
+    for name, key in task_b.REFERENCE_KEY.items():
+        assert key in REFERENCE and task_b.EXPERIMENTS[name]["track"] == "hw2"
+    for _, a, b, _claim in task_b.COMPARISONS:
         assert a in task_b.EXPERIMENTS and b in task_b.EXPERIMENTS
+    # every lever is the best recipe with exactly the named settings changed
+    for name, (_, change) in task_b.LEVERS.items():
+        spec = task_b.EXPERIMENTS[name]
+        assert {k for k in spec if spec[k] != task_b.BEST.get(k)} == set(change)
 
 
-def test_b_configs_seed_the_ablation_and_give_sgd_its_lr():
-    cfgs = task_b.configs(["resnet18", "sched_constant"], seeds=[0], ablation_seeds=[0, 1, 2],
-                          epochs=5, batch_size=32, lr_sgd=0.07)
+def test_b_configs_resolve_both_protocols():
+    cfgs = task_b.configs(["resnet18", "resnext18", "best"], seeds=[0], ablation_seeds=[0, 1],
+                          epochs=None, batch_size=128, lr_sgd=0.07)
     assert [(c["name"], c["seed"]) for c in cfgs] == [
-        ("resnet18", 0), ("sched_constant", 0), ("sched_constant", 1), ("sched_constant", 2)]
-    assert cfgs[0]["lr"] == 0.07 and cfgs[1]["lr"] == 1e-3 and cfgs[1]["optimizer"] == "adam"
+        ("resnet18", 0), ("resnext18", 0), ("resnext18", 1), ("best", 0), ("best", 1)]
+    r18, rx, best = cfgs[0], cfgs[1], cfgs[3]
+    assert (r18["optimizer"], r18["lr"], r18["schedule"], r18["epochs"]) == ("sgd", 0.07, "none",
+                                                                            100)
+    assert (rx["optimizer"], rx["lr"], rx["schedule"], rx["milestones"], rx["gamma"],
+            rx["epochs"], rx["augment"]) == ("adam", 1e-3, "multistep", [80, 120, 160], 0.2, 200,
+                                             "color")
+    assert (best["stem"], best["augment"], best["mix"], best["ema"], best["tta"],
+            best["warmup_epochs"], best["loss_kw"]) == ("small", "d4", "both", 0.999, True, 5,
+                                                        {"label_smoothing": 0.1})
+    short = task_b.configs(["resnext18", "best", "best_torchvision_stem"], seeds=[0],
+                           ablation_seeds=[0], epochs=10, best_epochs=4, best_stem="imagenet",
+                           batch_size=64, lr_sgd=0.05)
+    assert short[0]["epochs"] == 10 and short[0]["milestones"] == [4, 6, 8]
+    assert short[1]["epochs"] == 4 and short[1]["warmup_epochs"] == 1
+    assert short[1]["stem"] == "imagenet" and short[2]["stem"] == "imagenet"
 
 
 def test_b_findings_tables_and_headline():
     recs = [_rec("resnet18", 0, 0.80), _rec("resnet50", 0, 0.70),
-            *[_rec("sched_constant", s, v) for s, v in enumerate((0.80, 0.82, 0.84))],
-            *[_rec("sched_multistep", s, v) for s, v in enumerate((0.90, 0.91, 0.92))],
-            *[_rec("abl_none_constant", s, v) for s, v in enumerate((0.79, 0.80, 0.81))]]
+            *[_rec("resnext18_aug_only", s, v) for s, v in enumerate((0.80, 0.82, 0.84))],
+            *[_rec("resnext18", s, v) for s, v in enumerate((0.90, 0.91, 0.92))],
+            *[_rec("resnext18_none", s, v) for s, v in enumerate((0.79, 0.80, 0.81))],
+            _rec("resnet34", 0, 0.5, epochs=5)]
     rows = summarize(recs)
     found = task_b.findings(rows)
     depth = next(f for f in found if f.startswith("depth: ResNet-50"))
     assert "-10.0 points" in depth and "one seed; interval from 1,000 val images" in depth
-    assert depth.endswith("worse")  # ±3.8 points at n=1000: a 10-point drop is beyond it
-    ms = next(f for f in found if f.startswith("LR schedule: MultiStep vs constant (Adam"))
-    assert "+9.0 points ± 2.5 (95 %, n = 3/3 seeds): better" in ms
-    aug = next(f for f in found if f.startswith("augmentation at constant LR"))
+    assert "worse — HW2: ResNet-50 clearly worse" in depth  # ±3.8 points at n=1000
+    both = next(f for f in found if f.startswith("ablation: both vs augmentation only"))
+    assert "+9.0 points ± 2.5 (95 %, n = 3/3 seeds): better" in both
+    aug = next(f for f in found if f.startswith("ablation: augmentation only vs none"))
     assert "+2.0 points" in aug and "not distinguishable at this budget" in aug
-    both = next(f for f in found if f.startswith("both (augmentation + MultiStep)"))
-    assert "+11.0 points" in both
     table = task_b.ablation_table(rows)
     assert table.loc["crop + flip + colour", "MultiStep LR"] == "0.9100 ± 0.0100 (n=3)"
     assert table.loc["no augmentation", "MultiStep LR"] == "not run"
     shown = task_b.results_table(rows)
     assert shown.loc["resnet18", "HW2 report"] == "0.8000"
+    assert shown.loc["resnet18", "track"] == "hw2"
+    assert shown.loc["resnext18", "HW2 report"] == "0.8906"
+    assert shown.loc["resnet34", "HW2 report"] == "0.8000 (at 100 ep; this run 5)"
     assert shown.loc["resnet50", "HW2 report"] == "—"
-    assert shown.loc["sched_constant", "run ids"] == "id0 id1 id2"
+    assert shown.loc["resnext18", "run ids"] == "id0 id1 id2"
     heads = {h["name"]: h for h in task_b.headline_rows(rows)}
     assert heads["B resnet18: val acc"]["reference"] == 0.80
     assert heads["B resnet18: val acc"]["run_id"] == "id0"
+    # a reference never sits beside a run of another budget
+    assert heads["B resnet34: val acc"]["reference"] is None
+    assert "not comparable at this budget" in heads["B resnet34: val acc"]["note"]
+
+
+def test_b_best_recipe_levers_choice_and_tracks():
+    recs = [*[_rec("best", s, v, test=v - 0.01, val_acc_no_tta=v - 0.02,
+                   test_acc_no_tta=v - 0.03) for s, v in enumerate((0.97, 0.98))],
+            *[_rec("best_no_mix", s, v, test=0.5, val_acc_no_tta=v, test_acc_no_tta=v)
+              for s, v in enumerate((0.985, 0.99))],
+            _rec("resnext18", 0, 0.89, test=0.88)]
+    rows = summarize(recs)
+    chosen = task_b.chosen_recipe(rows)
+    assert chosen["name"] == "best_no_mix"  # chosen by validation, whatever its test says
+    levers = task_b.lever_table(rows)
+    assert levers.loc["best recipe (all levers)", "val acc"] == "0.9750 ± 0.0071 (n=2)"
+    assert levers.loc["without 8-view test-time averaging", "val acc"].startswith("0.9550")
+    assert levers.loc["without mixup / CutMix", "Δ val vs best (points)"].startswith("+1.25")
+    tracks = task_b.track_table(rows)
+    assert tracks.iloc[0]["HW2 report"] == "0.8906"
+    assert tracks.iloc[1]["this study, best recipe"] == "0.5000 ± 0.0000 (n=2)"
+    heads = task_b.headline_rows(rows)
+    assert heads[-1]["name"].startswith("B best recipe (best_no_mix") and heads[-1]["value"] == 0.5
+    assert task_b.lever_table(summarize([_rec("resnext18", 0, 0.9)])) is None
+
+
+def test_b_lr_step_jumps_are_measured_with_their_interval():
+    lrs = [1e-3] * 4 + [2e-4] * 3 + [4e-5] * 3
+    accs = [0.70, 0.72, 0.71, 0.72, 0.80, 0.81, 0.80, 0.805, 0.80, 0.81]
+    hist = [{"epoch": i + 1, "lr": lr, "val_acc": a} for i, (lr, a) in enumerate(zip(lrs, accs))]
+    recs = [_rec("resnext18", 0, 0.81, n=5000, epochs=10, history=hist)]
+    jumps = task_b.step_jumps(recs)
+    assert [j["epoch"] for j in jumps] == [5, 8]
+    first, second = jumps
+    assert math.isclose(first["jump (points)"], 100 * (0.8033333 - 0.7166667), rel_tol=1e-4)
+    assert first["verdict"] == "up" and second["verdict"] == "not distinguishable at this budget"
+    assert first["lr"] == "0.001 → 0.0002"
+    assert task_b.step_jumps([_rec("resnet18", 0, 0.8, history=hist)]) == []  # no MultiStep
 
 
 def _logits(y, k, correct):
@@ -108,10 +167,12 @@ def test_c_scores_table_findings_and_posthoc():
     assert sc["test_few"] == 1.0 and list(sc["test_per_class"]) == [1.0, 1.0, 1.0]
     results = {("bb", "ce"): {"predictions": {"val_logits": half, "val_targets": y,
                                               "test_logits": half, "test_targets": y},
-                              "run_id": "ce01", "config": {}},
+                              "run_id": "ce01", "config": {}, "val_acc": 0.5, "best_epoch": 1,
+                              "history": [{"val_loss": 1.25}]},
                ("bb", "balanced_softmax"): {"predictions": {"val_logits": good, "val_targets": y,
                                                             "test_logits": good, "test_targets": y},
-                                            "run_id": "bs01", "config": {}}}
+                                            "run_id": "bs01", "config": {}, "val_acc": 1.0,
+                                            "best_epoch": 1, "history": [{"val_loss": 0.5}]}}
 
     class DS:
         num_classes = k
@@ -122,20 +183,69 @@ def test_c_scores_table_findings_and_posthoc():
     t = task_c.table(rows)
     assert t.loc[("bb", "balanced_softmax"), "val_bal_acc"] == 1.0
     lines = task_c.findings(rows, t)
-    assert "val accuracy 0.5000 → 1.0000" in lines[0]
-    assert "best method by val balanced accuracy is **balanced_softmax**" in lines[1]
-    heads = task_c.headline_rows(rows, t, results)
+    assert "val accuracy: 1.0000 vs 0.5000, +50.0 points ±" in lines[0]
+    assert "one seed; interval from 6 val images" in lines[0]
+    assert "few-shot test accuracy 0.0000 → 1.0000" in lines[1]
+    assert "best method by val balanced accuracy is **balanced_softmax**" in lines[2]
+    heads = task_c.headline_rows(rows, t, results, comparable=lambda cfg: False)
     assert [h["run_id"] for h in heads[:2]] == ["ce01", "bs01"]
+    assert heads[-1]["name"].endswith("balanced_softmax: test balanced acc")
     cms = task_c.confusions(results)
-    assert cms["bb"]["balanced_softmax"].trace() == 6 and cms["bb"]["ce"].trace() == 3
+    assert cms["bb"]["balanced_softmax: test acc 1.0000"].trace() == 6
+    assert cms["bb"]["ce: test acc 0.5000"].trace() == 3
+    val = task_c.confusions({k: {**r, "val_acc": r["val_acc"]} for k, r in results.items()},
+                            "val")
+    assert set(val["bb"]) == {"ce — validation: loss 1.2500, acc 0.5000",
+                              "balanced_softmax — validation: loss 0.5000, acc 1.0000"}
 
 
-def test_c_backbone_catalogue_rejects_unknown_names():
-    cat = task_c.backbones(lr_scratch=1e-3, lr_pretrained=0.01)
-    assert cat["resnext18"]["optimizer"] == "adam" and cat["resnet18_pretrained"]["pretrained"]
+def test_c_backbones_protocols_and_unknown_names():
+    cat = task_c.backbones(lr_pretrained=0.01)
+    cfgs = task_c.configs(cat, ["resnext18", "resnet18_pretrained", "best"],
+                          ["ce", "balanced_softmax"], epochs=None, best_epochs=None,
+                          best_stem=None, batch_size=128, seed=0)
+    by = {c["name"]: c for c in cfgs}
+    rx = by["resnext18_balanced_softmax"]
+    assert (rx["optimizer"], rx["lr"], rx["milestones"], rx["gamma"], rx["epochs"]) == (
+        "adam", 1e-3, [80, 120, 160], 0.2, 200)
+    assert by["resnet18_pretrained_ce"]["epochs"] == 100 and by["resnet18_pretrained_ce"][
+        "pretrained"]
+    best = by["best_ce"]
+    assert best["augment"] == "d4" and best["loss_kw"] == {} and best["stem"] == "small"
+    ok = dict(long_tail="hw2", n_max=None, lt_counts=None)
+    assert task_c.comparable_to_hw2(rx, **ok)
+    assert not task_c.comparable_to_hw2(rx, **{**ok, "long_tail": "exponential"})
+    assert not task_c.comparable_to_hw2(rx, **{**ok, "n_max": 300})
+    assert not task_c.comparable_to_hw2(best, **ok)
+    short = task_c.configs(cat, ["resnext18"], ["ce"], epochs=5, best_epochs=None,
+                           best_stem=None, batch_size=64, seed=0)[0]
+    assert short["milestones"] == [2, 3, 4] and not task_c.comparable_to_hw2(short, **ok)
     with pytest.raises(ValueError, match=r"unknown backbone\(s\) \['vgg'\]"):
-        task_c.run_all(None, {}, [], "/tmp", catalogue=cat, backbone_names=["vgg"], losses=[],
-                       epochs=1, batch_size=1, seed=0, device="cpu")
+        task_c.configs(cat, ["vgg"], ["ce"], epochs=1, best_epochs=1, best_stem=None,
+                       batch_size=1, seed=0)
+
+
+def test_c_hw2_long_tail_preset():
+    classes = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+               "Pasture", "PermanentCrop", "Residential", "River", "SeaLake"]
+    labels = np.repeat(np.arange(10), [1800, 1800, 1800, 1500, 1500, 1200, 1500, 1800, 1500,
+                                       1800])
+    counts = task_c.hw2_counts(classes, labels)
+    assert counts == [1800, 1800, 1800, 19, 1500, 10, 36, 1800, 1500, 1800]
+    assert task_c.hw2_counts(classes, labels, head_cap=300)[:4] == [300, 300, 300, 19]
+
+    class DS:
+        num_classes = 10
+        y = torch.from_numpy(labels)
+
+    DS.classes = classes
+    idx, got = task_c.long_tail(DS(), {"train": np.arange(len(labels)) + 0}, preset="hw2")
+    assert got == counts
+    assert np.bincount(labels[idx["train"]], minlength=10).tolist() == counts
+    with pytest.raises(ValueError, match="lacks"):
+        task_c.hw2_counts(["a", "b"], np.array([0, 1]))
+    with pytest.raises(ValueError, match="unknown long tail"):
+        task_c.long_tail(DS(), {"train": np.arange(5)}, preset="zipf")
 
 
 def test_a_confused_pairs_knn_per_class_and_findings():
@@ -180,3 +290,15 @@ def test_a_vis_findings_and_tiles():
         task_a.pick_tiles(DS(), ["C"], 0)
     with pytest.raises(ValueError, match="B has 2 test tiles"):
         task_a.pick_tiles(DS(), ["B"], 2)
+
+
+def test_b_step_jumps_table_says_why_it_is_empty():
+    hist = [{"epoch": i + 1, "lr": 1e-3, "val_acc": 0.5} for i in range(3)]
+    table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, epochs=3, history=hist)])
+    assert table is None and "No LR step fell within" in note
+    table, note = task_b.step_jumps_table([_rec("resnet18", 0, 0.5, history=hist)])
+    assert table is None and note == "No MultiStep run in this profile's list."
+    hist[2]["lr"] = 2e-4
+    table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, n=100, epochs=3,
+                                                history=hist)])
+    assert note == "" and list(table.index) == [("resnext18", 0, 3)]

@@ -1,0 +1,169 @@
+"""`hw2 plan`: every training a report would run, resolved — notebook, experiment, track, model,
+recipe (optimizer, lr, schedule with milestones, epochs, augmentation, loss, data, long-tail
+counts) and image-steps — without training anything or reading the images.
+
+The recipes come from the same functions the notebooks call (`task_a.finetune_config`,
+`task_b.configs`, `task_c.configs`) with the report's checked parameters (`run.plan_parameters`).
+Training-set sizes are computed from EuroSAT's class sizes and the split fractions (the split is
+stratified, so they are exact); for another ImageFolder they are unknown (None) until `hw2 data`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hw2lib.constants import NOTEBOOKS
+
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # load_dataset's default
+
+
+def eurosat_train_counts() -> list[int]:
+    """Training images per class (class-index order) of the stratified EuroSAT split."""
+    from hw2lib.data.sources import EUROSAT_CLASSES, EUROSAT_COUNTS
+    from hw2lib.data.splits import _split_sizes
+
+    return [_split_sizes(EUROSAT_COUNTS[c], SPLIT_FRACTIONS)[0] for c in EUROSAT_CLASSES]
+
+
+def _capped(counts, cap) -> list[int] | None:
+    if counts is None:
+        return None
+    return [int(n if cap is None else min(n, cap)) for n in counts]
+
+
+def _row(nb: str, cfg: dict, per_class, p: dict, long_tail=None) -> dict:
+    n_train = None if per_class is None else int(sum(per_class))
+    steps = None
+    if n_train is not None:
+        per_epoch = n_train if p.get("max_steps") is None else min(
+            n_train, int(p["max_steps"]) * cfg["batch_size"])
+        steps = cfg["epochs"] * per_epoch
+    return {"notebook": nb, "track": cfg.get("track", "hw2"), **cfg, "n_train": n_train,
+            "train_per_class": per_class, "long_tail": long_tail, "image_steps": steps}
+
+
+def trainings(nb: str, p: dict) -> list[dict]:
+    """The trainings notebook `nb` runs with parameters `p` (every parameter resolved)."""
+    from hw2lib import task_a, task_b, task_c
+
+    train = None if p.get("image_folder") else eurosat_train_counts()
+    if nb == "A-train":
+        cfg = task_a.finetune_config(
+            model_name=p["model_name"], pretrained=p["pretrained"], resize=p["resize"],
+            optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
+            weight_decay=p["weight_decay"], schedule=p["schedule"],
+            warmup_epochs=p["warmup_epochs"], augment=p["augment"], batch_size=p["batch_size"],
+            epochs=p["epochs"], seed=p["seed"])
+        return [_row(nb, {**cfg, "track": "hw2"}, _capped(train, p["train_per_class"]), p)]
+    if nb == "B-ablation":
+        cfgs = task_b.configs(p["experiments"], seeds=p["seeds"],
+                              ablation_seeds=p["ablation_seeds"], epochs=p["epochs"],
+                              best_epochs=p["best_epochs"], best_stem=p["best_stem"],
+                              batch_size=p["batch_size"], lr_sgd=p["lr_sgd"])
+        caps = {"hw2": p["train_per_class"], "best": p["best_train_per_class"]}
+        return [_row(nb, c, _capped(train, caps[c["track"]]), p) for c in cfgs]
+    if nb == "C-longtail":
+        cat = task_c.backbones(lr_pretrained=p["lr_pretrained"],
+                               pretrained_resize=p["pretrained_resize"])
+        cfgs = task_c.configs(cat, p["backbones"], p["losses"], epochs=p["epochs"],
+                              best_epochs=p["best_epochs"], best_stem=p["best_stem"],
+                              batch_size=p["batch_size"], seed=p["seed"])
+        counts = None if train is None else long_tail_counts(train, p)
+        return [_row(nb, c, counts, p, long_tail=p["long_tail"]) for c in cfgs]
+    return []  # A-vis trains nothing
+
+
+def long_tail_counts(train_counts, p: dict) -> list[int]:
+    """C-longtail's per-class training counts, as `task_c.long_tail` draws them."""
+    from hw2lib.data import EUROSAT_CLASSES, long_tail_indices
+    from hw2lib.task_c import hw2_counts
+
+    labels = np.repeat(np.arange(len(train_counts)), train_counts)
+    explicit = p["lt_counts"]
+    if explicit is None and p["long_tail"] == "hw2":
+        explicit = hw2_counts(EUROSAT_CLASSES, labels, head_cap=p["n_max"])
+    return long_tail_indices(labels, len(train_counts), rho=p["rho"], n_max=p["n_max"],
+                             seed=p["lt_seed"], counts=explicit)[1]
+
+
+def plan(profile: str, names=None, overrides: dict | None = None) -> list[dict]:
+    """Every training of `hw2 report --profile profile [--only names] [-p …]`, in run order."""
+    from hw2lib.run import notebook_parameters, plan_parameters
+
+    names = list(names or NOTEBOOKS)
+    params = plan_parameters(profile, names, overrides or {})
+    out = []
+    for nb in names:
+        defaults = {k: p.default for k, p in notebook_parameters(nb).items()}
+        out += trainings(nb, {**defaults, **params[nb]})
+    return out
+
+
+def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
+    """The resolved recipes a notebook is about to train, as a DataFrame: the rows `hw2 plan`
+    prints, with the training counts read from the dataset rows (`train_rows`: one array, or
+    one per track)."""
+    import pandas as pd
+
+    def per_class(cfg):
+        rows = train_rows[cfg["track"]] if isinstance(train_rows, dict) else train_rows
+        return np.bincount(ds.y[rows].numpy(), minlength=ds.num_classes).tolist()
+
+    p = {"max_steps": max_steps}
+    out = [_row("", c, per_class(c), p, long_tail) for c in cfgs]
+    keep = ["name", "seed", "track", "model", "stem", "optimizer", "lr", "weight_decay",
+            "schedule", "milestones", "gamma", "warmup_epochs", "epochs", "augment", "loss",
+            "mix", "ema", "tta", "n_train", "image_steps"]
+    t = pd.DataFrame(out)[keep]
+    t["milestones"] = t["milestones"].map(lambda m: "" if m is None else str(m))
+    return t.set_index(["name", "seed"])
+
+
+def summary(rows: list[dict]) -> dict:
+    """Trainings and image-steps per notebook and track, and in all."""
+    out: dict = {}
+    for r in rows:
+        key = f"{r['notebook']} / {r['track']}"
+        s = out.setdefault(key, {"trainings": 0, "image_steps": 0})
+        s["trainings"] += 1
+        s["image_steps"] = (None if s["image_steps"] is None or r["image_steps"] is None
+                            else s["image_steps"] + r["image_steps"])
+    return out
+
+
+def format_plan(rows: list[dict]) -> str:
+    """The plan as text: one line per training, then the totals."""
+    lines = []
+    for nb in dict.fromkeys(r["notebook"] for r in rows):
+        lines.append(f"\n{nb}")
+        for r in (r for r in rows if r["notebook"] == nb):
+            sched = r["schedule"]
+            if sched == "multistep":
+                sched += f" {r['milestones']} ×{r['gamma']:g}"
+            if r["warmup_epochs"]:
+                sched += f" (+{r['warmup_epochs']} warm-up)"
+            extras = [x for x in (
+                f"stem {r['stem']}" if r["stem"] != "imagenet" else "",
+                "ImageNet init" if r["pretrained"] else "",
+                f"resize {r['resize']}" if r["resize"] else "",
+                f"mix {r['mix']}" if r["mix"] != "none" else "",
+                f"EMA {r['ema']:g}" if r["ema"] else "",
+                "TTA ×8" if r["tta"] else "",
+                f"loss {r['loss']}" + (f" {r['loss_kw']}" if r["loss_kw"] else ""),
+            ) if x]
+            data = "n_train ?" if r["n_train"] is None else f"n_train {r['n_train']:,}"
+            if r["long_tail"]:
+                data += f" ({r['long_tail']} tail {r['train_per_class']})"
+            steps = "?" if r["image_steps"] is None else f"{r['image_steps']:,}"
+            lines.append(
+                f"  {r['name']:<28} s{r['seed']} [{r['track']}] {r['model']}: {r['optimizer']} "
+                f"lr {r['lr']:g} wd {r['weight_decay']:g}, {sched}, {r['epochs']} ep, "
+                f"bs {r['batch_size']}, aug {r['augment']}, {', '.join(extras)}; {data}; "
+                f"{steps} image-steps")
+    lines.append("")
+    for key, s in summary(rows).items():
+        steps = "?" if s["image_steps"] is None else f"{s['image_steps']:,}"
+        lines.append(f"{key:<28} {s['trainings']:>4} trainings  {steps:>14} image-steps")
+    total = sum(r["image_steps"] or 0 for r in rows)
+    lines.append(f"{'total':<28} {len(rows):>4} trainings  {total:>14,} image-steps")
+    return "\n".join(lines)
