@@ -104,16 +104,37 @@ def _cmd_run(args) -> int:
 
 def _cmd_plan(args) -> int:
     from hw2lib import io
-    from hw2lib.plan import format_plan, plan, summary
+    from hw2lib.plan import estimate, format_plan, plan, summary, total_time
     from hw2lib.run import choose_profile
 
     profile, why = choose_profile(args.profile)
-    rows = plan(profile, args.only, _overrides(args.param))
+    overrides = _overrides(args.param)
+    rows = plan(profile, args.only, overrides)
     print(f"hw2 plan: {why}; nothing is trained")
+    timing = None
+    if args.time:
+        import torch
+
+        probes = estimate(rows, device=args.device)
+        executor = overrides.get("executor", "local")
+        timing = {**probes, **total_time(rows, executor=executor,
+                                         gpus=torch.cuda.device_count(),
+                                         gpus_per_run=float(overrides.get("gpus_per_run", 1.0)))}
     print(format_plan(rows))
+    if timing is not None:
+        from hw2lib.plan import _hms
+
+        line = (f"estimated time on {timing['device']}: {_hms(timing['serial_seconds'])} one "
+                "after another")
+        if timing["executor"] == "ray":
+            line += (f"; with ray, {timing['concurrent']} at once: ≥ {_hms(timing['seconds'])} "
+                     "(perfect packing assumed)")
+        if timing["unknown"]:
+            line += f"; {timing['unknown']} trainings of unknown size left out"
+        print(line)
     if args.json:
         io.write_json(args.json, {"profile": profile, "trainings": rows,
-                                  "summary": summary(rows)})
+                                  "summary": summary(rows), "time": timing})
         print(f"\nplan written to {args.json}")
     return 0
 
@@ -161,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                     help="set one parameter in every selected notebook that defines it")
     pl.add_argument("--json", help="also write the plan as JSON to this file")
+    pl.add_argument("--time", action="store_true",
+                    help="estimate each training's time from a short throughput probe per model "
+                    "and input size on this machine's device, and the total")
+    pl.add_argument("--device", default="auto", help="device of the --time probe (auto, cpu, cuda)")
     pl.set_defaults(func=_cmd_plan)
 
     r = sub.add_parser("run", help="execute one notebook with papermill and render its HTML page")

@@ -11,6 +11,7 @@ NOTEBOOKS = ("A-train", "A-vis", "B-ablation", "C-longtail")  # the study's note
 
 # Names the training recipe chooses from (checked by the parameter check before anything runs).
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "multistep", "cosine", "exponential")
+SCHEDULES = ("none", "multistep", "cosine", "exponential", "onecycle")
+PER_STEP_SCHEDULES = ("onecycle",)  # stepped after every optimizer step, not every epoch
 AUGMENT_PRESETS = ("none", "basic", "color", "d4")
 MIXES = ("none", "mixup", "cutmix", "both")  # batch mixing (mixup / CutMix / either at random)

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from hw2lib import io
-from hw2lib.constants import OPTIMIZERS, SCHEDULES
+from hw2lib.constants import OPTIMIZERS, PER_STEP_SCHEDULES, SCHEDULES
 from hw2lib.io import CorruptFileError
 from hw2lib.nn_utils import eval_mode, model_device
 
@@ -171,9 +171,10 @@ def _schedule_factor(name: str, *, base_lr: float, epochs: int, milestones, gamm
 
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int, milestones=(),
-                    gamma: float = 0.1, warmup_epochs: int = 0,
-                    eta_min: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-epoch LR schedule: call `.step()` once at the end of every epoch.
+                    gamma: float = 0.1, warmup_epochs: int = 0, eta_min: float = 0.0,
+                    steps_per_epoch: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-epoch LR schedule: call `.step()` once at the end of every epoch — except
+    ``onecycle``, stepped after every optimizer step (`steps_per_epoch` of them per epoch).
 
     With ``lr`` the optimizer's LR, ``e`` the 0-based epoch, ``w = warmup_epochs``,
     ``t = max(e - w, 0)`` and ``T = max(epochs - w, 1)``, epoch ``e`` trains at
@@ -189,6 +190,9 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
       with ``T_max = T`` after the warmup: the first epoch after warmup trains at ``lr`` and the LR
       reaches ``eta_min`` after the last epoch's step.
     - ``exponential``: ``main = gamma ** t`` — gamma is the factor per epoch.
+    - ``onecycle``: ``cosine`` with its warm-up, counted in steps instead of epochs (a linear ramp
+      over ``w·steps_per_epoch`` steps, then a cosine to ``eta_min`` at the last step): the
+      one-cycle shape, which suits short runs (the LR reaches ``eta_min`` within the run).
 
     Implemented as one `LambdaLR` of that closed form, so its `state_dict` (built-in types only)
     resumes exactly.
@@ -202,6 +206,11 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
     if warmup_epochs < 0:
         raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
     milestones = tuple(milestones or ())
+    if key in PER_STEP_SCHEDULES:
+        if int(steps_per_epoch) < 1:
+            raise ValueError(f"schedule={key!r} needs steps_per_epoch >= 1, got {steps_per_epoch}")
+        epochs, warmup_epochs = epochs * int(steps_per_epoch), warmup_epochs * int(steps_per_epoch)
+        key = "cosine"
     if key == "multistep":
         if not milestones:
             raise ValueError("schedule='multistep' needs milestones (0-based epochs at which the "
@@ -369,11 +378,11 @@ def train_step(model: nn.Module, criterion, optimizer, xb, yb, device: torch.dev
 def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torch.device, *,
                     epoch: int = 1, amp: bool = False, channels_last: bool = False,
                     max_steps: int | None = None, bar=None, check_every: int = 50, mix=None,
-                    ema=None) -> dict:
+                    ema=None, step_scheduler=None) -> dict:
     """One pass over `loader` (at most `max_steps` batches) of `train_step`s: dict(loss, acc,
     images, seconds) — loss the sample-weighted mean, acc a fraction (on mixed batches, against
     each sample's own label). `mix`: see `train_step`; `ema`: an `ema.EMA` updated after every
-    step.
+    step; `step_scheduler`: an LR scheduler stepped after every step (per-step schedules).
 
     Loss sum and correct count accumulate on the device; the losses are checked for NaN/inf in
     batches of `check_every` steps and at the end (the only host syncs), so a `TrainingDiverged`
@@ -405,6 +414,8 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
                                    channels_last=channels_last, mix=mix)
         if ema is not None:
             ema.update()
+        if step_scheduler is not None:
+            step_scheduler.step()
         step += 1
         n = yb.shape[0]
         images += n
@@ -606,6 +617,7 @@ class _Run:
     mix_kind: str = "none"
     mix_alpha: float = 1.0
     ema: object = None  # an ema.EMA, or None
+    per_step: bool = False  # the LR schedule steps after every batch
     history: list[dict] = field(default_factory=list)
     best_val_acc: float = -math.inf
     start: int = 0  # epochs already done (a resumed run)
@@ -673,24 +685,30 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     if ema:
         hyper["ema"] = float(ema)
     mode = _progress_mode(progress)
-    run = _setup(model, hyper, criterion=criterion, device=device, out_dir=out_dir, resume=resume,
-                 amp=amp, channels_last=channels_last, compile=compile, config=config, seed=seed)
-    if resume and _resume(run, train_loader):
-        return run.history  # every epoch was already done
     n_steps = _len(train_loader)
     if n_steps is not None and max_steps is not None:
         n_steps = min(n_steps, int(max_steps))
+    per_step = hyper["schedule"] in PER_STEP_SCHEDULES
+    if per_step and not n_steps:
+        raise ValueError(f"schedule={hyper['schedule']!r} is stepped per batch: it needs a train "
+                         "loader with a len()")
+    run = _setup(model, hyper, criterion=criterion, device=device, out_dir=out_dir, resume=resume,
+                 amp=amp, channels_last=channels_last, compile=compile, config=config, seed=seed,
+                 steps_per_epoch=n_steps if per_step else 1)
+    if resume and _resume(run, train_loader):
+        return run.history  # every epoch was already done
     for epoch in range(run.start + 1, run.epochs + 1):
         with _epoch_bar(mode, n_steps, epoch, run.epochs) as bar:
             rec = _train_and_check(run, epoch, train_loader, val_loader, bar)
-            run.sched.step()
+            if not per_step:
+                run.sched.step()
             _save_epoch(run, rec, train_loader)
             _log_epoch(rec, run.epochs, mode, bar)
     return run.history
 
 
 def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, channels_last, compile,
-           config, seed) -> _Run:
+           config, seed, steps_per_epoch: int = 1) -> _Run:
     """Check the arguments; put model and criterion on the device; build optimizer and schedule;
     create `out_dir` and clear temp files of killed writes from it."""
     device = resolve_device(device)
@@ -714,7 +732,8 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
                           nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"])
     sched = build_scheduler(hyper["schedule"], opt, epochs=hyper["epochs"],
                             milestones=hyper["milestones"], gamma=hyper["gamma"],
-                            warmup_epochs=hyper["warmup_epochs"], eta_min=hyper["eta_min"])
+                            warmup_epochs=hyper["warmup_epochs"], eta_min=hyper["eta_min"],
+                            steps_per_epoch=steps_per_epoch)
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -729,7 +748,8 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
                 fit_args=io.to_builtin(hyper),
                 config=io.to_builtin(config) if config is not None else {}, seed=seed,
                 mix_kind=hyper.get("mix", "none"), mix_alpha=hyper.get("mix_alpha", 1.0),
-                ema=EMA(model, hyper["ema"]) if hyper.get("ema") else None)
+                ema=EMA(model, hyper["ema"]) if hyper.get("ema") else None,
+                per_step=hyper["schedule"] in PER_STEP_SCHEDULES)
 
 
 def _resume(run: _Run, train_loader) -> bool:
@@ -793,7 +813,8 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> di
     try:
         tr = train_one_epoch(run.net, run.criterion, run.opt, train_loader, run.device,
                              epoch=epoch, amp=run.amp, channels_last=run.channels_last,
-                             max_steps=run.max_steps, bar=bar, mix=mixer, ema=run.ema)
+                             max_steps=run.max_steps, bar=bar, mix=mixer, ema=run.ema,
+                             step_scheduler=run.sched if run.per_step else None)
         val = (evaluate(evaluated, val_loader, run.criterion, run.device, amp=run.amp)
                if val_loader is not None else None)
         losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}

@@ -99,6 +99,16 @@ def count_table(ds, idx: dict):
     return table
 
 
+def show_failures(failed: list[dict]) -> list[str]:
+    """A warning box per failed run (which run, which error); returns the messages, for
+    `write_results(warnings_=...)` so that the index says which runs failed."""
+    msgs = [f"Run {f['config']['name']} (seed {f['config']['seed']}) FAILED and is left out of "
+            f"every table and finding below: {f['error']}" for f in failed]
+    for m in msgs:
+        show_warning(m)
+    return msgs
+
+
 def show_note(text: str) -> None:
     """A short italic note (nothing when `text` is empty)."""
     if text:

@@ -22,7 +22,7 @@ RUNNER_PARAMS = ("run_dir", "profile")
 
 # Ranges and choices by parameter name (a name means the same thing in every notebook).
 POSITIVE = {"epochs", "best_epochs", "batch_size", "lr", "lr_sgd", "lr_pretrained", "image_size",
-            "best_train_per_class",
+            "best_train_per_class", "gpus_per_run",
             "train_per_class", "val_per_class", "test_per_class", "max_steps", "tsne_points",
             "tsne_perplexity", "vis_size", "grid_size", "dream_octaves", "dream_steps",
             "dream_lr", "am_steps", "am_lr", "rho", "n_max", "resize", "pretrained_resize"}
@@ -30,7 +30,8 @@ NON_NEGATIVE = {"seed", "split_seed", "lt_seed", "warmup_epochs", "crt_epochs", 
                 "weight_decay", "tile_index", "posthoc_tau"}
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENT_PRESETS,
            "tsne_split": ("train", "val", "test"), "am_param": ("fft", "pixel"),
-           "long_tail": ("hw2", "exponential"), "best_stem": ("imagenet", "small")}
+           "long_tail": ("hw2", "exponential"), "best_stem": ("imagenet", "small"),
+           "executor": ("local", "ray")}
 
 _KINDS = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict,
           "None": type(None)}

@@ -31,6 +31,20 @@ def _capped(counts, cap) -> list[int] | None:
     return [int(n if cap is None else min(n, cap)) for n in counts]
 
 
+def _eval_sizes(p: dict) -> tuple[int | None, int | None]:
+    """Validation and test images of a notebook's run (EuroSAT's stratified split, capped)."""
+    if p.get("image_folder"):
+        return None, None
+    from hw2lib.data.sources import EUROSAT_COUNTS
+    from hw2lib.data.splits import _split_sizes
+
+    sizes = [_split_sizes(n, SPLIT_FRACTIONS) for n in EUROSAT_COUNTS.values()]
+    out = []
+    for k, cap in ((1, p.get("val_per_class")), (2, p.get("test_per_class"))):
+        out.append(sum(s[k] if cap is None else min(s[k], cap) for s in sizes))
+    return out[0], out[1]
+
+
 def _row(nb: str, cfg: dict, per_class, p: dict, long_tail=None) -> dict:
     n_train = None if per_class is None else int(sum(per_class))
     steps = None
@@ -38,8 +52,10 @@ def _row(nb: str, cfg: dict, per_class, p: dict, long_tail=None) -> dict:
         per_epoch = n_train if p.get("max_steps") is None else min(
             n_train, int(p["max_steps"]) * cfg["batch_size"])
         steps = cfg["epochs"] * per_epoch
+    n_val, n_test = _eval_sizes(p)
     return {"notebook": nb, "track": cfg.get("track", "hw2"), **cfg, "n_train": n_train,
-            "train_per_class": per_class, "long_tail": long_tail, "image_steps": steps}
+            "train_per_class": per_class, "long_tail": long_tail, "image_steps": steps,
+            "n_val": n_val, "n_test": n_test}
 
 
 def trainings(nb: str, p: dict) -> list[dict]:
@@ -119,6 +135,95 @@ def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
     return t.set_index(["name", "seed"])
 
 
+# --------------------------------------------------------------------------- time estimates
+
+
+def probe_throughput(model: str, *, stem: str, size: int, batch_size: int, device,
+                     num_classes: int = 10) -> dict:
+    """Training and evaluation images/s of one model at one input size on `device`, from a few
+    steps on random data, as `fit` trains there (bf16 autocast + channels_last on CUDA). On the
+    CPU the probe uses batches of at most 32 and 3 timed steps (it is a probe, not a benchmark:
+    `hw2 bench train` measures properly)."""
+    import time
+
+    import torch
+
+    from hw2lib.engine import _sync, resolve_device, train_step
+    from hw2lib.models import build_model
+
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    bs = batch_size if cuda else min(batch_size, 32)
+    warm, timed = (5, 20) if cuda else (1, 3)
+    net = build_model(model, num_classes, stem=stem).to(dev)
+    if cuda:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    crit = torch.nn.CrossEntropyLoss()
+    x = torch.randn(bs, 3, size, size, device=dev)
+    y = torch.randint(0, num_classes, (bs,), device=dev)
+    for i in range(warm + timed):
+        if i == warm:
+            _sync(dev)
+            t0 = time.perf_counter()
+        train_step(net, crit, opt, x, y, dev, amp=cuda, channels_last=cuda)
+    _sync(dev)
+    train = timed * bs / (time.perf_counter() - t0)
+    net.eval()
+    with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=cuda):
+        net(x)
+        _sync(dev)
+        t0 = time.perf_counter()
+        for _ in range(timed):
+            net(x)
+        _sync(dev)
+    return {"train_img_s": train, "eval_img_s": timed * bs / (time.perf_counter() - t0),
+            "probe_batch": bs}
+
+
+def estimate(rows: list[dict], *, device="auto", image_size: int = 64, progress=print) -> dict:
+    """Each row's estimated seconds (`est_seconds`: its image-steps at the probed training rate,
+    plus each epoch's validation pass and the final val/test evaluation — ×8 with TTA — at the
+    probed evaluation rate), one probe per (model, stem, input size, batch size)."""
+    from hw2lib.engine import resolve_device
+
+    dev = resolve_device(device)
+    probes: dict[tuple, dict] = {}
+    for r in rows:
+        if r["image_steps"] is None or r["n_val"] is None:
+            r["est_seconds"] = None
+            continue
+        size = r["resize"] or image_size
+        key = (r["model"], r["stem"], size, r["batch_size"])
+        if key not in probes:
+            progress(f"probing {r['model']} ({r['stem']} stem) at {size} px, batch "
+                     f"{r['batch_size']} on {dev} …")
+            probes[key] = probe_throughput(r["model"], stem=r["stem"], size=size,
+                                           batch_size=r["batch_size"], device=dev)
+        pr = probes[key]
+        evals = r["epochs"] * r["n_val"] + (r["n_val"] + r["n_test"]) * (8 if r["tta"] else 1)
+        r["est_seconds"] = r["image_steps"] / pr["train_img_s"] + evals / pr["eval_img_s"]
+        r["probe"] = {**pr, "size": size}
+    return {"device": str(dev), "probes": [{"model": k[0], "stem": k[1], "size": k[2],
+                                            "batch_size": k[3], **v} for k, v in probes.items()]}
+
+
+def total_time(rows: list[dict], *, executor: str = "local", gpus: int = 0,
+               gpus_per_run: float = 1.0) -> dict:
+    """The estimated total: one after another (`local`), and under `ray` with
+    floor(gpus / gpus_per_run) runs at once — perfect packing assumed, so the ray figure is a
+    lower bound on the time (packed runs share the GPU: `hw2 bench train` measures the gain)."""
+    known = [r["est_seconds"] for r in rows if r.get("est_seconds") is not None]
+    serial = float(sum(known))
+    out = {"serial_seconds": serial, "unknown": len(rows) - len(known), "executor": executor}
+    if executor == "ray":
+        slots = max(1, int(gpus // gpus_per_run)) if gpus else 1
+        out.update(concurrent=slots, seconds=serial / slots)
+    else:
+        out["seconds"] = serial
+    return out
+
+
 def summary(rows: list[dict]) -> dict:
     """Trainings and image-steps per notebook and track, and in all."""
     out: dict = {}
@@ -129,6 +234,12 @@ def summary(rows: list[dict]) -> dict:
         s["image_steps"] = (None if s["image_steps"] is None or r["image_steps"] is None
                             else s["image_steps"] + r["image_steps"])
     return out
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
 def format_plan(rows: list[dict]) -> str:
@@ -155,11 +266,14 @@ def format_plan(rows: list[dict]) -> str:
             if r["long_tail"]:
                 data += f" ({r['long_tail']} tail {r['train_per_class']})"
             steps = "?" if r["image_steps"] is None else f"{r['image_steps']:,}"
+            steps += " image-steps"
+            if r.get("est_seconds") is not None:
+                steps += f" ≈ {_hms(r['est_seconds'])}"
             lines.append(
                 f"  {r['name']:<28} s{r['seed']} [{r['track']}] {r['model']}: {r['optimizer']} "
                 f"lr {r['lr']:g} wd {r['weight_decay']:g}, {sched}, {r['epochs']} ep, "
                 f"bs {r['batch_size']}, aug {r['augment']}, {', '.join(extras)}; {data}; "
-                f"{steps} image-steps")
+                f"{steps}")
     lines.append("")
     for key, s in summary(rows).items():
         steps = "?" if s["image_steps"] is None else f"{s['image_steps']:,}"

@@ -18,7 +18,7 @@ def test_constants():
     assert list(D.EUROSAT_CLASSES) == sorted(D.EUROSAT_COUNTS) and len(D.EUROSAT_CLASSES) == 10
     assert sum(D.EUROSAT_COUNTS.values()) == 27_000
     assert D.EUROSAT_MD5 == "c8fa014336c82ac7804f0398fcb19387" and D.EUROSAT_URL.endswith(".zip")
-    assert D.AUGMENT_PRESETS == ("none", "basic", "color")
+    assert D.AUGMENT_PRESETS == ("none", "basic", "color", "d4")
     assert issubclass(D.DataError, RuntimeError)
     assert issubclass(D.DataArgumentError, D.DataError)
     assert issubclass(D.DataArgumentError, ValueError)

@@ -141,7 +141,7 @@ def image_loaders(seed=0):
     return make_loader(x, y, seed=seed), make_loader(x, y, shuffle=False)
 
 
-KW = dict(optimizer="sgd", lr=0.05, schedule="cosine", warmup_epochs=1, device="cpu",
+KW = dict(optimizer="sgd", lr=0.05, schedule="onecycle", warmup_epochs=1, device="cpu",
           progress=False, mix="both", mix_alpha=1.0, ema=0.8)
 
 
@@ -175,6 +175,33 @@ def test_fit_with_mix_and_ema_resumes_exactly_and_saves_the_ema_weights(tmp_path
     ema_model.load_state_dict(last["ema"]["model"])
     assert E.evaluate(ema_model, val)["acc"] == straight[-1]["val_acc"]
     assert not math.isnan(straight[-1]["train_loss"])
+
+
+def test_onecycle_is_the_warmed_up_cosine_counted_in_steps():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = E.build_scheduler("onecycle", opt, epochs=2, warmup_epochs=1, steps_per_epoch=4)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ramp = [(s + 1) / 5 for s in range(4)]
+    cos = [(1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
+    assert lrs == pytest.approx(ramp + cos)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # reaches 0 at the end
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        E.build_scheduler("onecycle", opt, epochs=2, steps_per_epoch=0)
+
+
+def test_fit_steps_onecycle_per_batch(tmp_path):
+    train, val = image_loaders()
+    hist = E.fit(Tiny(), train, val, epochs=2, device="cpu", progress=False, schedule="onecycle",
+                 lr=0.1, warmup_epochs=1, out_dir=tmp_path)
+    steps = len(train)
+    assert hist[0]["lr"] == pytest.approx(0.1 / (steps + 1))  # the first step's LR
+    assert hist[1]["lr"] == pytest.approx(0.1)  # the warm-up is over after epoch 1
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["scheduler"]["last_epoch"] == 2 * steps
 
 
 def test_fit_without_the_levers_writes_no_new_fit_args(tmp_path):

@@ -64,7 +64,7 @@ def test_full_plan_best_recipe_track(full_plan):
     assert (best["track"], best["model"], best["stem"], best["optimizer"], best["lr"],
             best["schedule"], best["warmup_epochs"], best["epochs"], best["augment"],
             best["loss_kw"], best["mix"], best["ema"], best["tta"]) == (
-        "best", "resnet18", "small", "sgd", 0.1, "cosine", 5, 100, "d4",
+        "best", "resnet18", "small", "sgd", 0.1, "onecycle", 5, 100, "d4",
         {"label_smoothing": 0.1}, "both", 0.999, True)
     levers = {r["name"] for r in full_plan["trainings"] if r["track"] == "best"
               and r["notebook"] == "B-ablation"}
@@ -120,3 +120,28 @@ def test_plan_table_counts_the_rows_given(small_ds):
     assert t.loc[("best", 0), "image_steps"] == 3 * len(small_ds.y)
     capped = P.table(cfgs, small_ds, rows, max_steps=1)
     assert capped.loc[("best", 0), "image_steps"] == 3 * 4
+
+
+def test_time_estimate_from_probes(monkeypatch):
+    rows = P.plan("smoke", ["B-ablation"])
+    seen = []
+
+    def fake_probe(model, *, stem, size, batch_size, device, num_classes=10):
+        seen.append((model, stem, size, batch_size))
+        return {"train_img_s": 100.0, "eval_img_s": 400.0, "probe_batch": batch_size}
+
+    monkeypatch.setattr(P, "probe_throughput", fake_probe)
+    info = P.estimate(rows, device="cpu", progress=lambda *_: None)
+    assert len(seen) == len(set(seen)) == len(info["probes"])  # one probe per model and size
+    for r in rows:
+        evals = r["epochs"] * r["n_val"] + (r["n_val"] + r["n_test"]) * (8 if r["tta"] else 1)
+        assert r["est_seconds"] == pytest.approx(r["image_steps"] / 100 + evals / 400)
+    serial = sum(r["est_seconds"] for r in rows)
+    assert P.total_time(rows)["seconds"] == pytest.approx(serial)
+    ray = P.total_time(rows, executor="ray", gpus=2, gpus_per_run=0.25)
+    assert ray["concurrent"] == 8 and ray["seconds"] == pytest.approx(serial / 8)
+
+
+def test_probe_throughput_measures_a_real_step():
+    r = P.probe_throughput("resnet18", stem="imagenet", size=32, batch_size=4, device="cpu")
+    assert r["train_img_s"] > 0 and r["eval_img_s"] > 0 and r["probe_batch"] == 4

@@ -137,7 +137,7 @@ def test_b_best_recipe_levers_choice_and_tracks():
 def test_b_lr_step_jumps_are_measured_with_their_interval():
     lrs = [1e-3] * 4 + [2e-4] * 3 + [4e-5] * 3
     accs = [0.70, 0.72, 0.71, 0.72, 0.80, 0.81, 0.80, 0.805, 0.80, 0.81]
-    hist = [{"epoch": i + 1, "lr": lr, "val_acc": a} for i, (lr, a) in enumerate(zip(lrs, accs))]
+    hist = [{"epoch": i + 1, "lr": lr, "val_acc": a} for i, (lr, a) in enumerate(zip(lrs, accs, strict=True))]
     recs = [_rec("resnext18", 0, 0.81, n=5000, epochs=10, history=hist)]
     jumps = task_b.step_jumps(recs)
     assert [j["epoch"] for j in jumps] == [5, 8]
@@ -302,3 +302,28 @@ def test_b_step_jumps_table_says_why_it_is_empty():
     table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, n=100, epochs=3,
                                                 history=hist)])
     assert note == "" and list(table.index) == [("resnext18", 0, 3)]
+
+
+def test_c_track_table_puts_each_number_in_its_column():
+    cat = task_c.backbones(lr_pretrained=0.01)
+    cfgs = task_c.configs(cat, ["resnext18", "best_no_mix"], ["ce", "balanced_softmax"],
+                          epochs=None, best_epochs=None, best_stem=None, batch_size=128, seed=0)
+    results = {(c["group"], c["loss"]): {"config": c} for c in cfgs}
+    rows = {k: {"val_acc": v, "test_bal_acc": v - 0.1} for k, v in zip(
+        results, (0.80, 0.88, 0.90, 0.95), strict=True)}
+
+    def comparable(cfg):
+        return task_c.comparable_to_hw2(cfg, long_tail="hw2", n_max=None, lt_counts=None)
+
+    t = task_c.track_table(rows, results, comparable=comparable)
+    col = "this study, best recipe (best_no_mix)"
+    assert t.loc["from scratch, cross-entropy: val acc", "HW2 report"] == "0.8006"
+    assert t.loc["from scratch, Balanced Softmax: val acc", "this study, HW2 protocol"] == "0.8800"
+    assert t.loc["from scratch, Balanced Softmax: val acc", col] == "0.9500"
+    assert t.loc["from scratch, Balanced Softmax: test balanced acc", col] == "0.8500"
+    assert t.loc["ImageNet-pretrained, cross-entropy: val acc",
+                 "this study, HW2 protocol"] == "not run"
+    short = {k: {"config": {**v["config"], "epochs": 5}} for k, v in results.items()}
+    t = task_c.track_table(rows, short, comparable=comparable)
+    assert t.loc["from scratch, cross-entropy: val acc", "HW2 report"] == (
+        "0.8006 (another protocol: context only)")
