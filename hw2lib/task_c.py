@@ -256,8 +256,11 @@ def findings(rows: dict, t: pd.DataFrame) -> list[str]:
                          f"{bs['test_few']:.4f}, many-shot {ce['test_many']:.4f} → "
                          f"{bs['test_many']:.4f}")
         sub = t.xs(bb, level="backbone")["val_bal_acc"].astype(float)
-        lines.append(f"**{bb}**: the best method by val balanced accuracy is **{sub.idxmax()}** "
-                     f"({sub.max():.4f}); the worst is {sub.idxmin()} ({sub.min():.4f}).")
+        hi, lo = _row(rows[(bb, sub.idxmax())]), _row(rows[(bb, sub.idxmin())])
+        lines.append(stats.describe(
+            f"**{bb}**: the best method by val balanced accuracy, **{sub.idxmax()}**, vs the "
+            f"worst, {sub.idxmin()}", {**hi, "val_acc": hi["val_bal_acc"]},
+            {**lo, "val_acc": lo["val_bal_acc"]}, "val_acc"))
     return lines
 
 

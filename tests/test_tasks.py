@@ -131,6 +131,9 @@ def test_b_best_recipe_levers_choice_and_tracks():
     assert tracks.iloc[1]["this study, best recipe"] == "0.5000 ± 0.0000 (n=2)"
     heads = task_b.headline_rows(rows)
     assert heads[-1]["name"].startswith("B best recipe (best_no_mix") and heads[-1]["value"] == 0.5
+    last = task_b.findings(rows)[-1]
+    assert last.startswith("best recipe (best_no_mix, chosen by val) vs the HW2 protocol's "
+                           "ResNeXt-18: 0.9875 vs 0.8900, +9.8 points")
     assert task_b.lever_table(summarize([_rec("resnext18", 0, 0.9)])) is None
 
 
@@ -186,7 +189,9 @@ def test_c_scores_table_findings_and_posthoc():
     assert "val accuracy: 1.0000 vs 0.5000, +50.0 points ±" in lines[0]
     assert "one seed; interval from 6 val images" in lines[0]
     assert "few-shot test accuracy 0.0000 → 1.0000" in lines[1]
-    assert "best method by val balanced accuracy is **balanced_softmax**" in lines[2]
+    assert lines[2].startswith("**bb**: the best method by val balanced accuracy, "
+                               "**balanced_softmax**, vs the worst, ce: 1.0000 vs 0.5000")
+    assert "(95 %, one seed; interval from 6 val images)" in lines[2]
     heads = task_c.headline_rows(rows, t, results, comparable=lambda cfg: False)
     assert [h["run_id"] for h in heads[:2]] == ["ce01", "bs01"]
     assert heads[-1]["name"].endswith("balanced_softmax: test balanced acc")
@@ -301,7 +306,10 @@ def test_b_step_jumps_table_says_why_it_is_empty():
     hist[2]["lr"] = 2e-4
     table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, n=100, epochs=3,
                                                 history=hist)])
-    assert note == "" and list(table.index) == [("resnext18", 0, 3)]
+    assert list(table.index) == [("resnext18", 0, 3)]
+    assert note.startswith("Runs shorter than the protocol (resnext18 (3 of 200 epochs))")
+    full = [{**_rec("resnext18", 0, 0.5, n=100, history=hist)}]
+    assert task_b.step_jumps_table(full)[1] == ""  # at the protocol's 200 epochs: no caveat
 
 
 def test_c_track_table_puts_each_number_in_its_column():
