@@ -109,6 +109,16 @@ def show_failures(failed: list[dict]) -> list[str]:
     return msgs
 
 
+def show_run_warnings(failed: list[dict], results) -> list[str]:
+    """`show_failures`, then a box per distinct warning of the finished runs (random init);
+    returns all the messages, for `write_results(warnings_=...)`."""
+    msgs = show_failures(failed)
+    for w in dict.fromkeys(r["warning"] for r in results if r.get("warning")):
+        show_warning(w)
+        msgs.append(w)
+    return msgs
+
+
 def show_note(text: str) -> None:
     """A short italic note (nothing when `text` is empty)."""
     if text:

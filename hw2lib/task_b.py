@@ -266,9 +266,9 @@ def reference_text(r: dict) -> str:
     return text if r["epochs"] == proto else f"{text} (at {proto} ep; this run {r['epochs']})"
 
 
-def results_table(rows: list[dict]) -> pd.DataFrame:
+def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
     """Every experiment, one row: track, recipe, parameters, val/test accuracy (± std), the HW2
-    report's number for the same protocol, time and the run ids."""
+    report's number for the same protocol, time and the run ids (also written to `csv`)."""
     def mean_std(r, split):
         m, s = r[f"{split}_acc"], r[f"{split}_acc_std"]
         return f"{m:.4f} ± {s:.4f}" if r["seeds"] > 1 else f"{m:.4f}"
@@ -282,7 +282,10 @@ def results_table(rows: list[dict]) -> pd.DataFrame:
                     "epochs": r["epochs"], "val acc": mean_std(r, "val"),
                     "test acc": mean_std(r, "test"), "HW2 report": reference_text(r),
                     "wall s": f"{r['wall_s']:.0f}", "run ids": r["run_ids"]})
-    return pd.DataFrame(out).set_index("name")
+    table = pd.DataFrame(out).set_index("name")
+    if csv is not None:
+        table.to_csv(csv)
+    return table
 
 
 def findings(rows: list[dict], key: str = "val_acc") -> list[str]:
@@ -369,6 +372,21 @@ def lever_table(rows: list[dict]) -> pd.DataFrame | None:
     return pd.DataFrame(out).set_index("recipe")
 
 
+def lever_view(rows: list[dict]):
+    """`lever_table`, and a note when the whole recipe is not among the runs."""
+    table = lever_table(rows)
+    return table, "" if table is not None else "The best recipe is not in this profile's list."
+
+
+def dlresnet_blocks(num_classes: int) -> str:
+    """The parameter counts of ResNet-18 and both DLResNet-18s, and one dual-path block."""
+    from hw2lib.models import build_model, count_parameters
+
+    names = ["resnet18", "dlresnet18_5x5", "dlresnet18_dilated"]
+    counts = {m: f"{count_parameters(build_model(m, num_classes)):,} parameters" for m in names}
+    return f"{counts}\n{build_model('dlresnet18_5x5', num_classes).layer1[0]}"
+
+
 def _lever_row(label: str, r: dict, best: dict) -> dict:
     diff, half, how = stats.diff_interval(r, best)
     return {"recipe": label, "val acc": _cell(r), "test acc": _cell(r, "test_acc"),
@@ -436,5 +454,6 @@ def headline_rows(rows: list[dict]) -> list[dict]:
 
 __all__ = ["EXPERIMENTS", "ABLATION_CELLS", "COMPARISONS", "LEVERS", "BEST", "configs",
            "run_all", "curves", "lr_curves", "ablation_table", "results_table", "findings",
-           "step_jumps", "step_jumps_table", "lever_table", "chosen_recipe", "track_table", "headline_rows",
+           "step_jumps", "step_jumps_table", "lever_table", "lever_view", "dlresnet_blocks",
+           "chosen_recipe", "track_table", "headline_rows",
            "summarize"]

@@ -206,13 +206,24 @@ def method_scores(results: dict, ds, idx: dict, counts, *, posthoc_tau: float, c
     return rows
 
 
-def table(rows: dict) -> pd.DataFrame:
-    """One row per (backbone, method), each backbone's methods together."""
+def table(rows: dict, csv=None) -> pd.DataFrame:
+    """One row per (backbone, method), each backbone's methods together (also written to
+    `csv`)."""
     order = [k for bb in dict.fromkeys(b for b, _ in rows) for k in rows if k[0] == bb]
     t = pd.DataFrame({k: {m: v for m, v in rows[k].items() if m != "test_per_class"}
                       for k in order}).T
     t.index.names = ["backbone", "method"]
+    if csv is not None:
+        t.to_csv(csv)
     return t
+
+
+def per_class_by_backbone(rows: dict) -> dict[str, dict[str, list]]:
+    """Per backbone, each method's per-class test accuracy (for the accuracy-vs-count figure)."""
+    out: dict[str, dict] = {}
+    for (bb, m), r in rows.items():
+        out.setdefault(bb, {})[m] = r["test_per_class"]
+    return out
 
 
 def confusions(results: dict, split: str = "test") -> dict[str, dict[str, np.ndarray]]:
@@ -270,6 +281,12 @@ def comparable_to_hw2(cfg: dict, *, long_tail: str, n_max, lt_counts) -> bool:
     proto = backbones(lr_pretrained=0.0)[cfg["group"]]
     return (long_tail == "hw2" and n_max is None and lt_counts is None
             and proto.get("track") == "hw2" and cfg["epochs"] == proto["epochs"])
+
+
+def protocol_check(*, long_tail: str, n_max, lt_counts):
+    """`comparable_to_hw2` for this notebook's long tail: a function of a run's config."""
+    return lambda cfg: comparable_to_hw2(cfg, long_tail=long_tail, n_max=n_max,
+                                         lt_counts=lt_counts)
 
 
 def track_table(rows: dict, results: dict, *, comparable) -> pd.DataFrame:

@@ -335,3 +335,22 @@ def test_c_track_table_puts_each_number_in_its_column():
     t = task_c.track_table(rows, short, comparable=comparable)
     assert t.loc["from scratch, cross-entropy: val acc", "HW2 report"] == (
         "0.8006 (another protocol: context only)")
+
+
+def test_notebook_helpers_of_b_and_c(tmp_path):
+    rows = summarize([_rec("resnext18", 0, 0.9)])
+    assert task_b.lever_view(rows) == (None, "The best recipe is not in this profile's list.")
+    text = task_b.dlresnet_blocks(10)
+    assert "'dlresnet18_dilated': '22,174,794 parameters'" in text and "alt_conv1" in text
+    task_b.results_table(rows, csv=tmp_path / "b.csv")
+    assert (tmp_path / "b.csv").read_text().startswith("name,track,")
+    sc = {("bb", "ce"): {"test_per_class": [1.0, 0.5]}, ("bb", "cRT"): {"test_per_class": [0.5]},
+          ("cc", "ce"): {"test_per_class": [0.0]}}
+    assert task_c.per_class_by_backbone(sc) == {"bb": {"ce": [1.0, 0.5], "cRT": [0.5]},
+                                                "cc": {"ce": [0.0]}}
+    check = task_c.protocol_check(long_tail="hw2", n_max=None, lt_counts=None)
+    cfg = task_c.configs(task_c.backbones(lr_pretrained=0.01), ["resnext18"], ["ce"],
+                         epochs=None, best_epochs=None, best_stem=None, batch_size=128,
+                         seed=0)[0]
+    assert check(cfg) and not task_c.protocol_check(long_tail="exponential", n_max=None,
+                                                    lt_counts=None)(cfg)
