@@ -122,12 +122,12 @@ def _cmd_plan(args) -> int:
                                          gpus_per_run=float(overrides.get("gpus_per_run", 1.0)))}
     print(format_plan(rows))
     if timing is not None:
-        from hw2lib.plan import _hms
+        from hw2lib.plan import format_seconds
 
-        line = (f"estimated time on {timing['device']}: {_hms(timing['serial_seconds'])} one "
+        line = (f"estimated time on {timing['device']}: {format_seconds(timing['serial_seconds'])} one "
                 "after another")
         if timing["executor"] == "ray":
-            line += (f"; with ray, {timing['concurrent']} at once: ≥ {_hms(timing['seconds'])} "
+            line += (f"; with ray, {timing['concurrent']} at once: ≥ {format_seconds(timing['seconds'])} "
                      "(perfect packing assumed)")
         if timing["unknown"]:
             line += f"; {timing['unknown']} trainings of unknown size left out"

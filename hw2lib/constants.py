@@ -7,6 +7,7 @@ EUROSAT_MEAN = (0.3444, 0.3803, 0.4078)  # all 27,000 EuroSAT RGB images
 EUROSAT_STD = (0.2027, 0.1369, 0.1156)
 
 SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # the stratified split's shares (load_dataset's default)
 NOTEBOOKS = ("A-train", "A-vis", "B-ablation", "C-longtail")  # the study's notebooks, in run order
 
 # Names the training recipe chooses from (checked by the parameter check before anything runs).

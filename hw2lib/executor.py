@@ -113,3 +113,11 @@ def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address) -> list[dict
     finally:
         if started:
             ray.shutdown()
+
+
+def split_failed(results: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(finished results of `run_experiments`, each with its `history`; failed ones)."""
+    from hw2lib.engine import read_history
+
+    done = [{**r, "history": read_history(r["run_dir"])} for r in results if not r.get("failed")]
+    return done, [r for r in results if r.get("failed")]

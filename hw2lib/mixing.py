@@ -25,12 +25,14 @@ def check_mix(kind: str, alpha: float) -> None:
         raise ValueError(f"mix_alpha must be > 0 for mix={kind!r}, got {alpha!r}")
 
 
-def _draw(generator: torch.Generator, alpha: float) -> tuple[float, float]:
-    """λ ~ Beta(α, α) and one uniform number, both from `generator` (torch's Beta takes no
-    generator, so a seed drawn from it drives NumPy's)."""
+def _draw(generator: torch.Generator, alpha: float) -> tuple[float, float, float]:
+    """λ ~ Beta(α, α) and two uniform numbers (CutMix's box centre), all from `generator`
+    (torch's Beta takes no generator, so a seed drawn from it drives NumPy's)."""
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     rng = np.random.default_rng(seed)
-    return float(rng.beta(alpha, alpha)), float(rng.random())
+    lam = float(rng.beta(alpha, alpha))
+    cy, cx = rng.random(2)
+    return lam, float(cy), float(cx)
 
 
 def cutmix_box(h: int, w: int, lam: float, cy: float, cx: float) -> tuple[int, int, int, int]:
@@ -50,12 +52,11 @@ def mix_batch(xb: torch.Tensor, yb: torch.Tensor, kind: str, alpha: float,
     perm = torch.randperm(xb.shape[0], generator=generator).to(xb.device)
     if kind == "both":
         kind = "mixup" if torch.rand(1, generator=generator).item() < 0.5 else "cutmix"
-    lam, u = _draw(generator, alpha)
+    lam, cy, cx = _draw(generator, alpha)
     partner = xb.index_select(0, perm)
     if kind == "mixup":
         return torch.lerp(partner, xb, lam), yb, yb.index_select(0, perm), lam
     h, w = xb.shape[-2:]
-    cy, cx = u, _draw(generator, alpha)[1]
     y0, y1, x0, x1 = cutmix_box(h, w, lam, cy, cx)
     out = xb.clone()
     out[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]

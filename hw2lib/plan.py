@@ -10,19 +10,26 @@ stratified, so they are exact); for another ImageFolder they are unknown (None) 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from hw2lib.constants import NOTEBOOKS
+from hw2lib.constants import NOTEBOOKS, SPLIT_FRACTIONS
 
-SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # load_dataset's default
+
+@functools.cache
+def eurosat_split_sizes() -> tuple[tuple[int, int, int], ...]:
+    """(train, val, test) images of each EuroSAT class, in class-index order: the stratified
+    split's exact sizes, from the class sizes alone."""
+    from hw2lib.data.sources import EUROSAT_CLASSES, EUROSAT_COUNTS
+    from hw2lib.data.splits import _split_sizes
+
+    return tuple(tuple(_split_sizes(EUROSAT_COUNTS[c], SPLIT_FRACTIONS)) for c in EUROSAT_CLASSES)
 
 
 def eurosat_train_counts() -> list[int]:
     """Training images per class (class-index order) of the stratified EuroSAT split."""
-    from hw2lib.data.sources import EUROSAT_CLASSES, EUROSAT_COUNTS
-    from hw2lib.data.splits import _split_sizes
-
-    return [_split_sizes(EUROSAT_COUNTS[c], SPLIT_FRACTIONS)[0] for c in EUROSAT_CLASSES]
+    return [s[0] for s in eurosat_split_sizes()]
 
 
 def _capped(counts, cap) -> list[int] | None:
@@ -32,27 +39,21 @@ def _capped(counts, cap) -> list[int] | None:
 
 
 def _eval_sizes(p: dict) -> tuple[int | None, int | None]:
-    """Validation and test images of a notebook's run (EuroSAT's stratified split, capped)."""
+    """Validation and test images of a notebook's runs (EuroSAT's split, capped per class)."""
     if p.get("image_folder"):
         return None, None
-    from hw2lib.data.sources import EUROSAT_COUNTS
-    from hw2lib.data.splits import _split_sizes
-
-    sizes = [_split_sizes(n, SPLIT_FRACTIONS) for n in EUROSAT_COUNTS.values()]
-    out = []
-    for k, cap in ((1, p.get("val_per_class")), (2, p.get("test_per_class"))):
-        out.append(sum(s[k] if cap is None else min(s[k], cap) for s in sizes))
-    return out[0], out[1]
+    return tuple(sum(s[k] if cap is None else min(s[k], cap) for s in eurosat_split_sizes())
+                 for k, cap in ((1, p.get("val_per_class")), (2, p.get("test_per_class"))))
 
 
-def _row(nb: str, cfg: dict, per_class, p: dict, long_tail=None) -> dict:
+def _row(nb: str, cfg: dict, per_class, max_steps, long_tail=None, n_eval=(None, None)) -> dict:
     n_train = None if per_class is None else int(sum(per_class))
     steps = None
     if n_train is not None:
-        per_epoch = n_train if p.get("max_steps") is None else min(
-            n_train, int(p["max_steps"]) * cfg["batch_size"])
+        per_epoch = n_train if max_steps is None else min(n_train,
+                                                           int(max_steps) * cfg["batch_size"])
         steps = cfg["epochs"] * per_epoch
-    n_val, n_test = _eval_sizes(p)
+    n_val, n_test = n_eval
     return {"notebook": nb, "track": cfg.get("track", "hw2"), **cfg, "n_train": n_train,
             "train_per_class": per_class, "long_tail": long_tail, "image_steps": steps,
             "n_val": n_val, "n_test": n_test}
@@ -63,6 +64,7 @@ def trainings(nb: str, p: dict) -> list[dict]:
     from hw2lib import task_a, task_b, task_c
 
     train = None if p.get("image_folder") else eurosat_train_counts()
+    ev, ms = _eval_sizes(p), p.get("max_steps")
     if nb == "A-train":
         cfg = task_a.finetune_config(
             model_name=p["model_name"], pretrained=p["pretrained"], resize=p["resize"],
@@ -70,14 +72,15 @@ def trainings(nb: str, p: dict) -> list[dict]:
             weight_decay=p["weight_decay"], schedule=p["schedule"],
             warmup_epochs=p["warmup_epochs"], augment=p["augment"], batch_size=p["batch_size"],
             epochs=p["epochs"], seed=p["seed"])
-        return [_row(nb, {**cfg, "track": "hw2"}, _capped(train, p["train_per_class"]), p)]
+        return [_row(nb, {**cfg, "track": "hw2"}, _capped(train, p["train_per_class"]), ms,
+                     n_eval=ev)]
     if nb == "B-ablation":
         cfgs = task_b.configs(p["experiments"], seeds=p["seeds"],
                               ablation_seeds=p["ablation_seeds"], epochs=p["epochs"],
                               best_epochs=p["best_epochs"], best_stem=p["best_stem"],
                               batch_size=p["batch_size"], lr_sgd=p["lr_sgd"])
         caps = {"hw2": p["train_per_class"], "best": p["best_train_per_class"]}
-        return [_row(nb, c, _capped(train, caps[c["track"]]), p) for c in cfgs]
+        return [_row(nb, c, _capped(train, caps[c["track"]]), ms, n_eval=ev) for c in cfgs]
     if nb == "C-longtail":
         cat = task_c.backbones(lr_pretrained=p["lr_pretrained"],
                                pretrained_resize=p["pretrained_resize"])
@@ -85,7 +88,7 @@ def trainings(nb: str, p: dict) -> list[dict]:
                               best_epochs=p["best_epochs"], best_stem=p["best_stem"],
                               batch_size=p["batch_size"], seed=p["seed"])
         counts = None if train is None else long_tail_counts(train, p)
-        return [_row(nb, c, counts, p, long_tail=p["long_tail"]) for c in cfgs]
+        return [_row(nb, c, counts, ms, long_tail=p["long_tail"], n_eval=ev) for c in cfgs]
     return []  # A-vis trains nothing
 
 
@@ -125,8 +128,7 @@ def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
         rows = train_rows[cfg["track"]] if isinstance(train_rows, dict) else train_rows
         return np.bincount(ds.y[rows].numpy(), minlength=ds.num_classes).tolist()
 
-    p = {"max_steps": max_steps}
-    out = [_row("", c, per_class(c), p, long_tail) for c in cfgs]
+    out = [_row("", c, per_class(c), max_steps, long_tail) for c in cfgs]
     keep = ["name", "seed", "track", "model", "stem", "optimizer", "lr", "weight_decay",
             "schedule", "milestones", "gamma", "warmup_epochs", "epochs", "augment", "loss",
             "mix", "ema", "tta", "n_train", "image_steps"]
@@ -236,7 +238,7 @@ def summary(rows: list[dict]) -> dict:
     return out
 
 
-def _hms(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
     seconds = int(round(seconds))
     h, rest = divmod(seconds, 3600)
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
@@ -268,7 +270,7 @@ def format_plan(rows: list[dict]) -> str:
             steps = "?" if r["image_steps"] is None else f"{r['image_steps']:,}"
             steps += " image-steps"
             if r.get("est_seconds") is not None:
-                steps += f" ≈ {_hms(r['est_seconds'])}"
+                steps += f" ≈ {format_seconds(r['est_seconds'])}"
             lines.append(
                 f"  {r['name']:<28} s{r['seed']} [{r['track']}] {r['model']}: {r['optimizer']} "
                 f"lr {r['lr']:g} wd {r['weight_decay']:g}, {sched}, {r['epochs']} ep, "

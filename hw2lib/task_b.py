@@ -3,6 +3,8 @@ curves and findings that B-ablation shows."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from hw2lib import stats
@@ -179,21 +181,13 @@ def run_all(cfgs: list[dict], ds, idx: dict, run_root, *, device, max_steps=None
     """Train (or reuse) every configuration on the rows of its track (`idx[track]`: a
     {"train", "val", "test"} mapping per track) through the executor (see `hw2lib.executor`).
     Returns (records of the finished runs, each with its `history`; the failed runs)."""
-    from hw2lib.executor import run_experiments
+    from hw2lib.executor import run_experiments, split_failed
 
     jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx[cfg["track"]]["train"],
                  val_idx=idx[cfg["track"]]["val"], test_idx=idx[cfg["track"]]["test"],
                  device=device, max_steps=max_steps, force=force) for cfg in cfgs]
     return split_failed(run_experiments(jobs, executor=executor, gpus_per_run=gpus_per_run,
                                         ray_address=ray_address))
-
-
-def split_failed(results: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(finished results, each with its `history`; failed ones)."""
-    from hw2lib.engine import read_history
-
-    done = [{**r, "history": read_history(r["run_dir"])} for r in results if not r.get("failed")]
-    return done, [r for r in results if r.get("failed")]
 
 
 def histories(records: list[dict]) -> dict[str, list[list[dict]]]:
@@ -307,8 +301,6 @@ def step_jumps(records: list[dict], window: int = 3) -> list[dict]:
     step, the mean val accuracy of the `window` epochs after the drop minus that of the `window`
     epochs before it, with a 95 % interval from the number of validation images (the mean of w
     epochs is taken as no better than one epoch's estimate)."""
-    import math
-
     out = []
     for r in records:
         hist = r["history"]

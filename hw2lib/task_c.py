@@ -99,9 +99,8 @@ def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weight
             gpus_per_run: float = 1.0, ray_address: str | None = None) -> tuple[dict, list]:
     """Train (or reuse) every configuration through the executor (see `hw2lib.executor`);
     ({(backbone, loss): result with `history` and `predictions`}, the failed runs)."""
-    from hw2lib.executor import run_experiments
+    from hw2lib.executor import run_experiments, split_failed
     from hw2lib.experiment import load_predictions
-    from hw2lib.task_b import split_failed
 
     jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx["train"], val_idx=idx["val"],
                  test_idx=idx["test"], device=device, class_counts=counts, weights=weights,

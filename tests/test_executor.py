@@ -11,8 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from hw2lib import task_b
-from hw2lib.executor import check_executor, run_experiments
+from hw2lib.executor import check_executor, run_experiments, split_failed
 from hw2lib.experiment import experiment_config, load_predictions
 
 
@@ -35,7 +34,7 @@ def test_local_executor_keeps_the_others_when_one_run_fails(small_ds, tmp_path, 
     printed = capsys.readouterr().out
     assert "FAILED tiny_broken (seed 3): ValueError: unknown loss 'zipf'" in printed
     assert printed.count("  run ") == 2  # one line per finished run
-    done, failed = task_b.split_failed(out)
+    done, failed = split_failed(out)
     assert [d["config"]["name"] for d in done] == ["tiny_a", "tiny_b"]
     assert len(done[0]["history"]) == 1 and failed[0]["config"]["name"] == "tiny_broken"
     with pytest.raises(ValueError, match="unknown executor"):

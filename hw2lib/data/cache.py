@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw2lib.constants import SPLITS
+from hw2lib.constants import SPLIT_FRACTIONS, SPLITS
 from hw2lib.data.common import (
     DataArgumentError,
     DataError,
@@ -172,7 +172,7 @@ def _check_image_size(image_size) -> int:
 
 
 def load_dataset(data_dir="data", *, source=None, image_folder=None, image_size=64, split_seed=0,
-                 fractions=(0.6, 0.2, 0.2), progress=True) -> Dataset:
+                 fractions=SPLIT_FRACTIONS, progress=True) -> Dataset:
     """EuroSAT (via `prepare_eurosat(data_dir, source)`) or any ImageFolder root (`image_folder`,
     verified without fixed counts; class names from its folders), split and cached.
 
