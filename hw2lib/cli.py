@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from hw2lib import paths
 from hw2lib.run import NOTEBOOKS, PROFILES, REPO_ROOT, RunnerError, parse_value
 
 
@@ -28,12 +29,13 @@ def _cmd_data(args) -> int:
     with warnings.catch_warnings(record=True) as caught:  # printed as one line each
         warnings.simplefilter("always", DataWarning)
         try:
-            ds = load_dataset(args.store, source=args.source, image_folder=args.data_dir,
+            ds = load_dataset(paths.data_dir(args.store), source=args.source, image_folder=args.data_dir,
                               image_size=args.image_size, split_seed=args.seed, progress=True)
         except DataError as exc:
             error = exc
         except OSError as exc:  # e.g. --store on a read-only disk
-            error = f"{exc}: check that --store {args.store} is a folder you can write to"
+            error = (f"{exc}: check that the data folder ({paths.data_dir(args.store)}) is a "
+                     "folder you can write to")
     for w in caught:
         kind = "" if issubclass(w.category, DataWarning) else f"{w.category.__name__}: "
         print(f"warning: {kind}{w.message}", file=sys.stderr)
@@ -86,7 +88,7 @@ def _cmd_run(args) -> int:
     name = args.notebook
     params = plan_parameters(profile, [name], {name: _overrides(args.param)}, force=args.force,
                              per_notebook=True)[name]
-    out = prepare_out(args.out or REPO_ROOT / "reports" / profile)
+    out = prepare_out(args.out or paths.reports_root() / profile)
     print(f"hw2 run: {why}; parameters checked")
     extra, blocked = {}, None
     if not set(DEPENDS.get(name, {})) & set(params):  # inputs not given with -p: the folder's
@@ -164,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--source", help="a EuroSAT zip or extracted folder to use instead of searching")
     d.add_argument("--data-dir", help="any other ImageFolder root (class folders of images); "
                    "an alternative to --source")
-    d.add_argument("--store", default="data", help="where extracted data, splits and caches go")
+    d.add_argument("--store", help="where extracted data, splits and caches go (default: the "
+                   "project's data/ from any directory, or $HW2_DATA_DIR)")
     d.add_argument("--image-size", type=int, default=64,
                    help="side in pixels of the square every image is decoded to (default 64)")
     d.add_argument("--seed", type=int, default=0, help="split seed")

@@ -16,3 +16,7 @@ SCHEDULES = ("none", "multistep", "cosine", "exponential", "onecycle")
 PER_STEP_SCHEDULES = ("onecycle",)  # stepped after every optimizer step, not every epoch
 AUGMENT_PRESETS = ("none", "basic", "color", "d4")
 MIXES = ("none", "mixup", "cutmix", "both")  # batch mixing (mixup / CutMix / either at random)
+# Loss names (hw2lib.losses registers them) and Task C's backbones (hw2lib.task_c.backbones), here
+# so that the parameter check names the choices without importing torch.
+LOSSES = ("ce", "balanced_softmax", "logit_adjusted", "class_balanced", "focal")
+C_BACKBONES = ("resnext18", "resnet18_pretrained", "best", "best_no_mix")

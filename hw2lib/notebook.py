@@ -7,7 +7,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw2lib import io
+from hw2lib import io, paths
 from hw2lib.experiment import RANDOM_INIT_PREFIX
 
 
@@ -19,11 +19,14 @@ class Session:
     seed: int
 
 
-def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data_dir="../data",
+def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data_dir=None,
           source=None, image_folder=None, image_size: int = 64, split_seed: int = 0) -> Session:
     """The first cell of every notebook: run folder, one global seed, device, inline figures, and
     the dataset (EuroSAT from the first source found, or any ImageFolder root).
 
+    Paths do not depend on the kernel's working directory: a relative `run_dir` lies under the
+    project's reports/ (`$HW2_REPORTS_DIR`), `data_dir=None` is the project's data/
+    (`$HW2_DATA_DIR`); see `hw2lib.paths`.
     `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size."""
     if figure_format not in ("png", "jpeg"):
         raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
@@ -32,7 +35,7 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     from hw2lib import data as D
     from hw2lib.engine import resolve_device, run_info, seed_everything
 
-    run_dir = Path(run_dir)
+    run_dir = paths.report_path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     dev = resolve_device(device)
@@ -46,7 +49,7 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
 
         set_matplotlib_formats(figure_format)
     print("  ".join(f"{k}={v}" for k, v in run_info(dev).items()))
-    ds = D.load_dataset(data_dir, source=source, image_folder=image_folder, image_size=image_size,
+    ds = D.load_dataset(paths.data_dir(data_dir), source=source, image_folder=image_folder, image_size=image_size,
                         split_seed=split_seed, progress=False)
     return Session(run_dir, dev, ds, seed)
 
@@ -131,3 +134,9 @@ def show(fig, note: str = ""):
     """Show `note` (if any) and return `fig` for the cell to display (None shows nothing)."""
     show_note(note)
     return fig
+
+
+def report_path(value) -> Path:
+    """An input under the reports (A-vis's `train_results`): absolute as given, relative under
+    the project's reports/ (see `hw2lib.paths`)."""
+    return paths.report_path(value)

@@ -1,10 +1,15 @@
 """Notebook parameters: read each notebook's `parameters` cell, merge a profile and `-p` overrides,
 and check every value against its parameter's type and range before anything runs.
 
-A parameter's type comes from its annotation in the cell (`n_max: int | None = None`, `seeds:
-list[int] = [0]`) or, without one, from its default's type (`epochs = 5` is an int). A float
-parameter takes ints and YAML-1.1 strings such as "1e-3"; an int parameter takes only integers.
-Importing this module imports no torch, so a bad value is reported in well under a second.
+A parameter's type comes from a type comment (`n_max = None  # type: int|None  cap`), a simple
+annotation papermill also reads (`seeds: list[int] = [0]`) or, without either, from its default's
+type (`epochs = 5` is an int). papermill cannot read `x: int | None = ...` (it would warn "Passed
+unknown parameter" and still not see `x`), so a cell papermill cannot read is an error here, one
+line naming the notebook, the cell's line and what to write instead. A float parameter takes ints
+and YAML-1.1 strings such as "1e-3"; an int parameter takes only integers. List items are checked
+too (choices such as an experiment's name, no empty list), and paths that must exist
+(`image_folder`, `weights`, ...) are made absolute and checked. Importing this module imports no
+torch, so a bad value is reported in well under a second.
 """
 
 from __future__ import annotations
@@ -12,10 +17,17 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw2lib.constants import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
+from hw2lib.constants import (
+    AUGMENT_PRESETS,
+    C_BACKBONES,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+)
 
 # Parameters the runner sets itself; a profile or -p may not.
 RUNNER_PARAMS = ("run_dir", "profile")
@@ -32,6 +44,27 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENT_PR
            "tsne_split": ("train", "val", "test"), "am_param": ("fft", "pixel"),
            "long_tail": ("hw2", "exponential"), "best_stem": ("imagenet", "small"),
            "executor": ("local", "ray")}
+
+# Items of list parameters: the names each item must be one of. B's experiment names come from its
+# catalogue (hw2lib.task_b, which imports no torch), read only when the parameter is checked.
+def _experiments() -> tuple[str, ...]:
+    from hw2lib.task_b import EXPERIMENTS
+
+    return tuple(EXPERIMENTS)
+
+
+ITEM_CHOICES = {"losses": lambda: LOSSES, "backbones": lambda: C_BACKBONES,
+                "experiments": _experiments}
+NON_NEGATIVE_ITEMS = {"seeds", "ablation_seeds", "lt_counts", "grid_channels"}
+# Path parameters: made absolute (from the caller's working directory; `train_results`, relative
+# to the reports, is not one) and, for these, checked to
+# exist before anything runs.
+PATH_PARAMS = {"source", "image_folder", "weights", "checkpoint", "data_dir"}
+MUST_EXIST = {"source": "a EuroSAT zip or extracted folder", "image_folder": "an ImageFolder root",
+              "weights": "a state-dict file", "checkpoint": "a checkpoint file (best.pt)"}
+# papermill reads `name: annotation = value` only with annotations made of these characters
+_PAPERMILL_ANNOTATION = re.compile(r"^[\w\[\],\s]*$")
+_TYPE_COMMENT = re.compile(r"^type:\s*(?P<type>\S+)\s*(?P<help>.*)$")
 
 _KINDS = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict,
           "None": type(None)}
@@ -79,10 +112,26 @@ def _kind_of_value(v) -> str:
     raise TypeError(type(v).__name__)
 
 
-def parse_parameters_cell(source: str, where: str = "parameters cell") -> dict[str, Param]:
-    """The parameters defined by a cell's source: name → Param (default, kinds, help comment)."""
-    tree = ast.parse(source)
+def _not_for_papermill(where: str, lineno: int, line: str, why: str, fix: str) -> ParameterError:
+    return ParameterError(f"{where}, parameters cell line {lineno}: `{line.strip()}`: {why}; {fix}")
+
+
+def parse_parameters_cell(source: str, where: str = "notebook") -> dict[str, Param]:
+    """The parameters defined by a cell's source: name → Param (default, kinds, help comment).
+
+    A line papermill cannot read (a default that is not a literal, an annotation such as
+    `int | None`, a second "=" on the line) is a ParameterError naming `where` and the line."""
     lines = source.splitlines()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        line = lines[exc.lineno - 1] if exc.lineno and exc.lineno <= len(lines) else ""
+        raise _not_for_papermill(where, exc.lineno or 0, line, f"not valid Python ({exc.msg})",
+                                 "fix the cell (one `name = value  # comment` a line)") from None
+    for lineno, line in enumerate(lines, start=1):  # papermill's rule: it skips such a line
+        if line.strip() and not line.strip().startswith("#") and line.count("=") > 1:
+            raise _not_for_papermill(where, lineno, line, "papermill cannot read a line with a "
+                                     "second '='", "take the '=' out of its comment")
     out = {}
     for stmt in tree.body:
         if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
@@ -92,22 +141,46 @@ def parse_parameters_cell(source: str, where: str = "parameters cell") -> dict[s
             name, value, ann = stmt.targets[0].id, stmt.value, None
         else:
             continue
+        line = lines[stmt.lineno - 1]
         here = f"{where}, parameter {name!r}"
         try:
             default = ast.literal_eval(value)
         except ValueError:
-            raise ParameterError(f"{here}: its default is not a literal") from None
+            raise _not_for_papermill(where, stmt.lineno, line, f"the default of {name!r} is not a "
+                                     "plain value (papermill replaces only literals)",
+                                     f"write the value itself, e.g. `{name} = 6`") from None
+        comment = line[stmt.end_col_offset:].split("#", 1)[1].strip() \
+            if stmt.end_lineno == stmt.lineno and "#" in line[stmt.end_col_offset:] else ""
+        typed = _TYPE_COMMENT.match(comment)
+        help_ = typed["help"] if typed else comment
+        if ann is not None and not _PAPERMILL_ANNOTATION.match(ast.unparse(ann)):
+            text = ast.unparse(ann).replace(" ", "")
+            raise _not_for_papermill(where, stmt.lineno, line, "papermill cannot read the "
+                                     f"annotation {ast.unparse(ann)!r}",
+                                     f"write `{name} = {ast.unparse(value)}  # type: {text}`")
+        if typed is not None:
+            try:
+                ann = ast.parse(typed["type"], mode="eval").body
+            except SyntaxError:
+                raise ParameterError(f"{here}: type comment {typed['type']!r} is not a type "
+                                     "(e.g. `# type: int|None`)") from None
         if ann is not None:
             kinds, item = _kinds_of_annotation(ann, here)
         else:
             if default is None:
-                raise ParameterError(f"{here}: a None default needs a type annotation, "
-                                     f"e.g. `{name}: int | None = None`")
+                raise ParameterError(f"{here}: a None default needs a type, "
+                                     f"e.g. `{name} = None  # type: int|None`")
             kinds, item = (_kind_of_value(default),), None
-        line = lines[stmt.lineno - 1]
-        help_ = line.split("#", 1)[1].strip() if "#" in line[stmt.end_col_offset:] else ""
         out[name] = Param(name, default, kinds, item, help_)
     return out
+
+
+def _shown(path: Path) -> Path:
+    """`path` relative to the working directory when it is below it (notebooks/A-train.ipynb)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def read_notebook_parameters(path) -> dict[str, Param]:
@@ -117,7 +190,7 @@ def read_notebook_parameters(path) -> dict[str, Param]:
     for cell in nb.get("cells", []):
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             src = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
-            return parse_parameters_cell(src, f"{path.name}")
+            return parse_parameters_cell(src, str(_shown(path)))
     raise ParameterError(f"{path} has no cell tagged 'parameters'")
 
 
@@ -182,7 +255,38 @@ def check_value(notebook: str, p: Param, value):
     if p.name in CHOICES and v is not None and v not in CHOICES[p.name]:
         raise ParameterError(f"{notebook}: parameter {p.name!r} = {shown} is not one of "
                              f"{', '.join(CHOICES[p.name])}")
+    if isinstance(v, list):
+        _check_items(notebook, p, v, shown)
+    if p.name in PATH_PARAMS and isinstance(v, str):
+        v = _check_path(notebook, p.name, v)
     return v
+
+
+def _check_items(notebook: str, p: Param, v: list, shown: str) -> None:
+    if not v:
+        raise ParameterError(f"{notebook}: parameter {p.name!r} = [] is empty: give at least one "
+                             f"item (default {json.dumps(p.default)})")
+    if p.name in ITEM_CHOICES:
+        choices = ITEM_CHOICES[p.name]()
+        bad = [item for item in v if item not in choices]
+        if bad:
+            raise ParameterError(f"{notebook}: parameter {p.name!r} = {shown}: "
+                                 f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} "
+                                 f"not one of {', '.join(choices)}")
+    if any(isinstance(item, int | float) and not isinstance(item, bool) and item < 0
+           for item in v) and p.name in NON_NEGATIVE_ITEMS:
+        raise ParameterError(f"{notebook}: parameter {p.name!r} = {shown}: every item must be "
+                             ">= 0")
+
+
+def _check_path(notebook: str, name: str, value: str) -> str:
+    """`value` as an absolute path (a relative one is taken from the working directory); one
+    that must exist and does not is an error naming it."""
+    path = Path(value).expanduser().absolute()
+    if name in MUST_EXIST and not path.exists():
+        raise ParameterError(f"{notebook}: parameter {name!r} = {value!r}: {path} does not exist; "
+                             f"give {MUST_EXIST[name]} that exists")
+    return str(path)
 
 
 def resolve(notebook: str, allowed: dict[str, Param], profile_params: dict,

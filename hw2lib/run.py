@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hw2lib import io
+from hw2lib import io, paths
 from hw2lib.constants import NOTEBOOKS
 from hw2lib.index import read_results, write_index
 from hw2lib.params import (
@@ -113,8 +113,8 @@ def plan_parameters(profile: str, names: list[str], overrides: dict | None = Non
     for n in names:
         notebook_path(n)
     profile_params = load_profile(profile)
-    defined = {n: notebook_parameters(n) for n in names}
     try:
+        defined = {n: notebook_parameters(n) for n in names}
         per_nb = (overrides or {}) if per_notebook else split_overrides(overrides or {}, defined)
         out = {}
         for n in names:
@@ -301,7 +301,7 @@ def report(profile: str = "auto", out: Path | str | None = None, only: list[str]
     profile, why = choose_profile(profile)
     names = list(only) if only else list(NOTEBOOKS)
     planned = plan_parameters(profile, names, overrides, force=force)
-    out = prepare_out(out or REPO_ROOT / "reports" / profile)
+    out = prepare_out(out or paths.reports_root() / profile)
     print(f"hw2 report: {why}; parameters of {', '.join(names)} checked", flush=True)
     status, notice = read_status(out)
     if notice:

@@ -16,9 +16,9 @@ epochs = 5                    # number of epochs
 lr = 0.01
 name = "resnet50"
 flag = False
-n_max: int | None = None      # cap
+n_max = None                  # type: int|None  cap
 seeds: list[int] = [0, 1]
-channel: str | int = "top"
+channel = "top"               # type: str|int
 tags = ["a", "b"]
 '''
 
@@ -30,7 +30,7 @@ def test_cell_types_from_annotations_and_defaults():
     assert p["flag"].kinds == ("bool",) and p["n_max"].kinds == ("int", "None")
     assert p["seeds"].kinds == ("list",) and p["seeds"].item == "int"
     assert p["channel"].kinds == ("str", "int") and p["tags"].kinds == ("list",)
-    with pytest.raises(ParameterError, match="needs a type annotation"):
+    with pytest.raises(ParameterError, match="a None default needs a type"):
         params.parse_parameters_cell("x = None\n")
 
 
