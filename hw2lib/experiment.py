@@ -60,10 +60,10 @@ def _rows_digest(rows) -> str:
 
 
 def data_fingerprint(ds) -> dict:
-    """What identifies a dataset build: its split file's content, its cache (keyed by the source
-    listing and image size), its classes and image size."""
+    """What identifies a dataset build: its split file's content, the digest of its cached pixels
+    (checked against the cache's record when it was read), its classes and image size."""
     return {"split_file_sha256": io.sha256_file(ds.split_csv)[:16],
-            "cache": Path(ds.cache_path).name, "classes": list(ds.classes),
+            "cache_sha256": getattr(ds, "cache_digest", "")[:16], "classes": list(ds.classes),
             "image_size": int(ds.x.shape[-1])}
 
 

@@ -51,17 +51,21 @@ def read_results(out: Path, name: str) -> tuple[dict, str | None]:
 
 
 def _notebook_row(name: str, st: dict | None) -> str:
+    e = html.escape  # every string from status.json / results.json: quotes included
     if st is None:
-        return f"<tr><td>{name}</td><td class=missing>not run</td>" + "<td></td>" * 3 + "</tr>"
-    link = f"<a href='{st['html']}'>{name}</a>" if st.get("html") else name
+        return f"<tr><td>{e(name)}</td><td class=missing>not run</td>" + "<td></td>" * 3 + "</tr>"
+    link = f"<a href='{e(st['html'])}'>{e(name)}</a>" if st.get("html") else e(name)
     if st.get("previous_html"):
-        link += f"<br><a href='{st['previous_html']}'>last passed page</a>"
+        link += f"<br><a href='{e(st['previous_html'])}'>last passed page</a>"
+    if st.get("executed"):
+        link += f"<br><a href='{e(st['executed'])}'>executed notebook</a>"
     params = "".join(f"<code>{html.escape(k)}={html.escape(json.dumps(v))}</code> "
                      for k, v in sorted(st.get("params", {}).items()))
-    err = f"<div class=err>{html.escape(st['error'])}</div>" if st.get("error") else ""
-    return (f"<tr><td>{link}</td><td class={st['status']}>{st['status']}</td>"
+    err = f"<div class=err>{e(str(st['error']))}</div>" if st.get("error") else ""
+    status = st.get("status") if st.get("status") in ("passed", "failed", "skipped") else "missing"
+    return (f"<tr><td>{link}</td><td class={status}>{e(str(st.get('status')))}</td>"
             f"<td class=num>{st.get('duration_s', 0):.0f} s</td>"
-            f"<td>{html.escape(st.get('profile', ''))}</td>"
+            f"<td>{e(str(st.get('profile', '')))}</td>"
             f"<td><details><summary>{len(st.get('params', {}))} parameters</summary>{params}"
             f"</details>{err}</td></tr>")
 
@@ -77,23 +81,24 @@ def write_index(out: Path, profile: str, status: dict[str, dict],
         rows.append(_notebook_row(name, st))
         results, bad = read_results(out, name)
         if bad:
-            warnings.append(f"<div class=err><b>{name}:</b> {html.escape(bad)}</div>")
+            warnings.append(f"<div class=err><b>{html.escape(name)}:</b> {html.escape(bad)}</div>")
         env = env or results.get("environment") or {}
         if st is None or st.get("status") != "passed":
             continue
         for w in results.get("warnings", []):
-            warnings.append(f"<div class=warn><b>{name}:</b> {html.escape(w)}</div>")
+            warnings.append(f"<div class=warn><b>{html.escape(name)}:</b> "
+                            f"{html.escape(str(w))}</div>")
         for h in results.get("headline", []):
             headline.append(
-                f"<tr><td>{name}</td><td>{html.escape(h.get('name', ''))}</td>"
+                f"<tr><td>{html.escape(name)}</td><td>{html.escape(str(h.get('name', '')))}</td>"
                 f"<td class=num>{_fmt(h.get('value'))}</td>"
                 f"<td class=num>{_fmt(h.get('reference'))}</td>"
-                f"<td><code>{html.escape(h.get('run_id') or '—')}</code></td>"
-                f"<td>{html.escape(h.get('note', ''))}</td></tr>")
+                f"<td><code>{html.escape(str(h.get('run_id') or '—'))}</code></td>"
+                f"<td>{html.escape(str(h.get('note', '')))}</td></tr>")
     env_rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in env.items())
     when = _dt.datetime.now().isoformat(timespec="seconds")
-    body = f"""<!doctype html><html><head><meta charset=utf-8><title>hw2 report ({profile})</title>
+    body = f"""<!doctype html><html><head><meta charset=utf-8><title>hw2 report ({html.escape(profile)})</title>
 <style>{_CSS}</style></head><body>
 <h1>hw2 — EuroSAT land-cover study</h1>
 <p class=sub>Profile <b>{html.escape(profile)}</b> · written {when} · executed notebooks in

@@ -48,13 +48,24 @@ def atomic_write_text(path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def remove_stale_temps(folder) -> list[Path]:
-    """Delete the temp files that killed atomic writes left in `folder`; return what went."""
+def remove_stale_temps(folder, *, older_than: float = 0.0) -> list[Path]:
+    """Delete the temp files that killed atomic writes left in `folder` (those not modified for
+    `older_than` seconds, so that another process's write in progress is left alone); return
+    what went."""
+    import time
+
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    gone = [p for p in folder.iterdir() if p.name.startswith(".") and TEMP_MARK in p.name
-            and p.is_file()]
+    now = time.time()
+    gone = []
+    for p in folder.iterdir():
+        if p.name.startswith(".") and TEMP_MARK in p.name and p.is_file():
+            try:
+                if now - p.stat().st_mtime >= older_than:
+                    gone.append(p)
+            except FileNotFoundError:  # its writer finished meanwhile
+                continue
     for p in gone:
         p.unlink(missing_ok=True)
     return gone

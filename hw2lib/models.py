@@ -23,6 +23,7 @@ Nothing here downloads or builds anything at import time.
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -336,7 +337,14 @@ def _read_state_file(path) -> Mapping[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist; pass weights=PATH "
                                 f"to a saved state dict (torch.save(model.state_dict(), PATH))")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text is a page about weights_only
+        raise ValueError(f"weights file {str(path)!r} holds Python objects besides tensors and "
+                         "was not loaded (only plain state dicts are, with weights_only=True, so "
+                         "that a file cannot run code); save just the tensors with "
+                         f"torch.save(model.state_dict(), PATH) ({str(exc).splitlines()[0][:80]})"
+                         ) from None
     for key in ("model", "state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

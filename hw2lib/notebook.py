@@ -64,12 +64,23 @@ def show_warning(msg: str) -> None:
                  f"font-size:1.05em'><b>⚠ Warning.</b> {html.escape(msg)}</div>"))
 
 
+def escape_markdown(text: str) -> str:
+    """`text` (which may hold class names, file names or parameters) as Markdown that shows it
+    literally: HTML escaped (no tag of a folder's name is live on the page) and Markdown's own
+    markup characters backslashed."""
+    import html
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", html.escape(str(text)))
+
+
 def show_findings(lines: list[str], *, heading: str | None = None) -> None:
-    """Computed findings as a bulleted Markdown list."""
+    """Computed findings as a bulleted Markdown list (each line shown as text, escaped)."""
     from IPython.display import Markdown, display
 
-    text = "\n".join(f"- {line}" for line in lines) or "- (no comparison could be computed)"
-    display(Markdown((f"**{heading}**\n\n" if heading else "") + text))
+    text = "\n".join(f"- {escape_markdown(line)}" for line in lines) \
+        or "- (no comparison could be computed)"
+    display(Markdown((f"**{escape_markdown(heading)}**\n\n" if heading else "") + text))
 
 
 def headline(name: str, value: float | None, reference: float | None = None, note: str = "",
@@ -127,7 +138,7 @@ def show_note(text: str) -> None:
     if text:
         from IPython.display import Markdown, display
 
-        display(Markdown(f"*{text}*"))
+        display(Markdown(f"*{escape_markdown(text)}*"))
 
 
 def show(fig, note: str = ""):

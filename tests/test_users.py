@@ -194,3 +194,160 @@ def test_plain_papermill_from_the_repo_root_writes_inside_the_project(tmp_path,
     assert set(REPO.parent.iterdir()) == before
     assert (tmp_path / "reports/interactive/runs/A-train/results.json").exists()
     assert list((tmp_path / "data" / "cache").glob("*.pt"))
+
+
+# --------------------------------------------------------------------------- the data: nothing forged
+
+
+def _load(data_dir, folder, **kw):
+    from hw2lib import data as D
+
+    return D.load_dataset(data_dir, image_folder=folder, image_size=16, progress=False, **kw)
+
+
+def test_a_damaged_cache_is_rebuilt_with_a_warning_and_its_digest_is_in_the_identity(
+        tmp_path, small_folder):
+    from hw2lib import data as D
+    from hw2lib.experiment import data_fingerprint
+
+    ds = _load(tmp_path / "d", small_folder)
+    x0, digest = ds.x.clone(), ds.cache_digest
+    assert len(digest) == 64 and data_fingerprint(ds)["cache_sha256"] == digest[:16]
+    raw = ds.cache_path.read_bytes()
+    at = raw.find(x0.numpy().tobytes()[:48])  # the pixels, stored uncompressed in the .pt
+    assert at > 0
+    damaged = bytearray(raw)
+    for i in range(at + 100, at + 140):
+        damaged[i] ^= 0xFF
+    ds.cache_path.write_bytes(bytes(damaged))
+    with pytest.warns(D.DataWarning, match="does not match the digest written when it was built"):
+        again = _load(tmp_path / "d", small_folder)
+    assert torch_equal(again.x, x0) and again.cache_digest == digest
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_an_image_replaced_with_the_same_size_and_mtime_is_noticed(tmp_path, make_imagefolder):
+    folder = make_imagefolder(tmp_path / "imgs", ("a", "b", "c"), per_class=4, size=16,
+                              ext=".bmp")
+    ds = _load(tmp_path / "d", folder)
+    victim = folder / "a" / "a_1.bmp"
+    st = victim.stat()
+    body = bytearray(victim.read_bytes())
+    for i in range(len(body) - 60, len(body)):  # BMP pixels: same size, another picture
+        body[i] ^= 0xFF
+    victim.write_bytes(bytes(body))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert victim.stat().st_size == st.st_size and victim.stat().st_mtime_ns == st.st_mtime_ns
+    again = _load(tmp_path / "d", folder)
+    assert again.cache_path != ds.cache_path and again.cache_digest != ds.cache_digest
+    row = again.paths.index("a/a_1.bmp")
+    assert not torch_equal(again.x[row], ds.x[row])
+
+
+def test_a_killed_cache_write_leaves_no_temp_file_behind(tmp_path, small_folder):
+    cache = tmp_path / "d" / "cache"
+    cache.mkdir(parents=True)
+    old = cache / ".images-16px-0123.pt.tmp-abc"
+    old.write_bytes(b"\0" * 1000)
+    os.utime(old, (1_000_000_000, 1_000_000_000))
+    fresh = cache / ".images-16px-4567.pt.tmp-def"  # another process writing right now
+    fresh.write_bytes(b"\0" * 10)
+    _load(tmp_path / "d", small_folder)
+    assert not old.exists() and fresh.exists()
+
+
+def test_split_file_with_a_bom_is_accepted_and_a_non_utf8_one_is_one_error(tmp_path,
+                                                                           small_folder):
+    from hw2lib import data as D
+
+    ds = _load(tmp_path / "d", small_folder)
+    text = ds.split_csv.read_text()
+    ds.split_csv.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    again = _load(tmp_path / "d", small_folder)
+    assert again.paths == ds.paths and again.split_csv.read_bytes().startswith(b"\xef\xbb\xbf")
+    ds.split_csv.write_bytes(text.encode().replace(b"train", b"tr\xe4in", 1))
+    with pytest.raises(D.DataError, match=r"split file .* is not UTF-8 text \(byte \d+"):
+        _load(tmp_path / "d", small_folder)
+
+
+def test_a_folder_in_the_zip_variable_is_named_as_its_value(tmp_path, monkeypatch, small_folder):
+    from hw2lib import data as D
+
+    monkeypatch.setenv("HW2_EUROSAT_ZIP", str(small_folder))
+    with pytest.raises(D.DataError, match=r"\$HW2_EUROSAT_ZIP=.* names the folder .*images, "
+                                          r"which is not an extracted EuroSAT"):
+        D.load_dataset(tmp_path / "d", progress=False)
+
+
+def test_a_weights_file_torch_refuses_is_one_clear_line(tmp_path):
+    import torch
+
+    from hw2lib import models
+
+    path = tmp_path / "w.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a whole module, not a state dict
+    with pytest.raises(ValueError) as info:
+        models._read_state_file(path)
+    msg = str(info.value)
+    assert "holds Python objects besides tensors" in msg and "\n" not in msg
+    assert "torch.save(model.state_dict(), PATH)" in msg
+
+
+# --------------------------------------------------------------------------- pages: nothing live from data
+
+HOSTILE = "Pasture<img src=x onerror=alert(1)><script>alert(2)</script>"
+
+
+def _markdown_shown(monkeypatch, fn, *args, **kw) -> str:
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    fn(*args, **kw)
+    return shown[0].data
+
+
+def _rendered(markdown: str) -> str:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": markdown})]
+    nb.cells = [cell]
+    return HTMLExporter(template_name="lab").from_notebook_node(nb)[0]
+
+
+def test_a_class_name_in_findings_is_text_on_the_page(monkeypatch):
+    from hw2lib import notebook
+
+    md = _markdown_shown(monkeypatch, notebook.show_findings,
+                         [f"{HOSTILE} is confused with Forest_1 *most*"], heading=HOSTILE)
+    page = _rendered(md)
+    assert "<img src=x" not in page and "<script>alert(2)" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "Forest_1 *most*" in page
+    note = _rendered(_markdown_shown(monkeypatch, notebook.show_note, HOSTILE))
+    assert "<img src=x" not in note and "&lt;script&gt;" in note
+
+
+def test_the_index_escapes_every_string_from_status_and_results(tmp_path):
+    from hw2lib import index
+
+    run._write_status(tmp_path, {"notebook": "A-train", "status": "passed", "duration_s": 1.0,
+                                 "html": "A-train.html'><script>x</script>", "executed": None,
+                                 "run_dir": "runs/A-train", "params": {"image_folder": HOSTILE},
+                                 "error": HOSTILE, "started": "", "profile": "smoke",
+                                 "previous_html": None})
+    (tmp_path / "runs/A-train").mkdir(parents=True)
+    (tmp_path / "runs/A-train/results.json").write_text(json.dumps(
+        {"headline": [{"name": HOSTILE, "value": 0.5, "reference": None, "note": HOSTILE,
+                       "run_id": HOSTILE}], "warnings": [HOSTILE],
+         "environment": {HOSTILE: HOSTILE}}))
+    page = index.write_index(tmp_path, "smoke", run.read_status(tmp_path)[0]).read_text()
+    assert "<script>" not in page and "<img src=x" not in page and "'><" not in page
+    assert page.count("&lt;script&gt;alert(2)&lt;/script&gt;") >= 5

@@ -3,6 +3,7 @@ and `load_dataset`, which gets, verifies, splits and caches it in one call."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
 from collections import Counter
@@ -24,9 +25,10 @@ from hw2lib.data.common import (
 from hw2lib.data.folders import Listing, verified
 from hw2lib.data.sources import eurosat_listing
 from hw2lib.data.splits import check_fractions, check_split_coverage, split_file
-from hw2lib.io import atomic_write
+from hw2lib.io import atomic_write, remove_stale_temps
 
-_CACHE_VERSION = 2  # bump when the cache's content or layout changes (2: conversion counts)
+_CACHE_VERSION = 3  # bump when the cache's content or layout changes (3: the pixels' digest)
+_STALE_TEMP_S = 600  # a cache temp file untouched this long is a killed write's leftover
 
 # what decoding did to an image to make it size×size RGB, as counted in the cache
 CONVERSIONS = ("resized", "alpha", "gray", "colour")
@@ -75,25 +77,39 @@ def _build_cache(root: Path, paths: list[str], size: int,
     return x, {k: int(counts[k]) for k in CONVERSIONS if counts[k]}
 
 
+def pixels_digest(x: torch.Tensor) -> str:
+    """sha256 of a uint8 image tensor's bytes (what the cache holds), without copying it."""
+    return hashlib.sha256(memoryview(x.contiguous().numpy()).cast("B")).hexdigest()
+
+
 def _cached_images(data_dir: Path, name: str, listing: Listing, split_text: str,
                    paths: list[str], size: int,
-                   progress: bool) -> tuple[torch.Tensor, Path, dict[str, int]]:
+                   progress: bool) -> tuple[torch.Tensor, Path, dict[str, int], str]:
+    """(images, cache file, conversions, the images' digest). The digest is written with the
+    cache and checked each time it is read: a damaged cache is rebuilt (a warning), never used."""
     key = sha_of(_CACHE_VERSION, listing.signature, split_text, size)
     path = data_dir / "cache" / f"{name}-{size}px-{key[:16]}.pt"
     shape = (len(paths), 3, size, size)
+    remove_stale_temps(path.parent, older_than=_STALE_TEMP_S)
     if path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             if blob.get("key") == key and tuple(blob["x"].shape) == shape:
-                return blob["x"], path, dict(blob["conversions"])
+                digest = pixels_digest(blob["x"])
+                if digest == blob.get("digest"):
+                    return blob["x"], path, dict(blob["conversions"]), digest
+                warnings.warn(f"the cache {path} does not match the digest written when it was "
+                              "built (its images were damaged on disk): rebuilding it",
+                              DataWarning, stacklevel=3)
         except Exception as exc:  # a damaged cache file is rebuilt, never trusted
             warnings.warn(f"rebuilding the unreadable cache {path} ({exc})", DataWarning,
                           stacklevel=3)
     x, conversions = _build_cache(listing.root, paths, size, progress)
+    digest = pixels_digest(x)
     blob = {"key": key, "x": x, "root": str(listing.root), "image_size": size,
-            "conversions": conversions}
+            "conversions": conversions, "digest": digest}
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
-    return x, path, conversions
+    return x, path, conversions, digest
 
 
 def _plural(n: int, what: str) -> str:
@@ -129,6 +145,7 @@ class Dataset:
     split: np.ndarray
     paths: list[str]
     conversions: dict[str, int] = field(default_factory=dict)
+    cache_digest: str = ""  # sha256 of x's bytes, checked against the cache file's record
 
     @property
     def num_classes(self) -> int:
@@ -184,7 +201,9 @@ def load_dataset(data_dir="data", *, source=None, image_folder=None, image_size=
       (it has fewer than 3 images) a `DataWarning`.
     - Cache: every image decoded once (converted to RGB, resized to `image_size` when it has
       another size) into a uint8 tensor in `data_dir/cache/`, keyed by the folder's listing, the
-      split file's content and the size, written atomically and loaded memory-mapped. When any
+      split file's content and the size, written atomically with the sha256 of its pixels and
+      loaded memory-mapped; the digest is checked at every read (a mismatch: a warning and a
+      rebuild) and is `Dataset.cache_digest`, part of every run's identity. When any
       image was resized or converted, one `DataWarning` counts them (each call).
 
     Bad arguments raise `DataArgumentError` (a `DataError` and a `ValueError`).
@@ -207,11 +226,12 @@ def load_dataset(data_dir="data", *, source=None, image_folder=None, image_size=
     split_csv, split_text, (paths, labels, splits) = split_file(data_dir, name, listing,
                                                                 split_seed, fractions)
     check_split_coverage(split_csv, listing.classes, labels, splits, fractions)
-    x, cache_path, conversions = _cached_images(data_dir, name, listing, split_text, paths,
-                                                image_size, progress)
+    x, cache_path, conversions, digest = _cached_images(data_dir, name, listing, split_text,
+                                                        paths, image_size, progress)
     if conversions:
         warnings.warn(f"images in {listing.root}: {conversion_message(conversions, image_size)}",
                       DataWarning, stacklevel=2)
     return Dataset(root=listing.root, classes=list(listing.classes), split_csv=split_csv,
                    cache_path=cache_path, x=x, y=torch.tensor(labels, dtype=torch.int64),
-                   split=np.array(splits), paths=paths, conversions=conversions)
+                   split=np.array(splits), paths=paths, conversions=conversions,
+                   cache_digest=digest)

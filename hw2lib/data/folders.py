@@ -31,7 +31,7 @@ class Listing:
     root: Path
     classes: list[str]
     files: list[list[str]]
-    signature: str  # hash of every relative path, size and mtime
+    signature: str  # hash of every relative path, size, mtime, ctime and inode
 
     def counts(self) -> dict[str, int]:
         return {c: len(f) for c, f in zip(self.classes, self.files, strict=True)}
@@ -91,7 +91,10 @@ def scan(root: Path) -> Listing:
             except OSError as exc:
                 raise DataError(f"cannot read {root / c / e.name} ({exc.strerror or exc}): make it "
                                 "readable or move it out of the class folder") from exc
-            h.update(f"{c}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+            # ctime and inode too: a file replaced or rewritten keeping its size and mtime (which
+            # utime can set back) still changes them, so the listing covers the content
+            h.update(f"{c}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\t"
+                     f"{st.st_ino}\n".encode())
             names.append(e.name)
         if not names:
             raise DataError(f"empty class folder {root / c}: every class needs at least one image; "

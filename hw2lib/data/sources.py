@@ -177,7 +177,14 @@ def eurosat_listing(data_dir: Path, source, download: bool, progress: bool) -> L
     if source is not None or not target.exists():
         src = _find_source(data_dir, source)
     if src is not None and src.is_dir():
-        return verified(_folder_root(src), expected, data_dir, progress)
+        try:
+            return verified(_folder_root(src), expected, data_dir, progress)
+        except DataError as exc:
+            if source is None and os.environ.get(ENV_ZIP):  # say where the folder came from
+                raise DataError(f"${ENV_ZIP}={os.environ[ENV_ZIP]} names the folder {src}, which "
+                                f"is not an extracted EuroSAT: {exc}; point ${ENV_ZIP} at "
+                                "EuroSAT.zip or its extracted 2750 folder, or unset it") from exc
+            raise
     if target.exists():
         try:
             return verified(target, expected, data_dir, progress)

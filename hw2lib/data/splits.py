@@ -86,6 +86,17 @@ def _parse_split(path: Path, text: str, listing: Listing):
     return paths, labels, splits
 
 
+def read_split_text(path: Path) -> str:
+    """A split file's text: UTF-8, with or without a byte-order mark (a spreadsheet may save one);
+    another encoding is a DataError naming the file."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"split file {path} is not UTF-8 text (byte {exc.start}: "
+                        f"{exc.object[exc.start:exc.start + 1]!r}); save it as UTF-8 or move it "
+                        "away to have a new one written") from None
+
+
 def split_file(data_dir: Path, name: str, listing: Listing, seed: int, fractions):
     """(path, text, (paths, labels, splits)) of the split file of `listing`: the one under
     data_dir/splits/ when it lists exactly the folder's images, else a new one (a warning when it
@@ -93,7 +104,7 @@ def split_file(data_dir: Path, name: str, listing: Listing, seed: int, fractions
     pct = "-".join(f"{100 * f:g}" for f in fractions)
     path = data_dir / "splits" / f"{name}-seed{seed}-{pct}.csv"
     if path.exists():
-        text = path.read_text()
+        text = read_split_text(path)
         parsed = _parse_split(path, text, listing)
         if parsed is not None:
             return path, text, parsed
