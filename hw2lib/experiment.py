@@ -79,13 +79,16 @@ def weights_identity(cfg: dict, weights, warning: str | None) -> dict | None:
     return None
 
 
-def run_identity(cfg: dict, data: dict, *, weights: dict | None, max_steps) -> dict:
-    """The canonical record of everything that determines a run's result."""
+def run_identity(cfg: dict, data: dict, *, weights: dict | None, max_steps,
+                 precision: str | None = None) -> dict:
+    """The canonical record of everything that determines a run's result. `precision` ("fp32" or
+    "bf16", see `cpu_probe.precision_for`) is the arithmetic it trains in: recorded when given."""
     from hw2lib import __version__
 
     recipe = {k: v for k, v in cfg.items() if k not in LABELS and k != "name"}
+    extra = {} if precision is None else {"precision": precision}
     return io.to_builtin({"recipe": recipe, "data": data, "weights": weights,
-                          "max_steps": max_steps, "hw2lib": __version__})
+                          "max_steps": max_steps, "hw2lib": __version__, **extra})
 
 
 def identity_hash(identity: dict) -> str:
@@ -183,6 +186,7 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     """Train one recipe on the given rows in its identity's folder under `run_root` (or reuse the
     finished run of the same identity; `force` trains it anew), then evaluate best.pt on val and
     test. Returns the result: identity, run folder, accuracies, parameter count, times."""
+    from hw2lib.cpu_probe import precision_for
     from hw2lib.engine import fit, load_checkpoint, resolve_device, seed_everything
     from hw2lib.losses import build_loss
     from hw2lib.models import count_parameters
@@ -197,8 +201,9 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     data = {**data_fingerprint(ds), "train_rows": _rows_digest(train_idx),
             "val_rows": _rows_digest(val_idx), "test_rows": _rows_digest(test_idx),
             "n_train": len(train_idx), "class_counts": class_counts}
+    precision = precision_for(device)  # bf16 on CUDA; on the CPU the measured choice
     identity = run_identity(cfg, data, weights=weights_identity(cfg, weights, warn),
-                            max_steps=max_steps)
+                            max_steps=max_steps, precision=precision)
     folder = run_folder(run_root, cfg, identity)
     if force and folder.exists():
         shutil.rmtree(folder)
@@ -217,7 +222,8 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
                   milestones=cfg["milestones"] or (), gamma=cfg["gamma"],
                   warmup_epochs=cfg["warmup_epochs"], criterion=criterion, device=device,
                   out_dir=folder, resume=True, config=cfg, seed=cfg["seed"], progress=progress,
-                  max_steps=max_steps, mix=cfg["mix"], mix_alpha=cfg["mix_alpha"], ema=cfg["ema"])
+                  max_steps=max_steps, mix=cfg["mix"], mix_alpha=cfg["mix_alpha"], ema=cfg["ema"],
+                  amp=precision == "bf16")
     load_checkpoint(folder / "best.pt", model)
     out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg,
            "params": count_parameters(model), "warning": warn,

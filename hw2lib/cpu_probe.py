@@ -1,0 +1,156 @@
+"""The CPU lever chosen by measurement: train in bf16 autocast on the CPU only where it is faster.
+
+bf16 autocast is ~1.6× float32 for a ResNet-18 step on a CPU with AVX-512 BF16 / AMX and ~28×
+slower on one without. So the choice is measured, once per machine: `measure` times a few training
+steps of a small network in both precisions (taking turns, best round of each), and `cpu_precision`
+caches the outcome under the machine's key (CPU model, its bf16 instruction flags, torch version,
+threads) in `$HW2_CACHE_DIR` (default `$XDG_CACHE_HOME/hw2` or `~/.cache/hw2`), file
+`cpu_probe.json`. bf16 is chosen only when it is at least `MIN_GAIN` times faster: it changes the
+numbers (a run's identity records the precision it trained in, see `experiment.run_identity`).
+
+`$HW2_CPU_PRECISION` overrides the probe: `fp32`, `bf16`, or `auto` (the default: probe).
+On CUDA the precision is bf16 always (what `engine.fit` does there); this module is CPU only.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+ENV = "HW2_CPU_PRECISION"
+CACHE_ENV = "HW2_CACHE_DIR"
+CHOICES = ("auto", "fp32", "bf16")
+MIN_GAIN = 1.15  # bf16 must beat float32 by this factor to be used
+CACHE_FILE = "cpu_probe.json"
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni", "avx512_vnni")
+
+
+def cache_dir() -> Path:
+    """Where the probe's outcome is kept: $HW2_CACHE_DIR, else $XDG_CACHE_HOME/hw2 or ~/.cache/hw2."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hw2"
+
+
+def _cpu_info(cpuinfo: str | None = None) -> tuple[str, list[str]]:
+    """(model name, the bf16-relevant instruction flags it lists) from /proc/cpuinfo's text."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    name, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not name:
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    import platform
+
+    return name or platform.processor() or platform.machine(), sorted(flags & set(BF16_FLAGS))
+
+
+def machine_key(cpuinfo: str | None = None) -> dict:
+    """What the measurement depends on: the CPU, its bf16 flags, torch, the thread count."""
+    import torch
+
+    name, flags = _cpu_info(cpuinfo)
+    return {"cpu": name, "bf16_flags": flags, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def measure(*, model: str = "resnet18", stem: str = "imagenet", size: int = 64,
+            batch_size: int = 16, steps: int = 3, rounds: int = 2, budget_s: float = 2.0) -> dict:
+    """Training images/s of `model` in float32 and in bf16 autocast on the CPU, from `rounds`
+    rounds that take turns (one untimed step, then up to `steps` timed ones within `budget_s`);
+    the best round of each. A bf16 that is 3× slower after the first round is not timed again."""
+    import torch
+
+    from hw2lib.engine import train_step
+    from hw2lib.models import build_model
+
+    dev = torch.device("cpu")
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, size, size, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    crit = torch.nn.CrossEntropyLoss()
+    best = {"fp32": 0.0, "bf16": 0.0}
+    t_start = time.perf_counter()
+    for r in range(rounds):
+        for prec in ("fp32", "bf16"):
+            if r and prec == "bf16" and best["bf16"] * 3 < best["fp32"]:
+                continue  # clearly slower: no second look
+            torch.manual_seed(0)
+            net = build_model(model, 10, stem=stem)
+            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+            amp = prec == "bf16"
+            train_step(net, crit, opt, x, y, dev, amp=amp)  # untimed: first-call costs
+            t0, n = time.perf_counter(), 0
+            while n < steps and (n == 0 or time.perf_counter() - t0 < budget_s):
+                train_step(net, crit, opt, x, y, dev, amp=amp)
+                n += 1
+            best[prec] = max(best[prec], n * batch_size / (time.perf_counter() - t0))
+    return {"fp32_img_s": best["fp32"], "bf16_img_s": best["bf16"],
+            "speedup": best["bf16"] / best["fp32"] if best["fp32"] else None,
+            "model": model, "stem": stem, "size": size, "batch_size": batch_size,
+            "probe_seconds": time.perf_counter() - t_start}
+
+
+def choose(result: dict, min_gain: float = MIN_GAIN) -> str:
+    """'bf16' when the probe found it at least `min_gain` times faster than float32, else 'fp32'."""
+    speedup = result.get("speedup")
+    return "bf16" if speedup is not None and speedup >= min_gain else "fp32"
+
+
+def cpu_precision(*, refresh: bool = False, probe=measure, cpuinfo: str | None = None,
+                  progress=None) -> dict:
+    """This CPU's training precision: {"precision": "fp32"|"bf16", "source": "env"|"cache"|"probe",
+    and the probe's numbers (fp32_img_s, bf16_img_s, speedup) when there are any}. `$HW2_CPU_PRECISION`
+    (fp32/bf16) decides without a probe; otherwise the cached outcome for this machine's key, or a
+    new probe (`refresh` forces one) whose outcome is cached."""
+    from hw2lib import io
+
+    forced = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if forced not in CHOICES:
+        raise ValueError(f"${ENV}={os.environ[ENV]!r}: use one of {', '.join(CHOICES)} "
+                         "(auto = measure once on this machine)")
+    if forced != "auto":
+        return {"precision": forced, "source": "env", "env": ENV}
+    key = machine_key(cpuinfo)
+    digest = io.sha256_text(io.canonical(key))[:16]
+    path = cache_dir() / CACHE_FILE
+    cached: dict = {}
+    if path.exists():
+        try:
+            cached = io.read_json(path, what="CPU probe cache")
+        except (io.CorruptFileError, ValueError, OSError):
+            cached = {}  # a broken cache is measured again and rewritten
+    entry = cached.get(digest) if isinstance(cached, dict) else None
+    if entry and not refresh:
+        return {**entry, "source": "cache", "cache": str(path)}
+    if progress:
+        progress("measuring float32 vs bf16 training steps on this CPU (once per machine) …")
+    result = probe()
+    entry = {**result, "precision": choose(result), "min_gain": MIN_GAIN, "machine": key,
+             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        io.write_json(path, {**(cached if isinstance(cached, dict) else {}), digest: entry})
+    except OSError:
+        pass  # a read-only home: the choice still holds for this process
+    return {**entry, "source": "probe", "cache": str(path)}
+
+
+def precision_for(device) -> str:
+    """The precision a training on `device` runs in: 'bf16' on CUDA (fit's autocast), the
+    measured (or $HW2_CPU_PRECISION's) choice on the CPU, 'fp32' elsewhere."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return "bf16"
+    if dev.type == "cpu":
+        return cpu_precision()["precision"]
+    return "fp32"

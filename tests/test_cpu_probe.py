@@ -1,0 +1,124 @@
+"""The CPU lever chosen by measurement (hw2lib.cpu_probe): bf16 only where the probe found it
+faster, the outcome cached per machine, an environment override, the choice in a run's identity
+and autocast really running in bf16 on the CPU when chosen (the CPU twin of a CUDA test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hw2lib import cpu_probe as C
+from hw2lib import data as D
+from hw2lib import engine as E
+from hw2lib import experiment as X
+from hw2lib.hooks import capture
+from hw2lib.models import build_model
+
+AVX512_BF16 = "model name\t: AMD EPYC 9xx4\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+NO_AVX512 = "model name\t: Old Xeon\nflags\t\t: fpu sse avx avx2\n"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv(C.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(C.ENV, "auto")
+    return tmp_path / "cache" / C.CACHE_FILE
+
+
+def fake_probe(fp32, bf16, calls):
+    def probe():
+        calls.append(1)
+        return {"fp32_img_s": fp32, "bf16_img_s": bf16, "speedup": bf16 / fp32}
+    return probe
+
+
+def test_choice_needs_bf16_clearly_faster():
+    assert C.choose({"speedup": 1.6}) == "bf16"
+    assert C.choose({"speedup": 3 / 84}) == "fp32"  # the 28× slower CPU of the README
+    assert C.choose({"speedup": 1.05}) == "fp32"  # within noise: the numbers would change for nothing
+    assert C.choose({"speedup": None}) == "fp32"
+
+
+def test_machine_key_reads_the_bf16_flags():
+    name, flags = C._cpu_info(AVX512_BF16)
+    assert name == "AMD EPYC 9xx4" and flags == ["avx512_bf16", "avx512_vnni"]
+    assert C._cpu_info(NO_AVX512) == ("Old Xeon", [])
+    key = C.machine_key(NO_AVX512)
+    assert key["torch"] == torch.__version__ and key["threads"] == torch.get_num_threads()
+
+
+def test_probe_runs_once_per_machine_and_is_cached(cache):
+    calls = []
+    first = C.cpu_precision(probe=fake_probe(84.0, 3.0, calls), cpuinfo=NO_AVX512)
+    assert (first["precision"], first["source"], calls) == ("fp32", "probe", [1])
+    assert first["fp32_img_s"] == 84.0 and first["speedup"] == pytest.approx(3 / 84)
+    again = C.cpu_precision(probe=fake_probe(1.0, 100.0, calls), cpuinfo=NO_AVX512)
+    assert (again["precision"], again["source"], calls) == ("fp32", "cache", [1])  # not re-probed
+    assert again["cache"] == str(cache)
+    # another machine (its key differs) is probed and kept beside the first
+    other = C.cpu_precision(probe=fake_probe(60.0, 96.0, calls), cpuinfo=AVX512_BF16)
+    assert (other["precision"], other["source"], len(calls)) == ("bf16", "probe", 2)
+    assert len(json.loads(cache.read_text())) == 2
+    fresh = C.cpu_precision(probe=fake_probe(60.0, 30.0, calls), cpuinfo=AVX512_BF16, refresh=True)
+    assert (fresh["precision"], len(calls)) == ("fp32", 3)
+    cache.write_text("{broken")  # a corrupt cache is measured again
+    assert C.cpu_precision(probe=fake_probe(84.0, 3.0, calls), cpuinfo=NO_AVX512)["source"] == "probe"
+
+
+def test_environment_override_and_its_error(cache, monkeypatch):
+    calls = []
+    monkeypatch.setenv(C.ENV, "bf16")
+    assert C.cpu_precision(probe=fake_probe(84.0, 3.0, calls))["precision"] == "bf16"
+    monkeypatch.setenv(C.ENV, "fp32")
+    assert C.precision_for("cpu") == "fp32" and calls == [] and not cache.exists()
+    assert C.precision_for(torch.device("cuda", 0)) == "bf16"  # fit's autocast on CUDA
+    monkeypatch.setenv(C.ENV, "half")
+    with pytest.raises(ValueError, match=r"\$HW2_CPU_PRECISION='half': use one of auto, fp32, bf16"):
+        C.cpu_precision()
+
+
+def test_measure_times_both_precisions():
+    r = C.measure(size=16, batch_size=2, steps=1, rounds=1)
+    assert r["fp32_img_s"] > 0 and r["bf16_img_s"] > 0
+    assert r["speedup"] == pytest.approx(r["bf16_img_s"] / r["fp32_img_s"])
+
+
+def test_autocast_really_runs_bf16_on_the_cpu_when_chosen():
+    """CPU twin of the CUDA test: the activations' dtype, seen by a hook, inside fit's step."""
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.rand(4, 3, 16, 16), torch.arange(4) % 3
+    for amp, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        with capture(model, "layer1.0.conv1") as cap:
+            loss, out, _ = E.train_step(model, torch.nn.CrossEntropyLoss(), opt, x, y,
+                                        torch.device("cpu"), amp=amp)
+        assert cap.output.dtype == dtype
+        assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+@pytest.fixture(scope="module")
+def tiny_ds(tmp_path_factory, make_imagefolder):
+    base = tmp_path_factory.mktemp("probe-ds")
+    root = make_imagefolder(base / "images", ("a", "b", "c"), per_class=6, size=16)
+    return D.load_dataset(base / "data", image_folder=root, image_size=16, progress=False)
+
+
+def test_the_precision_is_part_of_the_run_identity(tiny_ds, tmp_path, monkeypatch):
+    cfg = X.experiment_config({"name": "p", "model": "resnet18"}, epochs=1, seed=0, batch_size=8)
+    idx = D.split_indices(tiny_ds)
+    runs = {}
+    for prec in ("fp32", "bf16"):
+        monkeypatch.setenv(C.ENV, prec)
+        runs[prec] = X.run_experiment(cfg, tiny_ds, tmp_path, train_idx=idx["train"],
+                                      val_idx=idx["val"], test_idx=idx["test"], progress=False)
+        assert runs[prec]["identity"]["precision"] == prec
+        run_json = json.loads((tmp_path / f"p-s0-{runs[prec]['run_id']}" / "run.json").read_text())
+        assert run_json["amp"] == ("bf16" if prec == "bf16" else None)  # fit really used it
+    assert runs["fp32"]["run_id"] != runs["bf16"]["run_id"]
+    monkeypatch.setenv(C.ENV, "fp32")
+    again = X.run_experiment(cfg, tiny_ds, tmp_path, train_idx=idx["train"], val_idx=idx["val"],
+                             test_idx=idx["test"], progress=False)
+    assert again["reused"] and again["run_id"] == runs["fp32"]["run_id"]
