@@ -78,10 +78,12 @@ def _cmd_run(args) -> int:
         DEPENDS,
         choose_profile,
         dependency_inputs,
+        locked,
         plan_parameters,
         prepare_out,
         read_status,
         run_notebook,
+        sigterm_as_interrupt,
     )
 
     profile, why = choose_profile(args.profile)
@@ -89,14 +91,20 @@ def _cmd_run(args) -> int:
     params = plan_parameters(profile, [name], {name: _overrides(args.param)}, force=args.force,
                              per_notebook=True)[name]
     out = prepare_out(args.out or paths.reports_root() / profile)
-    print(f"hw2 run: {why}; parameters checked")
-    extra, blocked = {}, None
-    if not set(DEPENDS.get(name, {})) & set(params):  # inputs not given with -p: the folder's
-        extra, blocked, _ = dependency_inputs(name, out, read_status(out)[0])
-    if blocked:
-        print(f"error: {name}: {blocked}", file=sys.stderr)
-        return 1
-    res = run_notebook(name, profile, {**params, **extra}, out)
+    with locked(out), sigterm_as_interrupt():
+        print(f"hw2 run: {why}; parameters checked")
+        extra, blocked = {}, None
+        if not set(DEPENDS.get(name, {})) & set(params):  # inputs not given with -p: the folder's
+            extra, blocked, _ = dependency_inputs(name, out, read_status(out)[0])
+        if blocked:
+            print(f"error: {name}: {blocked}", file=sys.stderr)
+            return 1
+        try:
+            res = run_notebook(name, profile, {**params, **extra}, out)
+        except KeyboardInterrupt:
+            print(f"error: {name} interrupted (Ctrl-C or SIGTERM); its page shows what ran",
+                  file=sys.stderr)
+            return 130
     if res.status != "passed":
         where = f"; its page: {out / res.html}" if res.html else ""
         print(f"error: {name} failed: {res.error}{where}", file=sys.stderr)
@@ -148,8 +156,8 @@ def _cmd_report(args) -> int:
         index, results = report(args.profile, args.out, args.only, _overrides(args.param),
                                 force=args.force)
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C); index.html was written with what finished",
-              file=sys.stderr)
+        print("error: interrupted (Ctrl-C or SIGTERM); index.html was written with what "
+              "finished", file=sys.stderr)
         return 130
     bad = [r for r in results if r.status != "passed"]
     for r in bad:

@@ -23,7 +23,7 @@ table{border-collapse:collapse;margin:1em 0;width:100%}
 th,td{border:1px solid #ddd;padding:.35em .6em;text-align:left;vertical-align:top;font-size:.92em}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .passed{color:#0a7a2f;font-weight:600}.failed{color:#b00020;font-weight:600}
-.skipped{color:#a15c00;font-weight:600}.missing{color:#888}
+.skipped,.interrupted{color:#a15c00;font-weight:600}.missing{color:#888}
 .warn{background:#fff4e5;border-left:5px solid #f0a000;padding:.6em 1em;margin:1em 0}
 .err{background:#fdecee;border-left:5px solid #b00020;padding:.6em 1em;margin:1em 0}
 code{background:#f6f6f6;padding:0 .2em}details{margin:.2em 0}
@@ -62,7 +62,8 @@ def _notebook_row(name: str, st: dict | None) -> str:
     params = "".join(f"<code>{html.escape(k)}={html.escape(json.dumps(v))}</code> "
                      for k, v in sorted(st.get("params", {}).items()))
     err = f"<div class=err>{e(str(st['error']))}</div>" if st.get("error") else ""
-    status = st.get("status") if st.get("status") in ("passed", "failed", "skipped") else "missing"
+    status = st.get("status") if st.get("status") in ("passed", "failed", "skipped",
+                                                     "interrupted") else "missing"
     return (f"<tr><td>{link}</td><td class={status}>{e(str(st.get('status')))}</td>"
             f"<td class=num>{st.get('duration_s', 0):.0f} s</td>"
             f"<td>{e(str(st.get('profile', '')))}</td>"

@@ -11,14 +11,17 @@ changes; it is not run at all when its input failed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from hw2lib import io, paths
+from hw2lib import folder_lock, io, paths
 from hw2lib.constants import NOTEBOOKS
 from hw2lib.index import read_results, write_index
 from hw2lib.params import (
@@ -38,6 +41,7 @@ KERNEL_NAME = "hw2"
 DEPENDS = {"A-vis": {"train_results": "A-train"}}
 HIDE_INPUT_TAG = "hide-input"
 REPORT_MARKER = ".hw2-report"  # marks a folder as an hw2 report folder (safe to write into)
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
 
 class RunnerError(RuntimeError):
@@ -136,8 +140,7 @@ def prepare_out(out: Path | str) -> Path:
     out = Path(out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise RunnerError(f"--out {out} is a file, not a folder.")
-    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARKER).exists() \
-            and not (out / "status.json").exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / REPORT_MARKER).exists():
         raise RunnerError(f"--out {out} is not empty and is not an hw2 report folder; "
                           "choose a new or empty folder (e.g. reports/mine).")
     out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +208,7 @@ def render_html(executed: Path, html_path: Path) -> int:
 @dataclass
 class RunResult:
     notebook: str
-    status: str  # passed | failed | skipped
+    status: str  # passed | failed | skipped | interrupted | running (killed while running)
     duration_s: float
     html: str | None
     executed: str | None
@@ -227,15 +230,20 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
     run_dir = out / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     (out / "executed").mkdir(parents=True, exist_ok=True)
-    # A results.json of an earlier run must not outlive a failure of this one.
-    if (run_dir / "results.json").exists():
-        (run_dir / "results.json").replace(run_dir / "results.previous.json")
     executed = out / "executed" / f"{name}.ipynb"
     html_path = out / f"{name}.html"
     prev, _ = read_status(out)
     was_passed = (prev.get(name) or {}).get("status") == "passed" and html_path.exists()
     kernel = ensure_kernel()
     started = _dt.datetime.now().isoformat(timespec="seconds")
+    # Order matters for a kill at any point: first the status says "running" (so a killed run is
+    # never taken for a passed one and the next run repeats it), then the old results.json goes
+    # (it must not outlive a failure of this run), then the notebook runs.
+    _write_status(out, asdict(RunResult(name, "running", 0.0, None, None,
+                                        str(run_dir.relative_to(out)), params, None, started,
+                                        profile, (prev.get(name) or {}).get("previous_html"))))
+    if (run_dir / "results.json").exists():
+        (run_dir / "results.json").replace(run_dir / "results.previous.json")
     print(f"[{name}] running with profile {profile!r} → {html_path}", flush=True)
     t0 = time.perf_counter()
     error = None
@@ -250,7 +258,7 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
     except pm.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
     except KeyboardInterrupt:
-        error = "interrupted (Ctrl-C)"
+        error = INTERRUPTED
     except Exception as exc:  # kernel died, timeout, ...: still render what exists
         error = f"{type(exc).__name__}: {exc}"
     duration = time.perf_counter() - t0
@@ -263,13 +271,14 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
         size = render_html(executed, html_path)
         html_file = html_path.name
         print(f"[{name}] page {html_path} ({size / 1e6:.1f} MB)", flush=True)
-    result = RunResult(name, "failed" if error else "passed", round(duration, 1), html_file,
+    state = "interrupted" if error == INTERRUPTED else "failed" if error else "passed"
+    result = RunResult(name, state, round(duration, 1), html_file,
                        str(executed.relative_to(out)) if executed.exists() else None,
                        str(run_dir.relative_to(out)), params, error, started, profile,
                        previous_html)
     _write_status(out, asdict(result))
     print(f"[{name}] {'FAILED: ' + error if error else 'passed'} in {duration:.0f} s", flush=True)
-    if error == "interrupted (Ctrl-C)":
+    if error == INTERRUPTED:
         raise KeyboardInterrupt
     return result
 
@@ -302,19 +311,52 @@ def report(profile: str = "auto", out: Path | str | None = None, only: list[str]
     names = list(only) if only else list(NOTEBOOKS)
     planned = plan_parameters(profile, names, overrides, force=force)
     out = prepare_out(out or paths.reports_root() / profile)
-    print(f"hw2 report: {why}; parameters of {', '.join(names)} checked", flush=True)
-    status, notice = read_status(out)
-    if notice:
-        print(f"warning: {notice}", file=sys.stderr, flush=True)
-    results = []
-    try:
-        for name in names:
-            results.append(_run_one(name, profile, planned[name], out, force))
-    finally:
-        status, _ = read_status(out)
-        index = write_index(out, profile, status, [notice] if notice else [])
-        print(f"index: {index}", flush=True)
+    with locked(out), sigterm_as_interrupt():
+        print(f"hw2 report: {why}; parameters of {', '.join(names)} checked", flush=True)
+        status, notice = read_status(out)
+        if notice:
+            print(f"warning: {notice}", file=sys.stderr, flush=True)
+        results = []
+        try:
+            for name in names:
+                results.append(_run_one(name, profile, planned[name], out, force))
+        finally:
+            status, _ = read_status(out)
+            index = write_index(out, profile, status, [notice] if notice else [])
+            print(f"index: {index}", flush=True)
     return index, results
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """The report folder's lock (see `folder_lock`) around a block; a folder another live
+    process holds is a RunnerError naming it and that process."""
+    try:
+        path = folder_lock.acquire(out)
+    except folder_lock.FolderBusyError as exc:
+        raise RunnerError(str(exc)) from None
+    try:
+        yield path
+    finally:
+        folder_lock.release(path)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a `kill`, a job scheduler's stop) raises KeyboardInterrupt like Ctrl-C, so the
+    notebook is recorded "interrupted" and the index written (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _run_one(name: str, profile: str, params: dict, out: Path, force: bool) -> RunResult:
@@ -335,7 +377,7 @@ def _run_one(name: str, profile: str, params: dict, out: Path, force: bool) -> R
             and same_inputs:
         print(f"[{name}] already passed with these parameters; skipped (use --force to re-run)")
         return RunResult(**prev)
-    if not same_inputs:
+    if not same_inputs and took:
         print(f"[{name}] its input changed ({', '.join(inputs)} was run again): re-running",
               flush=True)
     return run_notebook(name, profile, params, out)

@@ -351,3 +351,124 @@ def test_the_index_escapes_every_string_from_status_and_results(tmp_path):
     page = index.write_index(tmp_path, "smoke", run.read_status(tmp_path)[0]).read_text()
     assert "<script>" not in page and "<img src=x" not in page and "'><" not in page
     assert page.count("&lt;script&gt;alert(2)&lt;/script&gt;") >= 5
+
+
+# --------------------------------------------------------------------------- nothing lost: kills, locks
+
+
+class Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (no except clause catches it)."""
+
+
+def _passed(out, name, params):
+    run._write_status(out, {"notebook": name, "status": "passed", "duration_s": 1.0,
+                            "html": f"{name}.html", "executed": None, "run_dir": f"runs/{name}",
+                            "params": params, "error": None, "started": "", "profile": "smoke",
+                            "previous_html": None})
+    (out / "runs" / name).mkdir(parents=True, exist_ok=True)
+    (out / "runs" / name / "results.json").write_text(json.dumps({"run_id": "old", "inputs": {}}))
+    (out / f"{name}.html").write_text("page")
+
+
+def test_a_rerun_killed_mid_notebook_is_repaired_by_the_next_plain_run(tmp_path, monkeypatch):
+    """kill -9 during a re-run with changed parameters used to leave status "passed" with the
+    results moved away: A-train skipped and A-vis blocked forever."""
+    import papermill
+
+    _passed(tmp_path, "A-train", {"epochs": 1})
+
+    def killed(*a, **k):
+        # at the kill: the old results are gone, and the status no longer says "passed"
+        assert not (tmp_path / "runs/A-train/results.json").exists()
+        assert run.read_status(tmp_path)[0]["A-train"]["status"] == "running"
+        raise Killed
+
+    monkeypatch.setattr(papermill, "execute_notebook", killed)
+    with pytest.raises(Killed):
+        run.run_notebook("A-train", "smoke", {"epochs": 2}, tmp_path, log_output=False)
+    assert run.read_status(tmp_path)[0]["A-train"]["status"] == "running"
+    calls = []
+    monkeypatch.setattr(run, "run_notebook", lambda name, *a, **k: calls.append(name) or
+                        run.RunResult(name, "passed", 0, None, None, "", {}))
+    run._run_one("A-train", "smoke", {"epochs": 1}, tmp_path, False)  # even the old parameters
+    assert calls == ["A-train"]
+
+
+def test_sigterm_is_treated_as_ctrl_c(tmp_path, monkeypatch):
+    import signal
+    import time
+
+    import papermill
+
+    def terminated(*a, **k):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not interrupt the run")
+
+    monkeypatch.setattr(papermill, "execute_notebook", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        run.report("smoke", tmp_path, ["A-train"])
+    assert signal.getsignal(signal.SIGTERM) is before
+    st = run.read_status(tmp_path)[0]["A-train"]
+    assert st["status"] == "interrupted" and "SIGTERM" in st["error"]
+    assert "class=interrupted>interrupted" in (tmp_path / "index.html").read_text()
+    assert not (tmp_path / ".hw2-lock").exists()
+
+
+def test_a_second_report_into_a_busy_folder_is_refused_naming_the_other_process(tmp_path,
+                                                                                  capsys):
+    from hw2lib import folder_lock
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        out = run.prepare_out(tmp_path / "rep")
+        (out / folder_lock.LOCK_NAME).write_text(json.dumps(
+            {"pid": other.pid, "host": __import__("socket").gethostname(), "since": "now"}))
+        assert cli.main(["report", "--profile", "smoke", "--only", "A-train", "--out",
+                         str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"report folder {out} is in use by another hw2 process (PID {other.pid}" in err
+        assert not (out / "status.json").exists()
+    finally:
+        other.kill()
+        other.wait()
+    lock = folder_lock.acquire(out)  # its process is gone: the lock is taken over
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+    folder_lock.release(lock)
+    assert not lock.exists()
+
+
+def test_a_folder_with_only_a_status_file_is_not_a_report(tmp_path):
+    (tmp_path / "status.json").write_text("{}")
+    (tmp_path / "index.html").write_text("someone else's page")
+    with pytest.raises(run.RunnerError, match="is not an hw2 report folder"):
+        run.prepare_out(tmp_path)
+    assert (tmp_path / "index.html").read_text() == "someone else's page"
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    from hw2lib import index, io
+
+    old = os.umask(0o022)
+    try:
+        io.write_json(tmp_path / "status.json", {})
+        page = index.write_index(tmp_path, "smoke", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "status.json").stat().st_mode & 0o777 == 0o644
+    assert page.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_vis_first_run_does_not_say_its_input_changed(tmp_path, monkeypatch, capsys):
+    def fake(name, profile, params, out, **kw):
+        if name == "A-train":
+            (out / "runs/A-train").mkdir(parents=True, exist_ok=True)
+            (out / "runs/A-train/results.json").write_text(json.dumps({"run_id": "r1"}))
+        rec = run.RunResult(name, "passed", 0.1, None, None, f"runs/{name}", params)
+        run._write_status(out, rec.__dict__)
+        return rec
+
+    monkeypatch.setattr(run, "run_notebook", fake)
+    run.report("smoke", tmp_path, ["A-train", "A-vis"])
+    assert "its input changed" not in capsys.readouterr().out
