@@ -164,6 +164,20 @@ def load_predictions(run_dir) -> dict:
         return {k: z[k] for k in z.files}
 
 
+def per_image_correct(run_dir, split: str = "test", variant: str = ""):
+    """(one correctness flag per image, the targets) of a run on `split` from its saved
+    predictions; `variant` "_no_tta" (the plain forward of a TTA run), "_raw" (the raw weights of
+    an EMA run) or "_raw_no_tta". None when the run saved no such predictions."""
+    if run_dir is None or not (Path(run_dir) / "predictions.npz").exists():
+        return None
+    p = load_predictions(run_dir)
+    logits = p.get(f"{split}_logits{variant}")
+    if logits is None:
+        return None
+    targets = p[f"{split}_targets"]
+    return logits.argmax(1) == targets, targets
+
+
 def _finished(folder: Path, identity: dict) -> dict | None:
     """The finished result in `folder` when its identity is `identity`; None otherwise."""
     path = folder / RESULT_FILE
@@ -240,7 +254,8 @@ def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict
     """Accuracy, balanced and per-class accuracy of `model` on each split into `out`; returns the
     logits and targets (`<split>_logits`, `<split>_targets`). With the recipe's `tta` the logits
     are the 8-view TTA's, and the plain forward's accuracies are kept as `<split>_acc_no_tta`
-    and `<split>_bal_acc_no_tta` (the same pass: the plain view is one of the 8)."""
+    and `<split>_bal_acc_no_tta`, its logits as `<split>_logits_no_tta` (the same pass: the
+    plain view is one of the 8)."""
     from hw2lib.engine import predict, predict_tta
     from hw2lib.metrics import accuracy, balanced_accuracy, per_class_accuracy
 
@@ -252,6 +267,7 @@ def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict
             y, p0 = targets.numpy(), plain.argmax(1).numpy()
             out[f"{split}_acc_no_tta"] = float(accuracy(y, p0))
             out[f"{split}_bal_acc_no_tta"] = float(balanced_accuracy(y, p0))
+            preds[f"{split}_logits_no_tta"] = plain.numpy()  # for paired TTA intervals
         else:
             logits, targets = predict(model, loader, device)
         y, pred = targets.numpy(), logits.argmax(1).numpy()
@@ -275,12 +291,19 @@ def summarize(records: list[dict], by=("name",)) -> list[dict]:
         row.update(model=c["model"], stem=c["stem"], params=rs[0]["params"],
                    optimizer=c["optimizer"], lr=c["lr"], schedule=c["schedule"],
                    augment=c["augment"], loss=c["loss"], epochs=c["epochs"], seeds=len(rs))
-        extra = ("val_acc_no_tta", "test_acc_no_tta")  # with TTA: the plain forward's too
+        # with TTA: the plain forward's too; with EMA: the raw weights' too
+        extra = ("val_acc_no_tta", "test_acc_no_tta", "val_acc_raw", "test_acc_raw",
+                 "test_acc_raw_no_tta")
+        row["seed_ids"] = [int(r["config"]["seed"]) for r in rs]
         for m in ("val_acc", "test_acc", "val_bal_acc", "test_bal_acc",
-                  *[k for k in extra if all(k in r for r in rs)]):
+                  *[k for k in extra if all(r.get(k) is not None for r in rs)]):
             v = np.array([r[m] for r in rs], dtype=float)
             row[m], row[m + "_std"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            row[m + "_values"] = v.tolist()  # per seed (seed_ids): for paired intervals
         row["val_n"], row["test_n"] = rs[0].get("val_n"), rs[0].get("test_n")
+        n_train = {(r.get("identity") or {}).get("data", {}).get("n_train") for r in rs}
+        row["n_train"] = n_train.pop() if len(n_train) == 1 else None
+        row["run_dirs"] = [r.get("run_dir") for r in rs]
         row["wall_s"] = float(sum(r["wall_seconds"] for r in rs))
         row["run_ids"] = " ".join(r["run_id"] for r in rs)
         rows.append(row)
