@@ -4,15 +4,31 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.hw2-installed
 KERNEL := hw2
+# torch: by default the exact tested pins of constraints.txt. SYSTEM_TORCH=1 keeps the machine's
+# own torch (a CUDA build in a container image or a cluster module): the venv sees the system's
+# packages and pip leaves a torch within pyproject's range alone, e.g.
+#   make report SYSTEM_TORCH=1 PYTHON=python3
+SYSTEM_TORCH ?= 0
+ifeq ($(SYSTEM_TORCH),1)
+VENV_FLAGS := --system-site-packages
+PINS       :=
+else
+VENV_FLAGS :=
+PINS       := -c constraints.txt
+endif
 
 .PHONY: venv test report lab lint bench clean-reports
 
-# (Re)install when the venv is missing or pyproject.toml changed.
-$(STAMP): pyproject.toml
+# (Re)install when the venv is missing or pyproject.toml / constraints.txt changed.
+$(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@if [ "$(SYSTEM_TORCH)" = 1 ]; then \
+	  $(PYTHON) -c "import torch, torchvision" 2>/dev/null || { echo "error: SYSTEM_TORCH=1, but $(PYTHON) has no torch/torchvision to keep; set PYTHON to the python that has them, or drop SYSTEM_TORCH" >&2; exit 1; }; \
+	  if [ -x $(PY) ] && ! grep -qs "include-system-site-packages = true" $(VENV)/pyvenv.cfg; then echo "error: $(VENV) was made without the system's packages; remove it (or set VENV=.venv-system) to use SYSTEM_TORCH=1" >&2; exit 1; fi; \
+	fi
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet $(PINS) -e '.[dev]'
 	$(PY) -m ipykernel install --prefix $(VENV) --name $(KERNEL) --display-name "Python (hw2)" >/dev/null
 	@touch $(STAMP)
 

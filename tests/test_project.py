@@ -21,14 +21,28 @@ def _pip_reqs_env():
     return {r for r in pip if not r.startswith("-e")}, env
 
 
-def test_torch_pins():
+def _constraints() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    return dict(line.split("==") for line in lines if line.strip() and not line.startswith("#"))
+
+
+def test_torch_range_in_pyproject_exact_pins_in_constraints():
+    from packaging.specifiers import SpecifierSet
+
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
+    pins = _constraints()
+    assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
+    for name, version in pins.items():
+        spec = next(d[len(name):] for d in deps if re.match(rf"{name}[<>=!~]", d))
+        assert not spec.startswith("=="), f"pyproject pins {name}: give the supported range"
+        assert version in SpecifierSet(spec), f"{name} {version} outside pyproject's {spec}"
 
 
 def test_environment_yml_agrees_with_pyproject():
     proj = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    want = set(proj["dependencies"]) | set(proj["optional-dependencies"]["dev"])
+    pins = {f"{name}=={v}" for name, v in _constraints().items()}
+    want = {d for d in proj["dependencies"] if not re.match(r"torch(vision)?[<>=]", d)} | pins \
+        | set(proj["optional-dependencies"]["dev"])
     got, env = _pip_reqs_env()
     assert got == want, f"only in environment.yml: {got - want}; only in pyproject: {want - got}"
     assert "python=3.11" in env["dependencies"]

@@ -472,3 +472,36 @@ def test_a_vis_first_run_does_not_say_its_input_changed(tmp_path, monkeypatch, c
     monkeypatch.setattr(run, "run_notebook", fake)
     run.report("smoke", tmp_path, ["A-train", "A-vis"])
     assert "its input changed" not in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- a GPU box's own torch
+
+
+def _make_n(*args) -> str:
+    proc = subprocess.run(["make", "-n", "venv", "-W", "pyproject.toml", *args], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_installs_the_pinned_torch_by_default_and_keeps_the_systems_on_request(tmp_path):
+    default = _make_n(f"VENV={tmp_path}/v")
+    assert "pip install --quiet -c constraints.txt -e '.[dev]'" in default
+    assert "--system-site-packages" not in default
+    system = _make_n(f"VENV={tmp_path}/v", "SYSTEM_TORCH=1", "PYTHON=python3")
+    assert f"python3 -m venv --system-site-packages {tmp_path}/v" in system
+    assert "constraints.txt" not in system.split("pip install --quiet --upgrade pip")[1]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_system_torch_without_a_torch_is_refused_before_a_venv_is_made(tmp_path):
+    bare = tmp_path / "python-without-torch"
+    bare.write_text("#!/bin/sh\n[ \"$1\" = -c ] && exit 1\nexec python3 \"$@\"\n")
+    bare.chmod(0o755)
+    proc = subprocess.run(["make", "venv", "SYSTEM_TORCH=1", f"PYTHON={bare}",
+                           f"VENV={tmp_path}/v", "-W", "pyproject.toml"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "SYSTEM_TORCH=1, but" in proc.stderr and "has no torch/torchvision" in proc.stderr
+    assert not (tmp_path / "v").exists()
