@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from hw2lib import stats
-from hw2lib.experiment import experiment_config, summarize
+from hw2lib.experiment import experiment_config, per_image_correct, summarize
 
 _ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
 # Track "hw2" — the HW2 report's protocol. Where the report states a setting it is used; where it
@@ -31,7 +31,9 @@ _HW2_SCHEDULED = dict(track="hw2", epochs=200, schedule="multistep", gamma=0.2, 
 # (no max-pool), SGD + Nesterov with a one-cycle LR (5 warm-up epochs, then a cosine to 0, both
 # per step), the 8 symmetries of the square as augmentation and as 8-view test-time averaging,
 # label smoothing 0.1, mixup or CutMix on every batch, an EMA of the weights; 100 epochs. Each
-# lever is measured by leaving it out.
+# lever is measured by leaving it out; two need no training of their own: the 8-view TTA (the same
+# runs scored without it) and the EMA (it never feeds back into training, so "without EMA" is the
+# same runs' raw weights, evaluated each epoch beside the EMA's: `val_acc_raw`, `best_raw.pt`).
 BEST = dict(track="best", group="best", epochs=100, model="resnet18", stem="small",
             optimizer="sgd", lr=0.1, nesterov=True, weight_decay=5e-4, schedule="onecycle",
             warmup_epochs=5, augment="d4", loss_kw={"label_smoothing": 0.1}, mix="both",
@@ -41,8 +43,8 @@ LEVERS = {
     "best_no_d4": ("8 symmetries (crop + horizontal flip instead)", dict(augment="basic")),
     "best_no_mix": ("mixup / CutMix", dict(mix="none")),
     "best_no_label_smoothing": ("label smoothing", dict(loss_kw={})),
-    "best_no_ema": ("EMA of weights", dict(ema=0.0)),
-    "best_multistep": ("the one-cycle LR (MultiStep ×0.2 at 40/60/80 % instead)",
+    "best_multistep": ("the one-cycle LR and its warm-up (MultiStep ×0.2 at 40/60/80 %, no "
+                       "warm-up, instead)",
                        dict(schedule="multistep", gamma=0.2, warmup_epochs=0)),
     "best_torchvision_stem": ("the 64-px stem (torchvision's 7×7/2 + max-pool instead)",
                               dict(stem="imagenet")),
@@ -137,7 +139,14 @@ COMPARISONS = [
 ]
 
 
+# Experiments that no longer train: what replaced them.
+RETIRED = {"best_no_ema": "the EMA lever is read from the `best` runs' raw weights (evaluated each "
+                          "epoch beside the EMA's): run `best`"}
+
+
 def experiment(name: str) -> dict:
+    if name in RETIRED:
+        raise ValueError(f"Task B experiment {name!r} is not trained any more: {RETIRED[name]}.")
     if name not in EXPERIMENTS:
         raise ValueError(f"Unknown Task B experiment {name!r}. Known: {', '.join(EXPERIMENTS)}")
     return {"name": name, **EXPERIMENTS[name]}
@@ -228,13 +237,38 @@ def lr_curves(epochs: int | None, batch_size: int) -> dict[str, list[float]]:
     return out
 
 
-def _cell(r: dict, key: str = "val_acc") -> str:
+def _cell(r: dict, key: str = "test_acc") -> str:
     m, s = r[key], r.get(key + "_std", 0.0)
     return f"{m:.4f} ± {s:.4f} (n={r['seeds']})" if r["seeds"] > 1 else f"{m:.4f} (one seed)"
 
 
+# The compared number: test accuracy at the checkpoint validation chose (nothing is chosen on
+# test). The val accuracy is the maximum over epochs of the numbers that chose that checkpoint:
+# shown only as the selection metric, never compared.
+KEY = "test_acc"
+TEST_LABEL = "test acc (val-chosen checkpoint)"
+VAL_LABEL = "val acc (selection metric: max over epochs)"
+
+
+def images_of(key: str = KEY):
+    """`stats.ImagesFn` for a metric key of B's summary rows: per-image correctness of one seed's
+    run from its saved predictions (`test_acc_no_tta` → the plain forward of a TTA run,
+    `test_acc_raw` → the raw weights of an EMA run; a row's `_images_key` overrides `key`)."""
+    def images(row: dict, seed: int):
+        k = row.get("_images_key", key)
+        split = k.split("_", 1)[0]
+        variant = next((v for v in ("_raw_no_tta", "_raw", "_no_tta") if k.endswith(v)), "")
+        dirs = row.get("run_dirs") or []
+        if seed not in row.get("seed_ids", []) or len(dirs) != len(row["seed_ids"]):
+            return None
+        return per_image_correct(dirs[row["seed_ids"].index(seed)], split, variant)
+
+    return images
+
+
 def ablation_table(rows: list[dict]) -> pd.DataFrame | None:
-    """The 2×2 {augmentation} × {LR schedule} table of val accuracy (mean ± std over seeds)."""
+    """The 2×2 {augmentation} × {LR schedule} table of test accuracy at the val-chosen
+    checkpoint (mean ± std over seeds)."""
     by = {r["name"]: r for r in rows}
     cells = {k: v for k, v in ABLATION_CELLS.items() if v in by}
     if not cells:
@@ -245,6 +279,9 @@ def ablation_table(rows: list[dict]) -> pd.DataFrame | None:
         table.loc["no augmentation" if aug == "none" else "crop + flip + colour",
                   "constant LR" if sch == "none" else "MultiStep LR"] = _cell(by[name])
     return table.fillna("not run")
+
+
+REF_LABEL = "HW2 report (its split)"
 
 
 def reference_text(r: dict) -> str:
@@ -261,8 +298,10 @@ def reference_text(r: dict) -> str:
 
 
 def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
-    """Every experiment, one row: track, recipe, parameters, val/test accuracy (± std), the HW2
-    report's number for the same protocol, time and the run ids (also written to `csv`)."""
+    """Every experiment, one row: track, recipe, parameters, training images, test accuracy at
+    the val-chosen checkpoint and the val maximum that chose it (± std), the HW2 report's number
+    (its split, its val accuracy) for the same protocol, time and the run ids (also written to
+    `csv`)."""
     def mean_std(r, split):
         m, s = r[f"{split}_acc"], r[f"{split}_acc_std"]
         return f"{m:.4f} ± {s:.4f}" if r["seeds"] > 1 else f"{m:.4f}"
@@ -273,8 +312,8 @@ def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
                     "model": r["model"] + ("" if r["stem"] == "imagenet" else f" ({r['stem']} stem)"),
                     "params": f"{r['params']:,}", "optimizer": f"{r['optimizer']} {r['lr']:g}",
                     "schedule": r["schedule"], "augment": r["augment"], "seeds": r["seeds"],
-                    "epochs": r["epochs"], "val acc": mean_std(r, "val"),
-                    "test acc": mean_std(r, "test"), "HW2 report": reference_text(r),
+                    "epochs": r["epochs"], "n_train": _n(r), TEST_LABEL: mean_std(r, "test"),
+                    VAL_LABEL: mean_std(r, "val"), REF_LABEL: reference_text(r),
                     "wall s": f"{r['wall_s']:.0f}", "run ids": r["run_ids"]})
     table = pd.DataFrame(out).set_index("name")
     if csv is not None:
@@ -282,17 +321,53 @@ def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
     return table
 
 
-def findings(rows: list[dict], key: str = "val_acc") -> list[str]:
+def findings(rows: list[dict], key: str = KEY) -> list[str]:
     """What B's runs say: one sentence per comparison of `COMPARISONS` whose two runs are both in
-    `rows` (from `summarize`), with a 95 % interval (seeds, or the evaluated images), and what
-    the HW2 report said about it."""
+    `rows` (from `summarize`) — test accuracy at the val-chosen checkpoint, with the 95 % interval
+    its design allows (`stats.compare`: paired seeds, Welch, or the paired images interval of one
+    seed each) — and what the HW2 report said about it; then the levers that need no training of
+    their own (TTA, EMA) and the chosen best recipe vs the HW2 protocol's ResNeXt-18."""
     by = {r["name"]: r for r in rows}
-    out = [stats.describe(label, by[a], by[b], key) + (f" — {claim}" if claim else "")
+    out = [stats.describe(label, by[a], by[b], key, images_of(key)) + (f" — {claim}" if claim
+                                                                       else "")
            for label, a, b, claim in COMPARISONS if a in by and b in by]
+    if "best" in by:
+        for label, a, b, k in _same_run_levers(by["best"]):
+            out.append(stats.describe(f"lever: {label}", a, b, k, images_of(k)))
     best = chosen_recipe(rows)
     if best is not None and "resnext18" in by:
         out.append(stats.describe(f"best recipe ({best['name']}, chosen by val) vs the HW2 "
-                                  "protocol's ResNeXt-18", best, by["resnext18"], key))
+                                  "protocol's ResNeXt-18", best, by["resnext18"], key,
+                                  images_of(key)))
+    return out
+
+
+def _as(row: dict, key: str, src: str) -> dict:
+    """`row` with the metric `key` (value, std, per-seed values) taken from metric `src`."""
+    return {**row, key: row[src], f"{key}_std": row.get(f"{src}_std", 0.0),
+            f"{key}_values": row.get(f"{src}_values")}
+
+
+def _variant(row: dict, suffix: str) -> dict:
+    """`row` scored another way (`_no_tta`: without TTA, `_raw`: the raw weights of an EMA run):
+    its test and val accuracies (and per-image predictions) replaced by that variant's."""
+    out = _as(row, "test_acc", f"test_acc{suffix}")
+    if row.get(f"val_acc{suffix}") is not None:
+        out = _as(out, "val_acc", f"val_acc{suffix}")
+    return {**out, "_images_key": f"test_acc{suffix}"}
+
+
+def _same_run_levers(best: dict) -> list[tuple[str, dict, dict, str]]:
+    """The levers read from the best recipe's own runs, as (label, whole recipe, without the
+    lever, metric key): the TTA lever (the same weights and images scored with and without it)
+    and the EMA lever (the raw weights of the same runs, at their own val-chosen checkpoint)."""
+    out = []
+    if best.get("test_acc_no_tta") is not None:
+        out.append(("best recipe vs without 8-view test-time averaging (same weights, same "
+                    "images)", best, _variant(best, "_no_tta"), KEY))
+    if best.get("test_acc_raw") is not None:
+        out.append(("best recipe vs without EMA of weights (the raw weights of the same runs)",
+                    best, _variant(best, "_raw"), KEY))
     return out
 
 
@@ -344,23 +419,29 @@ def step_jumps_table(records: list[dict]):
 
 
 def lever_table(rows: list[dict]) -> pd.DataFrame | None:
-    """The best recipe and each leave-one-out variant: val and test accuracy (mean ± std over
-    seeds) and the val difference to the whole recipe with its 95 % interval; TTA's row compares
-    the same models evaluated without it (no extra training)."""
+    """The best recipe and each leave-one-out variant: test accuracy at the val-chosen checkpoint
+    (mean ± std over seeds), the val maximum that chose it, and the test difference to the whole
+    recipe with its 95 % interval (`stats.compare`). The TTA and EMA rows are the same runs scored
+    without TTA / with their raw weights (no extra training); the "without the 8 symmetries" lever
+    is shown scored with 8-view TTA (views it never trained on) and, both sides, without."""
     by = {r["name"]: r for r in rows}
     if "best" not in by:
         return None
     best = by["best"]
-    out = [{"recipe": "best recipe (all levers)", "val acc": _cell(best),
-            "test acc": _cell(best, "test_acc"), "Δ val vs best (points)": "—"}]
-    if "val_acc_no_tta" in best:
-        plain = {**best, "val_acc": best["val_acc_no_tta"],
-                 "val_acc_std": best["val_acc_no_tta_std"], "test_acc": best["test_acc_no_tta"],
-                 "test_acc_std": best["test_acc_no_tta_std"]}
-        out.append(_lever_row("without 8-view test-time averaging", plain, best))
+    out = [{"recipe": "best recipe (all levers)", TEST_LABEL: _cell(best),
+            VAL_LABEL: _cell(best, "val_acc"), "Δ test vs best (points)": "—"}]
+    for label, whole, without, key in _same_run_levers(best):
+        out.append(_lever_row(label.replace("best recipe vs ", ""), without, whole, key))
     for name, (what, _) in LEVERS.items():
-        if name in by:
-            out.append(_lever_row(f"without {what}", by[name], best))
+        if name not in by:
+            continue
+        r = by[name]
+        suffix = " (scored with 8-view TTA, like the rest)" if name == "best_no_d4" else ""
+        out.append(_lever_row(f"without {what}{suffix}", r, best))
+        if name == "best_no_d4" and r.get("test_acc_no_tta") is not None \
+                and best.get("test_acc_no_tta") is not None:
+            out.append(_lever_row(f"without {what} — both scored without TTA",
+                                  _variant(r, "_no_tta"), _variant(best, "_no_tta")))
     return pd.DataFrame(out).set_index("recipe")
 
 
@@ -379,10 +460,12 @@ def dlresnet_blocks(num_classes: int) -> str:
     return f"{counts}\n{build_model('dlresnet18_5x5', num_classes).layer1[0]}"
 
 
-def _lever_row(label: str, r: dict, best: dict) -> dict:
-    diff, half, how = stats.diff_interval(r, best)
-    return {"recipe": label, "val acc": _cell(r), "test acc": _cell(r, "test_acc"),
-            "Δ val vs best (points)": f"{100 * diff:+.2f} ± {100 * half:.2f} ({how})"}
+def _lever_row(label: str, r: dict, best: dict, key: str = KEY) -> dict:
+    c = stats.compare(r, best, key, images_of(key))
+    interval = ("no interval" if c["half"] != c["half"]
+                else f"± {100 * c['half']:.2f}, {stats.verdict(c['diff'], c['half'])}")
+    return {"recipe": label, TEST_LABEL: _cell(r, key), VAL_LABEL: _cell(r, "val_acc"),
+            "Δ test vs best (points)": f"{100 * c['diff']:+.2f} {interval} ({c['how']})"}
 
 
 def chosen_recipe(rows: list[dict]) -> dict | None:
@@ -393,8 +476,10 @@ def chosen_recipe(rows: list[dict]) -> dict | None:
 
 
 def track_table(rows: list[dict]) -> pd.DataFrame:
-    """The headline comparison, one row per question: HW2 report | this study, HW2 protocol |
-    this study, best recipe (chosen by validation)."""
+    """The headline comparison, one row per question: HW2 report (its split) | this study, HW2
+    protocol | this study, best recipe (chosen by validation). Test accuracy at the val-chosen
+    checkpoint is the compared number; the val maximum is the selection metric (the report's
+    number is its own val accuracy, on its split); the training images of each side."""
     by = {r["name"]: r for r in rows}
     hw2 = by.get("resnext18")
     best = chosen_recipe(rows)
@@ -402,20 +487,25 @@ def track_table(rows: list[dict]) -> pd.DataFrame:
     def fmt(r, key):
         return "not run" if r is None else _cell(r, key)
 
+    col_hw2, col_best = "this study, HW2 protocol (resnext18)", "this study, best recipe"
     return pd.DataFrame([
-        {"": "best from-scratch model, val acc", "HW2 report": reference_text(hw2) if hw2 else
-         "0.8906 (ResNeXt-18, 200 ep)", "this study, HW2 protocol (resnext18)": fmt(hw2, "val_acc"),
-         "this study, best recipe": fmt(best, "val_acc")
-         + ("" if best is None else f" [{best['name']}]")},
-        {"": "… its test acc", "HW2 report": "not reported",
-         "this study, HW2 protocol (resnext18)": fmt(hw2, "test_acc"),
-         "this study, best recipe": fmt(best, "test_acc")},
+        {"": f"best from-scratch model, {TEST_LABEL}", REF_LABEL: "not reported",
+         col_hw2: fmt(hw2, "test_acc"),
+         col_best: fmt(best, "test_acc") + ("" if best is None else f" [{best['name']}]")},
+        {"": f"… its {VAL_LABEL}", REF_LABEL: reference_text(hw2) if hw2 else
+         "0.8906 (ResNeXt-18, 200 ep)", col_hw2: fmt(hw2, "val_acc"),
+         col_best: fmt(best, "val_acc")},
+        {"": "… trained on (images)", REF_LABEL: "its split (not stated)",
+         col_hw2: "not run" if hw2 is None else _n(hw2),
+         col_best: "not run" if best is None else _n(best)},
     ]).set_index("")
 
 
 def headline_rows(rows: list[dict]) -> list[dict]:
-    """The index's rows: every run with a HW2 reference (beside it only at the protocol's
-    epochs), the ablation cells, and Track 2's chosen model (test accuracy)."""
+    """The index's rows: every run with a HW2 reference (its val accuracy beside the report's —
+    the report's own metric, on its split — only at the protocol's epochs; the test accuracy at
+    the val-chosen checkpoint in the note), the ablation cells, and Track 2's chosen model (test
+    accuracy)."""
     from hw2lib.notebook import headline
     from hw2lib.reference import reference_value
 
@@ -429,19 +519,27 @@ def headline_rows(rows: list[dict]) -> list[dict]:
         same = r["epochs"] == EXPERIMENTS[r["name"]]["epochs"]
         ref = reference_value(key) if key and same else None
         note = (f"HW2 protocol: {r['optimizer']}, {r['schedule']}, {r['augment']}, "
-                f"{r['epochs']} ep, n={r['seeds']}")
+                f"{r['epochs']} ep, n={r['seeds']}, {_n(r)} training images; test acc "
+                f"{r['test_acc']:.4f} (val-chosen checkpoint); val acc is the selection metric")
+        if key and same:
+            note += "; the HW2 report's number is on its own split"
         if key and not same:
             note += f"; HW2's {reference_text(r)} is not comparable at this budget"
-        out.append(headline(f"B {r['name']}: val acc", r["val_acc"], ref, note,
-                            run_id=r["run_ids"]))
+        out.append(headline(f"B {r['name']}: val acc (selection metric)", r["val_acc"], ref,
+                            note, run_id=r["run_ids"]))
     best = chosen_recipe(rows)
     if best is not None:
         out.append(headline(f"B best recipe ({best['name']}, chosen by val): test acc",
                             best["test_acc"], None,
-                            f"val {best['val_acc']:.4f}, {best['epochs']} ep, n={best['seeds']}"
+                            f"val {best['val_acc']:.4f}, {best['epochs']} ep, n={best['seeds']}, "
+                            f"{_n(best)} training images"
                             + (", 8-view TTA" if best.get("val_acc_no_tta") is not None else ""),
                             run_id=best["run_ids"]))
     return out
+
+
+def _n(r: dict) -> str:
+    return "?" if not r.get("n_train") else f"{r['n_train']:,}"
 
 
 __all__ = ["EXPERIMENTS", "ABLATION_CELLS", "COMPARISONS", "LEVERS", "BEST", "configs",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hw2lib import stats, task_a, task_b, task_c
+from hw2lib import task_a, task_b, task_c
 from hw2lib.experiment import experiment_config, summarize
 from hw2lib.reference import REFERENCE
 
@@ -20,23 +20,6 @@ def _rec(name, seed, val, test=None, n=1000, epochs=None, history=None, **extra)
     return {"config": cfg, "params": 10, "val_acc": val, "test_acc": test, "val_bal_acc": val,
             "test_bal_acc": test, "wall_seconds": 2.0, "run_id": f"id{seed}", "val_n": n,
             "test_n": n, "history": history or [], **extra}
-
-
-def test_stats_interval_from_seeds_and_from_sample_size():
-    a = {"val_acc": 0.90, "val_acc_std": 0.01, "seeds": 3}
-    b = {"val_acc": 0.81, "val_acc_std": 0.02, "seeds": 3}
-    diff, half, how = stats.diff_interval(a, b)
-    assert math.isclose(diff, 0.09) and "3/3 seeds" in how
-    assert math.isclose(half, 1.96 * math.sqrt(0.01**2 / 3 + 0.02**2 / 3))
-    one = {"val_acc": 0.80, "seeds": 1, "val_n": 400}
-    two = {"val_acc": 0.78, "seeds": 1, "val_n": 400}
-    diff, half, how = stats.diff_interval(one, two)
-    assert math.isclose(half, 1.96 * math.sqrt(.8 * .2 / 400 + .78 * .22 / 400))
-    assert "400 val images" in how
-    assert "not distinguishable at this budget" in stats.describe("x", one, two)
-    assert stats.describe("x", a, b).endswith("better")
-    assert stats.describe("x", b, a).endswith("worse")
-    assert "no interval" in stats.describe("x", {"val_acc": .5}, {"val_acc": .4})
 
 
 def test_b_catalogue_ablation_cells_and_references():
@@ -89,28 +72,37 @@ def test_b_findings_tables_and_headline():
     rows = summarize(recs)
     found = task_b.findings(rows)
     depth = next(f for f in found if f.startswith("depth: ResNet-50"))
-    assert "-10.0 points" in depth and "one seed; interval from 1,000 val images" in depth
-    assert "worse — HW2: ResNet-50 clearly worse" in depth  # ±3.8 points at n=1000
+    # one seed each and no saved predictions here: no interval, and it says so (test_verdicts
+    # has the paired images interval from saved predictions)
+    assert "test acc 0.7000 vs 0.8000, -10.0 points" in depth
+    assert "no per-image predictions saved: no interval" in depth
+    assert depth.endswith("— HW2: ResNet-50 clearly worse")
     both = next(f for f in found if f.startswith("ablation: both vs augmentation only"))
-    assert "+9.0 points ± 2.5 (95 %, n = 3/3 seeds): better" in both
+    assert ("+9.0 points ± 2.5 (95 %, 3 paired seeds, t(2) on per-seed differences): better"
+            in both)
     aug = next(f for f in found if f.startswith("ablation: augmentation only vs none"))
     assert "+2.0 points" in aug and "not distinguishable at this budget" in aug
     table = task_b.ablation_table(rows)
     assert table.loc["crop + flip + colour", "MultiStep LR"] == "0.9100 ± 0.0100 (n=3)"
     assert table.loc["no augmentation", "MultiStep LR"] == "not run"
     shown = task_b.results_table(rows)
-    assert shown.loc["resnet18", "HW2 report"] == "0.8000"
+    ref = "HW2 report (its split)"
+    assert shown.loc["resnet18", ref] == "0.8000"
     assert shown.loc["resnet18", "track"] == "hw2"
-    assert shown.loc["resnext18", "HW2 report"] == "0.8906"
-    assert shown.loc["resnet34", "HW2 report"] == "0.8000 (at 100 ep; this run 5)"
-    assert shown.loc["resnet50", "HW2 report"] == "—"
+    assert shown.loc["resnext18", ref] == "0.8906"
+    assert shown.loc["resnet34", ref] == "0.8000 (at 100 ep; this run 5)"
+    assert shown.loc["resnet50", ref] == "—"
     assert shown.loc["resnext18", "run ids"] == "id0 id1 id2"
+    assert shown.loc["resnext18", "test acc (val-chosen checkpoint)"] == "0.9100 ± 0.0100"
     heads = {h["name"]: h for h in task_b.headline_rows(rows)}
-    assert heads["B resnet18: val acc"]["reference"] == 0.80
-    assert heads["B resnet18: val acc"]["run_id"] == "id0"
+    r18 = "B resnet18: val acc (selection metric)"
+    assert heads[r18]["reference"] == 0.80 and heads[r18]["run_id"] == "id0"
+    assert "test acc 0.8000 (val-chosen checkpoint)" in heads[r18]["note"]
+    assert "on its own split" in heads[r18]["note"]
     # a reference never sits beside a run of another budget
-    assert heads["B resnet34: val acc"]["reference"] is None
-    assert "not comparable at this budget" in heads["B resnet34: val acc"]["note"]
+    r34 = "B resnet34: val acc (selection metric)"
+    assert heads[r34]["reference"] is None
+    assert "not comparable at this budget" in heads[r34]["note"]
 
 
 def test_b_best_recipe_levers_choice_and_tracks():
@@ -123,17 +115,22 @@ def test_b_best_recipe_levers_choice_and_tracks():
     chosen = task_b.chosen_recipe(rows)
     assert chosen["name"] == "best_no_mix"  # chosen by validation, whatever its test says
     levers = task_b.lever_table(rows)
-    assert levers.loc["best recipe (all levers)", "val acc"] == "0.9750 ± 0.0071 (n=2)"
-    assert levers.loc["without 8-view test-time averaging", "val acc"].startswith("0.9550")
-    assert levers.loc["without mixup / CutMix", "Δ val vs best (points)"].startswith("+1.25")
+    test, val = "test acc (val-chosen checkpoint)", "val acc (selection metric: max over epochs)"
+    assert levers.loc["best recipe (all levers)", val] == "0.9750 ± 0.0071 (n=2)"
+    assert levers.loc["best recipe (all levers)", test] == "0.9650 ± 0.0071 (n=2)"
+    tta = "without 8-view test-time averaging (same weights, same images)"
+    assert levers.loc[tta, test].startswith("0.9450") and levers.loc[tta, val].startswith("0.9550")
+    assert levers.loc[tta, "Δ test vs best (points)"].startswith("-2.00 ± 0.00")
+    mix = levers.loc["without mixup / CutMix", "Δ test vs best (points)"]
+    assert mix.startswith("-46.50 ±") and "2 paired seeds" in mix
     tracks = task_b.track_table(rows)
-    assert tracks.iloc[0]["HW2 report"] == "0.8906"
-    assert tracks.iloc[1]["this study, best recipe"] == "0.5000 ± 0.0000 (n=2)"
+    assert tracks.iloc[1]["HW2 report (its split)"] == "0.8906"
+    assert tracks.iloc[0]["this study, best recipe"] == "0.5000 ± 0.0000 (n=2) [best_no_mix]"
     heads = task_b.headline_rows(rows)
     assert heads[-1]["name"].startswith("B best recipe (best_no_mix") and heads[-1]["value"] == 0.5
     last = task_b.findings(rows)[-1]
     assert last.startswith("best recipe (best_no_mix, chosen by val) vs the HW2 protocol's "
-                           "ResNeXt-18: 0.9875 vs 0.8900, +9.8 points")
+                           "ResNeXt-18: test acc 0.5000 vs 0.8800, -38.0 points")
     assert task_b.lever_table(summarize([_rec("resnext18", 0, 0.9)])) is None
 
 
@@ -185,13 +182,17 @@ def test_c_scores_table_findings_and_posthoc():
     assert set(rows) == {("bb", "ce"), ("bb", "balanced_softmax"), ("bb", "posthoc (τ=1)")}
     t = task_c.table(rows)
     assert t.loc[("bb", "balanced_softmax"), "val_bal_acc"] == 1.0
+    assert "test_pred" not in t.columns
     lines = task_c.findings(rows, t)
-    assert "val accuracy: 1.0000 vs 0.5000, +50.0 points ±" in lines[0]
-    assert "one seed; interval from 6 val images" in lines[0]
+    # test accuracy, paired on the same 6 test images: b = 3, c = 0 → ±1.96·sqrt((.5−.25)/6)
+    assert lines[0].startswith("**bb**, Balanced Softmax vs cross-entropy: test acc 1.0000 vs "
+                               "0.5000, +50.0 points ± 40.0 (95 %, one seed: evaluation noise "
+                               "only (paired on 6 images)): better")
+    assert "test balanced acc" in lines[1] and "balanced over 3 classes" in lines[1]
     assert "few-shot test accuracy 0.0000 → 1.0000" in lines[1]
     assert lines[2].startswith("**bb**: the best method by val balanced accuracy, "
-                               "**balanced_softmax**, vs the worst, ce: 1.0000 vs 0.5000")
-    assert "(95 %, one seed; interval from 6 val images)" in lines[2]
+                               "**balanced_softmax**, vs the worst, ce: test balanced acc 1.0000 "
+                               "vs 0.5000")
     heads = task_c.headline_rows(rows, t, results, comparable=lambda cfg: False)
     assert [h["run_id"] for h in heads[:2]] == ["ce01", "bs01"]
     assert heads[-1]["name"].endswith("balanced_softmax: test balanced acc")
@@ -200,8 +201,11 @@ def test_c_scores_table_findings_and_posthoc():
     assert cms["bb"]["ce: test acc 0.5000"].trace() == 3
     val = task_c.confusions({k: {**r, "val_acc": r["val_acc"]} for k, r in results.items()},
                             "val")
-    assert set(val["bb"]) == {"ce — validation: loss 1.2500, acc 0.5000",
-                              "balanced_softmax — validation: loss 0.5000, acc 1.0000"}
+    # the same loss for every method: plain cross-entropy of the saved logits, named
+    ce_right, ce_wrong = math.log(1 + 2 * math.exp(-5)), math.log(math.exp(5) + 2)
+    assert set(val["bb"]) == {
+        f"ce — validation: plain cross-entropy {(ce_right + ce_wrong) / 2:.4f}, acc 0.5000",
+        f"balanced_softmax — validation: plain cross-entropy {ce_right:.4f}, acc 1.0000"}
 
 
 def test_c_backbones_protocols_and_unknown_names():
@@ -325,7 +329,8 @@ def test_c_track_table_puts_each_number_in_its_column():
 
     t = task_c.track_table(rows, results, comparable=comparable)
     col = "this study, best recipe (best_no_mix)"
-    assert t.loc["from scratch, cross-entropy: val acc", "HW2 report"] == "0.8006"
+    ref = "HW2 report (its split)"
+    assert t.loc["from scratch, cross-entropy: val acc", ref] == "0.8006"
     assert t.loc["from scratch, Balanced Softmax: val acc", "this study, HW2 protocol"] == "0.8800"
     assert t.loc["from scratch, Balanced Softmax: val acc", col] == "0.9500"
     assert t.loc["from scratch, Balanced Softmax: test balanced acc", col] == "0.8500"
@@ -333,7 +338,7 @@ def test_c_track_table_puts_each_number_in_its_column():
                  "this study, HW2 protocol"] == "not run"
     short = {k: {"config": {**v["config"], "epochs": 5}} for k, v in results.items()}
     t = task_c.track_table(rows, short, comparable=comparable)
-    assert t.loc["from scratch, cross-entropy: val acc", "HW2 report"] == (
+    assert t.loc["from scratch, cross-entropy: val acc", ref] == (
         "0.8006 (another protocol: context only)")
 
 
