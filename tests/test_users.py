@@ -505,3 +505,36 @@ def test_system_torch_without_a_torch_is_refused_before_a_venv_is_made(tmp_path)
     assert proc.returncode != 0
     assert "SYSTEM_TORCH=1, but" in proc.stderr and "has no torch/torchvision" in proc.stderr
     assert not (tmp_path / "v").exists()
+
+
+# --------------------------------------------------------------------------- a page a reader enjoys
+
+
+def test_pages_fold_code_keep_outputs_in_view_and_link_the_executed_notebook(tmp_path):
+    import re
+
+    import nbformat
+
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAA"
+           "AABJRU5ErkJggg==")
+    nb = nbformat.v4.new_notebook()
+    setup = nbformat.v4.new_code_cell("s = notebook.setup_secret()", metadata={
+        "tags": [run.HIDE_INPUT_TAG]})
+    setup.outputs = [nbformat.v4.new_output("stream", name="stdout", text="device=cpu\n")]
+    fig = nbformat.v4.new_code_cell("plots.make_figure(history)")
+    fig.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png}),
+                   nbformat.v4.new_output("display_data",
+                                          data={"text/markdown": "- finding FOUND-IT"})]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title"), setup, fig]
+    executed = tmp_path / "executed" / "A-train.ipynb"
+    executed.parent.mkdir()
+    nbformat.write(nb, str(executed))
+    run.render_html(executed, tmp_path / "A-train.html")
+    page = (tmp_path / "A-train.html").read_text()
+    assert "setup_secret" not in page and "device=cpu" in page
+    folded = re.findall(r'<details class="hw2-code"><summary>code</summary>(.*?)</details>',
+                        page, re.S)
+    assert len(folded) == 1 and "make_figure" in folded[0]
+    assert "<img" not in folded[0] and "FOUND-IT" not in folded[0]
+    assert page.index("<img") > page.index("</details>") and "FOUND-IT" in page
+    assert '<a href="executed/A-train.ipynb">' in page
