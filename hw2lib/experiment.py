@@ -196,10 +196,15 @@ def _finished(folder: Path, identity: dict) -> dict | None:
 
 def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, device=None,
                    class_counts=None, weights=None, allow_random_init=False, progress="auto",
-                   max_steps=None, force: bool = False) -> dict:
+                   max_steps=None, force: bool = False, fingerprint: dict | None = None,
+                   finished: dict | None = None) -> dict:
     """Train one recipe on the given rows in its identity's folder under `run_root` (or reuse the
     finished run of the same identity; `force` trains it anew), then evaluate best.pt on val and
-    test. Returns the result: identity, run folder, accuracies, parameter count, times."""
+    test. Returns the result: identity, run folder, accuracies, parameter count, times.
+
+    Where the dataset's files are not at hand (a Ray task on another node), `fingerprint` is its
+    `data_fingerprint` computed where they are, and `finished` maps folder names to the results of
+    finished runs kept there (the driver's `run_root`): one of this identity is reused."""
     from hw2lib.cpu_probe import precision_for
     from hw2lib.engine import fit, load_checkpoint, resolve_device, seed_everything
     from hw2lib.losses import build_loss
@@ -212,7 +217,7 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     model, warn = load_backbone(cfg["model"], ds.num_classes, pretrained=cfg["pretrained"],
                                 weights=weights, allow_random_init=allow_random_init,
                                 stem=cfg["stem"], **cfg["model_kw"])
-    data = {**data_fingerprint(ds), "train_rows": _rows_digest(train_idx),
+    data = {**(fingerprint or data_fingerprint(ds)), "train_rows": _rows_digest(train_idx),
             "val_rows": _rows_digest(val_idx), "test_rows": _rows_digest(test_idx),
             "n_train": len(train_idx), "class_counts": class_counts}
     precision = precision_for(device)  # bf16 on CUDA; on the CPU the measured choice
@@ -222,6 +227,8 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     if force and folder.exists():
         shutil.rmtree(folder)
     done = _finished(folder, identity)
+    if done is None and not force and folder.name in (finished or {}):
+        done = finished[folder.name] if finished[folder.name].get("identity") == identity else None
     if done is not None:
         return {**done, "run_dir": str(folder), "reused": True}
     io.write_json(folder / IDENTITY_FILE, identity)
