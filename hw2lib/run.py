@@ -316,7 +316,8 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
                        str(run_dir.relative_to(out)), params, error, started, profile,
                        previous_html)
     _write_status(out, asdict(result))
-    print(f"[{name}] {'FAILED: ' + error if error else 'passed'} in {duration:.0f} s", flush=True)
+    said = {"passed": "passed", "interrupted": "INTERRUPTED"}.get(state, f"FAILED: {error}")
+    print(f"[{name}] {said} in {duration:.0f} s", flush=True)
     if error == INTERRUPTED:
         raise KeyboardInterrupt
     return result
