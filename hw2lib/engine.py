@@ -620,6 +620,7 @@ class _Run:
     per_step: bool = False  # the LR schedule steps after every batch
     history: list[dict] = field(default_factory=list)
     best_val_acc: float = -math.inf
+    best_raw_val_acc: float = -math.inf  # with an EMA: the raw weights' best (best_raw.pt)
     start: int = 0  # epochs already done (a resumed run)
 
     @property
@@ -664,6 +665,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
       `hw2lib.mixing`), drawn from the train loader's generator.
     - `ema`: a decay in (0, 1) keeps an exponential moving average of the weights (see
       `hw2lib.ema`); it is what is evaluated each epoch and saved as best.pt (last.pt keeps both).
+      The raw weights are evaluated too (`val_loss_raw`, `val_acc_raw` in the history) and their
+      best epoch saved as `best_raw.pt`: the EMA never feeds back into training, so "without EMA"
+      is the same run's raw weights.
 
     History records (flat): epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc,
     val_bal_acc (None without a val loader), seconds (the epoch's wall time, train + eval),
@@ -770,6 +774,8 @@ def _resume(run: _Run, train_loader) -> bool:
         run.ema.load_state_dict(ckpt["ema"])
     run.history, run.start = list(ckpt["history"]), done
     run.best_val_acc = float(ckpt["best_val_acc"])
+    run.best_raw_val_acc = max((h["val_acc_raw"] for h in run.history
+                                if h.get("val_acc_raw") is not None), default=-math.inf)
     io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
     if done == run.epochs:
         return True
@@ -817,6 +823,8 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> di
                              step_scheduler=run.sched if run.per_step else None)
         val = (evaluate(evaluated, val_loader, run.criterion, run.device, amp=run.amp)
                if val_loader is not None else None)
+        raw = (evaluate(run.net, val_loader, run.criterion, run.device, amp=run.amp)
+               if val is not None and run.ema is not None else None)  # the EMA lever's row
         losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}
         bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
         tensors = _nonfinite_tensors(run.model, run.opt, run.device)
@@ -833,6 +841,7 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> di
     return {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
             "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
             "val_bal_acc": val["bal_acc"] if val else None,
+            **({"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"]} if raw else {}),
             "seconds": time.perf_counter() - t0,
             "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
 
@@ -880,6 +889,9 @@ def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
         _save({**common, "model": evaluated.state_dict(), "val_acc": val_acc},
               run.out / "best.pt")
     extra = {"ema": run.ema.state_dict()} if run.ema is not None else {}
+    if rec.get("val_acc_raw") is not None and rec["val_acc_raw"] > run.best_raw_val_acc:
+        run.best_raw_val_acc = rec["val_acc_raw"]  # the raw weights' best: before last.pt
+        _save({**common, "val_acc": rec["val_acc_raw"]}, run.out / "best_raw.pt")
     _save({**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
            "rng": _rng_state(train_loader), **extra}, run.last_path)
     io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))

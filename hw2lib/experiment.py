@@ -252,6 +252,9 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
            "best_epoch": int(np.argmax([h["val_acc"] for h in history])) + 1}
     preds = evaluate_splits(model, ds, {"val": val_idx, "test": test_idx}, cfg, device, out)
+    if cfg["ema"] and (folder / "best_raw.pt").exists():  # the EMA lever, from this same run
+        preds.update(evaluate_raw(model, folder, ds, {"val": val_idx, "test": test_idx}, cfg,
+                                  device, out))
     np.savez_compressed(folder / "predictions.npz", **preds)
     io.write_json(folder / RESULT_FILE, out)
     return {**out, "run_dir": str(folder), "reused": False}
@@ -284,6 +287,24 @@ def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict
         out[f"{split}_n"] = int(len(y))
         preds[f"{split}_logits"], preds[f"{split}_targets"] = logits.numpy(), targets.numpy()
     return preds
+
+
+def evaluate_raw(model, folder: Path, ds, rows: dict, cfg: dict, device, out: dict) -> dict:
+    """An EMA run's raw weights at their own val-chosen epoch (`best_raw.pt`, written by `fit`),
+    scored like best.pt: `<split>_acc_raw` (and `_raw_no_tta` with TTA) into `out`, the logits
+    as `<split>_logits_raw` (`…_raw_no_tta`). Loads those weights into `model`."""
+    from hw2lib.engine import load_checkpoint
+
+    ckpt = load_checkpoint(folder / "best_raw.pt", model)
+    raw: dict = {}
+    preds = evaluate_splits(model, ds, rows, cfg, device, raw)
+    for split in rows:
+        for m in ("acc", "bal_acc", "acc_no_tta"):
+            if f"{split}_{m}" in raw:
+                out[f"{split}_{m.replace('acc', 'acc_raw', 1)}"] = raw[f"{split}_{m}"]
+    out["best_epoch_raw"] = int(ckpt["epoch"])
+    return {k.replace("_logits", "_logits_raw", 1): v for k, v in preds.items()
+            if "_logits" in k}
 
 
 def summarize(records: list[dict], by=("name",)) -> list[dict]:

@@ -153,3 +153,61 @@ def test_c_posthoc_tau_is_chosen_on_validation():
     (key,) = [k for k in rows if k[1].startswith("posthoc")]
     assert key[1] == f"posthoc (τ={tau:g}, chosen on val from 0–2)"
     assert rows[key]["val_bal_acc"] >= rows[("bb", "ce")]["val_bal_acc"]
+
+
+def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp_path):
+    """The EMA lever from the same run: val_acc_raw / val_loss_raw in the history, the raw
+    weights' best epoch in best_raw.pt (the EMA's in best.pt), resumed exactly."""
+    import torch
+
+    from hw2lib import engine as E
+    from tests.nets import Tiny
+    from tests.test_engine import make_loader
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(24) % 3
+    x = torch.rand(24, 3, 6, 6, generator=g) + y.view(-1, 1, 1, 1).float()
+    kw = dict(optimizer="sgd", lr=0.05, device="cpu", progress=False, ema=0.8)
+    torch.manual_seed(1)
+    model = Tiny()
+    hist = E.fit(model, make_loader(x, y, seed=0), make_loader(x, y, shuffle=False), epochs=3,
+                 out_dir=tmp_path / "run", **kw)
+    assert all({"val_acc_raw", "val_loss_raw"} <= set(h) for h in hist)
+    raw_best = max(range(3), key=lambda i: (hist[i]["val_acc_raw"], -i))
+    ckpt = E.load_checkpoint(tmp_path / "run" / "best_raw.pt")
+    assert ckpt["epoch"] == raw_best + 1 and ckpt["val_acc"] == hist[raw_best]["val_acc_raw"]
+    scored = Tiny()
+    scored.load_state_dict(ckpt["model"])
+    val = E.evaluate(scored, make_loader(x, y, shuffle=False))
+    assert val["acc"] == hist[raw_best]["val_acc_raw"]
+    assert val["loss"] == pytest.approx(hist[raw_best]["val_loss_raw"], rel=1e-5)
+    # the raw weights are not the EMA's: best.pt holds the EMA weights
+    ema_best = E.load_checkpoint(tmp_path / "run" / "best.pt")
+    assert any(not torch.equal(ema_best["model"][k], ckpt["model"][k]) for k in ckpt["model"])
+    # without EMA the history keeps its keys and no best_raw.pt is written
+    plain = E.fit(Tiny(), make_loader(x, y, seed=0), make_loader(x, y, shuffle=False),
+                  epochs=1, out_dir=tmp_path / "plain", **{**kw, "ema": 0.0})
+    assert set(plain[0]) == set(E.HISTORY_KEYS)
+    assert not (tmp_path / "plain" / "best_raw.pt").exists()
+
+
+def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imagefolder):
+    from hw2lib import data as D
+    from hw2lib import experiment as X
+
+    root = make_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=8, size=16)
+    ds = D.load_dataset(tmp_path / "data", image_folder=root, image_size=16, progress=False)
+    idx = D.split_indices(ds)
+    cfg = X.experiment_config({"name": "ema", "model": "resnet18", "ema": 0.9, "tta": True},
+                              epochs=2, seed=0, batch_size=8)
+    res = X.run_experiment(cfg, ds, tmp_path / "runs", train_idx=idx["train"],
+                           val_idx=idx["val"], test_idx=idx["test"], progress=False)
+    for k in ("val_acc_raw", "test_acc_raw", "test_acc_raw_no_tta", "test_bal_acc_raw"):
+        assert 0.0 <= res[k] <= 1.0, k
+    assert 1 <= res["best_epoch_raw"] <= 2
+    correct, targets = X.per_image_correct(res["run_dir"], "test", "_raw")
+    assert correct.mean() == pytest.approx(res["test_acc_raw"])
+    correct, _ = X.per_image_correct(res["run_dir"], "test", "_raw_no_tta")
+    assert correct.mean() == pytest.approx(res["test_acc_raw_no_tta"])
+    row = X.summarize([res])[0]
+    assert row["test_acc_raw_values"] == [res["test_acc_raw"]] and row["seed_ids"] == [0]
