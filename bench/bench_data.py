@@ -86,7 +86,8 @@ def main(argv=None) -> int:
         print(f"  {preset:<6} fast      {res_fast['images_per_s']:10,.0f} img/s", file=sys.stderr,
               flush=True)
         loader = D.textbook_loader(ds, "train", batch_size=args.batch_size, augment=preset,
-                                   num_workers=args.workers, shuffle=True, seed=args.seed)
+                                   num_workers=args.workers, shuffle=True, seed=args.seed,
+                                   drop_last=True)  # no short tail batch in the timed window
         it = _cycle(loader)
         res_text = _time(it, args.warmup, args.batches)
         it.close()

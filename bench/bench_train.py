@@ -9,7 +9,9 @@ Models (`--models`, or `all` for every model of the study: the 64-px nets and Re
 224 px) are written ``name[:stem][@size]``, e.g. ``resnet18:small`` or ``resnet50@224``. Variants
 (`--variants`): ``fp32``; ``bf16`` (autocast); ``bf16_cl`` (+ channels_last: what `fit` does on
 CUDA); ``bf16_cl_compile`` (+ `torch.compile`, its compile time reported apart). The default is
-``fp32`` on the CPU and all four on CUDA. `--pack K` also runs K copies of the first model's last
+all four on CUDA, and on the CPU ``fp32`` (+ ``bf16`` where `hw2lib.cpu_probe` measured it faster
+there: the choice and the probe's numbers are printed and kept in the JSON). The textbook loader
+drops its short last batch (and pins memory on CUDA), so no tail batch lands in the timed window. `--pack K` also runs K copies of the first model's last
 variant at once (separate processes on the same device) and reports their total images/s against
 one: what packing several small trainings on one GPU gains (executor="ray", gpus_per_run < 1).
 Same optimizer (SGD, momentum 0.9) and `fit`'s own step (`hw2lib.engine.train_step`). Each mode
@@ -92,6 +94,7 @@ def main(argv=None) -> int:
 
     from hw2lib import data as D
     from hw2lib import engine as E
+    from hw2lib.cpu_probe import cpu_precision
     from hw2lib.models import build_model
 
     device = E.resolve_device(args.device)
@@ -108,8 +111,10 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: --models: {exc}", file=sys.stderr)
         return 2
+    cpu_choice = None if cuda else cpu_precision(progress=lambda m: print(m, file=sys.stderr))
     default_variants = ["fp32", "bf16", "bf16_cl", "bf16_cl_compile"] if cuda else (
-        ["bf16_cl_compile"] if args.compile else ["fp32"])
+        ["bf16_cl_compile"] if args.compile else
+        ["fp32", "bf16"] if cpu_choice["precision"] == "bf16" else ["fp32"])
     variants = args.variants or default_variants
     E.seed_everything(args.seed)
 
@@ -171,9 +176,11 @@ def main(argv=None) -> int:
                 return timed(itertools.repeat((xb, yb)))
             if mode == "fast":
                 return timed(_cycle(fast_loader()))
+            # drop_last: no short tail batch in the timed window (nor a recompile when compiled)
             loader = D.textbook_loader(ds, "train", batch_size=args.batch_size,
                                        augment=args.augment, num_workers=args.workers,
-                                       shuffle=True, seed=args.seed, resize=size)
+                                       shuffle=True, seed=args.seed, resize=size, drop_last=True,
+                                       pin_memory=cuda)
             it = _cycle(loader)
             try:
                 return timed(it)
@@ -211,7 +218,8 @@ def main(argv=None) -> int:
     out = {"benchmark": "train", "batch_size": args.batch_size, "batches": batches,
            "warmup": warmup, "repeats": args.repeats, "augment": args.augment,
            "workers": args.workers, "device": str(device), "device_name": info["device_name"],
-           "num_classes": ds.num_classes, "table": table, "pack": pack, "run_info": info}
+           "num_classes": ds.num_classes, "table": table, "pack": pack, "run_info": info,
+           "cpu_precision": cpu_choice}
     print(f"\ntraining throughput, batch {args.batch_size}, {batches} timed steps after {warmup} "
           f"warm-up (best of {args.repeats}), on {info['device_name']} ({device})")
     print(f"{'model':<28}{'variant':<17}{'mode':<10}{'img/s':>10}{'ms/step':>10}{'vs raw':>8}"
@@ -222,6 +230,8 @@ def main(argv=None) -> int:
             rel = f"{res['vs_raw']:.3f}" if res["vs_raw"] is not None else "-"
             print(f"{label:<28}{row['variant']:<17}{mode:<10}{res['images_per_s']:>10.1f}"
                   f"{res['ms_per_step']:>10.1f}{rel:>8}{res['warmup_seconds']:>11.1f}")
+    if cpu_choice:
+        print(f"\n{describe_cpu_choice(cpu_choice)}")
     if pack:
         print(f"\npacking {pack['copies']} × {pack['model']} ({pack['variant']}, raw steps): "
               f"{pack['total_images_per_s']:.1f} img/s in all vs {pack['one_images_per_s']:.1f} "
@@ -232,6 +242,15 @@ def main(argv=None) -> int:
         path.write_text(json.dumps(out, indent=2) + "\n")
         print(f"\nwrote {path}")
     return 0
+
+
+def describe_cpu_choice(c: dict) -> str:
+    """One line: the CPU precision `run_experiment` trains in here, and why."""
+    if c["source"] == "env":
+        return f"CPU precision: {c['precision']} (set by ${c['env']})"
+    return (f"CPU precision: {c['precision']} — probe ({c['model']}, batch {c['batch_size']}, "
+            f"{c['size']} px): fp32 {c['fp32_img_s']:.1f} img/s, bf16 {c['bf16_img_s']:.1f} img/s "
+            f"({c['speedup']:.2f}×; bf16 needs ≥ {c['min_gain']:g}×), {c['source']} {c['cache']}")
 
 
 def _pack(args, model, variant, table) -> dict:

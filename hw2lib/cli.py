@@ -55,14 +55,14 @@ def _cmd_data(args) -> int:
     return 0
 
 
-def _bench_module(name: str):
+def _bench_module(name: str, prefix: str = "bench_"):
     bench_dir = REPO_ROOT / "bench"
-    if not (bench_dir / f"bench_{name}.py").exists():
-        raise RunnerError(f"benchmark {bench_dir / f'bench_{name}.py'} not found "
+    if not (bench_dir / f"{prefix}{name}.py").exists():
+        raise RunnerError(f"benchmark {bench_dir / f'{prefix}{name}.py'} not found "
                           "(benchmarks live in the source checkout's bench/ folder)")
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    return importlib.import_module(f"bench.bench_{name}")
+    return importlib.import_module(f"bench.{prefix}{name}")
 
 
 def _cmd_bench(args) -> int:
@@ -114,7 +114,7 @@ def _cmd_run(args) -> int:
 
 def _cmd_plan(args) -> int:
     from hw2lib import io
-    from hw2lib.plan import estimate, format_plan, plan, summary, total_time
+    from hw2lib.plan import format_plan, format_seconds, plan, summary
     from hw2lib.run import choose_profile
 
     profile, why = choose_profile(args.profile)
@@ -125,15 +125,14 @@ def _cmd_plan(args) -> int:
     if args.time:
         import torch
 
-        probes = estimate(rows, device=args.device)
+        est = _bench_module("estimate", prefix="")  # the probe runs fit with each recipe
+        probes = est.estimate(rows, device=args.device)
         executor = overrides.get("executor", "local")
-        timing = {**probes, **total_time(rows, executor=executor,
-                                         gpus=torch.cuda.device_count(),
-                                         gpus_per_run=float(overrides.get("gpus_per_run", 1.0)))}
+        timing = {**probes, **est.total_time(rows, executor=executor,
+                                             gpus=torch.cuda.device_count(),
+                                             gpus_per_run=float(overrides.get("gpus_per_run", 1.0)))}
     print(format_plan(rows))
     if timing is not None:
-        from hw2lib.plan import format_seconds
-
         line = (f"estimated time on {timing['device']}: {format_seconds(timing['serial_seconds'])} one "
                 "after another")
         if timing["executor"] == "ray":
@@ -194,8 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="set one parameter in every selected notebook that defines it")
     pl.add_argument("--json", help="also write the plan as JSON to this file")
     pl.add_argument("--time", action="store_true",
-                    help="estimate each training's time from a short throughput probe per model "
-                    "and input size on this machine's device, and the total")
+                    help="estimate each training's time from a short probe of its recipe (fit for "
+                    "2 short epochs: loader, augmentation, mixing, EMA, eval, checkpoints) on "
+                    "this machine's device, and the total (bench/estimate.py)")
     pl.add_argument("--device", default="auto", help="device of the --time probe (auto, cpu, cuda)")
     pl.set_defaults(func=_cmd_plan)
 

@@ -4,8 +4,12 @@ ImageFolder with one timed step (a check that it runs and reports, not a measure
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from bench import bench_train
+import pytest
+
+from bench import bench_train, estimate
+from hw2lib.plan import plan
 from tests.conftest import write_imagefolder
 
 
@@ -31,3 +35,104 @@ def test_bench_train_models_variants_and_packing(tmp_path, capsys):
     assert "packing 2 × resnet18:imagenet (bf16, raw steps)" in capsys.readouterr().out
     assert bench_train.parse_model("resnet50@224") == ("resnet50", "imagenet", 224)
     assert bench_train.main(["--pack", "-1"]) == 2
+
+
+# --------------------------------------------------------------------------- plan --time estimates
+
+
+def _fake_probe(seen):
+    def probe(cfg, *, device, image_size):
+        seen.append(tuple(cfg[k] for k in estimate.PROBE_KEYS))
+        return {"train_img_s": 100.0, "val_s_per_image": 1 / 400, "overhead_s_per_epoch": 0.5,
+                "eval_img_s": 50.0 if cfg["tta"] else 400.0}
+    return probe
+
+
+def test_estimate_one_probe_per_recipe_key_and_the_formula():
+    rows = plan("smoke", ["B-ablation"])
+    seen = []
+    info = estimate.estimate(rows, device="cpu", progress=lambda *_: None,
+                             probe=_fake_probe(seen))
+    assert len(seen) == len(set(seen)) == len(info["probes"]) == 3  # 5 trainings, 3 recipes
+    for r in rows:
+        final = (r["n_val"] + r["n_test"]) / (50.0 if r["tta"] else 400.0)
+        assert r["est_seconds"] == pytest.approx(
+            r["image_steps"] / 100 + r["epochs"] * (r["n_val"] / 400 + 0.5) + final)
+        assert r["probe"]["model"] == r["model"] and r["probe"]["mix"] == r["mix"]
+    # rates measured elsewhere (hw2 doctor) are used instead of probing
+    again = []
+    rates = {tuple(p[k] for k in estimate.PROBE_KEYS): p for p in info["probes"]}
+    estimate.estimate(rows, device="cpu", progress=lambda *_: None, probe=_fake_probe(again),
+                      rates=rates)
+    assert again == []
+    serial = sum(r["est_seconds"] for r in rows)
+    assert estimate.total_time(rows)["seconds"] == pytest.approx(serial)
+    ray = estimate.total_time(rows, executor="ray", gpus=2, gpus_per_run=0.25)
+    assert ray["concurrent"] == 8 and ray["seconds"] == pytest.approx(serial / 8)
+    packed = estimate.total_time(rows, executor="ray", gpus=2, gpus_per_run=0.25, pack_gain=1.5)
+    assert packed["seconds"] == pytest.approx(serial / 3)  # 2 GPUs × the measured 1.5× gain
+
+
+def test_probe_runs_fit_with_the_recipe(monkeypatch):
+    """The probe trains through fit with the row's augmentation, mixing, EMA and a run folder,
+    evaluates with TTA where the recipe has it — not a bare step on one batch."""
+    from hw2lib import engine as E
+
+    calls, real_fit, tta = [], E.fit, []
+    real_tta = E.predict_tta
+
+    def spy(model, train, val, **kw):
+        calls.append((train, val, kw))
+        hist = real_fit(model, train, val, **kw)
+        assert (Path(kw["out_dir"]) / "last.pt").exists()  # checkpoints written inside the probe
+        return hist
+
+    monkeypatch.setattr(E, "fit", spy)
+    monkeypatch.setattr(E, "predict_tta", lambda *a, **k: tta.append(1) or real_tta(*a, **k))
+    best = next(r for r in plan("smoke", ["B-ablation"]) if r["mix"] != "none")
+    cfg = estimate._probe_cfg(best, 16)
+    res = estimate.probe_recipe(cfg, device="cpu", steps=1, batch_size=4, val_images=8,
+                                image_size=16)
+    (train, val, kw), = calls
+    assert (train.augment, kw["mix"], kw["ema"], kw["epochs"]) == ("d4", "both", 0.999, 2)
+    assert train.drop_last and len(train) == 1 and kw["schedule"] == "onecycle"
+    assert tta == [1] and res["precision"] == "fp32"  # the suite pins fp32 (conftest)
+    for k in ("train_img_s", "eval_img_s"):
+        assert res[k] > 0
+    assert res["val_s_per_image"] >= 0 and res["overhead_s_per_epoch"] >= 0
+
+
+def test_plan_time_prints_the_estimate(tmp_path, monkeypatch, capsys):
+    from hw2lib.cli import main
+
+    monkeypatch.setattr(estimate, "probe_recipe", _fake_probe([]))
+    path = tmp_path / "plan.json"
+    assert main(["plan", "--profile", "smoke", "--only", "B-ablation", "--time", "--device",
+                 "cpu", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "estimated time on cpu:" in out and "one after another" in out
+    res = json.loads(path.read_text())
+    assert res["time"]["serial_seconds"] == pytest.approx(
+        sum(r["est_seconds"] for r in res["trainings"]))
+    assert len(res["time"]["probes"]) == 3
+
+
+def test_bench_train_textbook_has_no_tail_batch_and_shows_the_cpu_precision(tmp_path, capsys):
+    root = write_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=12, size=64)
+    out = tmp_path / "train.json"
+    # 21 training images in batches of 4: an epoch ends in a 1-image tail without drop_last
+    assert bench_train.main(["--models", "resnet18", "--modes", "textbook", "--workers", "0",
+                             "--batches", "12", "--warmup", "0", "--batch-size", "4",
+                             "--image-folder", str(root), "--data-dir", str(tmp_path / "data"),
+                             "--device", "cpu", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["table"][0]["results"]["textbook"]["images"] == 12 * 4
+    assert res["cpu_precision"] == {"precision": "fp32", "source": "env",
+                                    "env": "HW2_CPU_PRECISION"}
+    assert "CPU precision: fp32 (set by $HW2_CPU_PRECISION)" in capsys.readouterr().out
+    line = bench_train.describe_cpu_choice(
+        {"precision": "bf16", "source": "cache", "cache": "/c/cpu_probe.json", "model": "resnet18",
+         "batch_size": 16, "size": 64, "fp32_img_s": 60.0, "bf16_img_s": 96.0, "speedup": 1.6,
+         "min_gain": 1.15})
+    assert line == ("CPU precision: bf16 — probe (resnet18, batch 16, 64 px): fp32 60.0 img/s, "
+                    "bf16 96.0 img/s (1.60×; bf16 needs ≥ 1.15×), cache /c/cpu_probe.json")

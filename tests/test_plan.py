@@ -121,28 +121,3 @@ def test_plan_table_counts_the_rows_given(small_ds):
     assert t.loc[("best", 0), "image_steps"] == 3 * len(small_ds.y)
     capped = P.table(cfgs, small_ds, rows, max_steps=1)
     assert capped.loc[("best", 0), "image_steps"] == 3 * 4
-
-
-def test_time_estimate_from_probes(monkeypatch):
-    rows = P.plan("smoke", ["B-ablation"])
-    seen = []
-
-    def fake_probe(model, *, stem, size, batch_size, device, num_classes=10):
-        seen.append((model, stem, size, batch_size))
-        return {"train_img_s": 100.0, "eval_img_s": 400.0, "probe_batch": batch_size}
-
-    monkeypatch.setattr(P, "probe_throughput", fake_probe)
-    info = P.estimate(rows, device="cpu", progress=lambda *_: None)
-    assert len(seen) == len(set(seen)) == len(info["probes"])  # one probe per model and size
-    for r in rows:
-        evals = r["epochs"] * r["n_val"] + (r["n_val"] + r["n_test"]) * (8 if r["tta"] else 1)
-        assert r["est_seconds"] == pytest.approx(r["image_steps"] / 100 + evals / 400)
-    serial = sum(r["est_seconds"] for r in rows)
-    assert P.total_time(rows)["seconds"] == pytest.approx(serial)
-    ray = P.total_time(rows, executor="ray", gpus=2, gpus_per_run=0.25)
-    assert ray["concurrent"] == 8 and ray["seconds"] == pytest.approx(serial / 8)
-
-
-def test_probe_throughput_measures_a_real_step():
-    r = P.probe_throughput("resnet18", stem="imagenet", size=32, batch_size=4, device="cpu")
-    assert r["train_img_s"] > 0 and r["eval_img_s"] > 0 and r["probe_batch"] == 4

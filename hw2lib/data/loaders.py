@@ -164,12 +164,14 @@ def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN,
 
 def textbook_loader(ds: Dataset, split, *, batch_size=128, augment="none", num_workers=2,
                     shuffle=False, mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, seed=0,
-                    vflip=False):
+                    vflip=False, drop_last=False, pin_memory=False):
     """The reference path: the split's images read from disk with PIL, the preset as
     torchvision.transforms.v2 (see `_textbook_transform` for how it differs from BatchLoader's),
     and a `torch.utils.data.DataLoader` with `num_workers` (persistent) worker processes. Batches
-    are on the CPU. Its generator (seeded) drives the shuffling and the workers' random seeds;
-    with num_workers=0 the augmentation draws from torch's global random state instead."""
+    are on the CPU (in pinned memory with `pin_memory`, for a non-blocking copy to a GPU; a
+    benchmark also drops the short last batch with `drop_last`). Its generator (seeded) drives the
+    shuffling and the workers' random seeds; with num_workers=0 the augmentation draws from
+    torch's global random state instead."""
     rows = ds.indices(split)
     files = [str(ds.root / ds.paths[r]) for r in rows]
     targets = ds.y[torch.from_numpy(rows)].tolist()
@@ -177,5 +179,5 @@ def textbook_loader(ds: Dataset, split, *, batch_size=128, augment="none", num_w
                                     resize=resize, vflip=vflip)
     return torch.utils.data.DataLoader(
         _FileDataset(files, targets, transform), batch_size=batch_size, shuffle=shuffle,
-        num_workers=num_workers, persistent_workers=num_workers > 0,
-        generator=torch.Generator().manual_seed(int(seed)))
+        num_workers=num_workers, persistent_workers=num_workers > 0, drop_last=drop_last,
+        pin_memory=pin_memory, generator=torch.Generator().manual_seed(int(seed)))
