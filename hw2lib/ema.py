@@ -2,8 +2,10 @@
 
 After every optimizer step, each floating-point entry of the EMA copy's state (weights and
 BatchNorm statistics) moves towards the model's: e ← e + (1 − d)·(m − e), integer entries (the
-BatchNorm step counters) are copied. The decay ramps up as d = min(decay, (1 + t)/(10 + t)) at step
-t, so that a short run's average is not dominated by the random initialization.
+BatchNorm step counters) are copied — each as one multi-tensor (`_foreach`) operation: a few
+kernel launches per step on CUDA, not one per tensor. The decay ramps up as
+d = min(decay, (1 + t)/(10 + t)) at step t, so that a short run's average is not dominated by the
+random initialization.
 """
 
 from __future__ import annotations
@@ -42,8 +44,8 @@ class EMA:
         self.steps += 1
         d = self.current_decay()
         torch._foreach_lerp_(self._float[0], self._float[1], 1.0 - d)
-        for e, m in zip(*self._other, strict=True):
-            e.copy_(m)
+        if self._other[0]:  # the BatchNorm counters: one multi-tensor copy, not one per layer
+            torch._foreach_copy_(self._other[0], self._other[1])
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "steps": self.steps, "decay": self.decay}

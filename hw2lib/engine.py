@@ -4,14 +4,18 @@ history as JSON lines, atomic checkpoints, exact resume), `evaluate`, `predict`,
 Shaped like torchvision's `references/classification`: `train_step`, `train_one_epoch` and
 `evaluate` are plain functions; `fit` is a short loop over named steps (`_setup`, `_resume`,
 `_train_and_check`, `_save_epoch`, `_log_epoch`). Device-agnostic: on CUDA it trains under bf16
-autocast with channels_last tensors (optionally `torch.compile`d); on the CPU in plain float32.
+autocast (the classifier head in float32), channels_last where the model gains from it
+(`runtime.channels_last_for`), fused optimizers and cudnn.benchmark (optionally
+`torch.compile`d); on the CPU in plain float32.
 
-Checkpoints are plain dicts of tensors and built-in types, loadable with
-`torch.load(path, weights_only=True)`:
+Checkpoints are plain dicts of CPU tensors and built-in types, loadable on any machine with
+`torch.load(path, weights_only=True)` (`hw2lib.checkpoints` writes them):
 
 - ``last.pt`` — everything needed to resume: model, optimizer and scheduler state, epoch, best
   validation accuracy, history, config, and the RNG states (torch CPU/CUDA, Python, NumPy and the
-  train loader's `generator`). Written after every epoch.
+  train loader's `generator`). Written by time — at most once every `checkpoint_every` seconds,
+  and always after the first and the last epoch of a `fit` call and when training stops on an
+  error or Ctrl-C; an epoch not yet written waits in memory. Resuming from it is exact.
 - ``best.pt`` — the weights of the epoch with the best validation accuracy (the last epoch when
   there is no validation loader), with epoch, config and history; no optimizer state (it is for
   evaluation, and halves the disk a study of many runs needs).
@@ -23,15 +27,11 @@ BatchNorm statistics and optimizer state are all finite: a diverged epoch raises
 
 from __future__ import annotations
 
-import json
 import math
-import pickle
 import platform
 import random
-import re
 import sys
 import time
-from collections.abc import Iterable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,17 +40,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from hw2lib import io
+from hw2lib import checkpoints, io
 from hw2lib.constants import OPTIMIZERS, PER_STEP_SCHEDULES, SCHEDULES
 from hw2lib.io import CorruptFileError
-from hw2lib.nn_utils import eval_mode, model_device
+from hw2lib.nn_utils import eval_mode, keep_head_fp32, model_device
+from hw2lib.runtime import channels_last_for, cudnn_benchmark, optimizer_options
 
+# checkpoint files live in hw2lib.checkpoints; these stay importable from here
+load_checkpoint, read_history = checkpoints.load_checkpoint, checkpoints.read_history
 PROGRESS_MODES = ("auto", "bar", "line")
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc",
                 "seconds", "images_per_s")
-
-
-_OLD_TEMP = re.compile(r"\..+\.tmp\d+")  # temp names of this module before hw2lib.io
 
 
 class TrainingDiverged(RuntimeError):
@@ -126,22 +126,25 @@ def run_info(device=None) -> dict:
 
 
 def build_optimizer(name: str, params, *, lr: float, momentum: float = 0.9, nesterov: bool = False,
-                    weight_decay: float = 0.0, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+                    weight_decay: float = 0.0, betas=(0.9, 0.999),
+                    device=None) -> torch.optim.Optimizer:
     """`sgd` (momentum, optional Nesterov, L2 weight decay), `adam` (L2 weight decay) or `adamw`
-    (decoupled weight decay). `params`: parameters or parameter groups."""
+    (decoupled weight decay). `params`: parameters or parameter groups. `device`: where they
+    live, for `runtime.optimizer_options` (fused on CUDA)."""
     key = str(name).lower()
     if key not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer {name!r}. Choices: {', '.join(OPTIMIZERS)}")
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}")
+    opts = optimizer_options(device) if device is not None else {}
     if key == "sgd":
         if nesterov and momentum <= 0:
             raise ValueError("nesterov=True needs momentum > 0 (got momentum="
                              f"{momentum}); set momentum or nesterov=False")
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
-                               weight_decay=weight_decay)
+                               weight_decay=weight_decay, **opts)
     cls = torch.optim.Adam if key == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **opts)
 
 
 def _schedule_factor(name: str, *, base_lr: float, epochs: int, milestones, gamma: float,
@@ -445,8 +448,11 @@ def d4_views(x: torch.Tensor) -> list[torch.Tensor]:
 
 def _forward_batches(model, loader, device, amp, channels_last, tta: bool = False):
     """Yield (logits float32, targets) over `loader` in eval mode, without gradients; with `tta`
-    the logits are V×B×C, one slice per symmetry of `d4_views` (the first the plain forward)."""
+    the logits are V×B×C, one slice per symmetry of `d4_views` (the first the plain forward).
+    Under `amp` the classifier head computes in float32 (`nn_utils.keep_head_fp32`)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if amp:
+        keep_head_fp32(model)
     with eval_mode(model), torch.inference_mode():
         for xb, yb in loader:
             xb, yb = _to_device(xb, yb, device, channels_last)
@@ -464,7 +470,8 @@ def evaluate(model: nn.Module, loader, criterion=None, device=None, *, amp="auto
 
     `loss` is the sample-weighted mean of `criterion` (default cross-entropy) per batch; `acc` and
     `bal_acc` (mean per-class recall over the classes present) are fractions in [0, 1].
-    `device=None` uses the model's device; `amp="auto"` evaluates in bf16 on CUDA.
+    `device=None` uses the model's device; `amp="auto"` evaluates in bf16 on CUDA. Loss sum,
+    predictions and targets accumulate on the device: one host sync at the end.
     """
     from hw2lib.metrics import balanced_accuracy  # lazily: it imports scikit-learn
 
@@ -473,16 +480,16 @@ def evaluate(model: nn.Module, loader, criterion=None, device=None, *, amp="auto
     criterion = nn.CrossEntropyLoss() if criterion is None else criterion
     if isinstance(criterion, nn.Module):
         criterion = criterion.to(device)
-    loss_sum, n, preds, targets = 0.0, 0, [], []
+    loss_sum, n, preds, targets = torch.zeros((), dtype=torch.float64, device=device), 0, [], []
     for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model)):
-        loss_sum += float(criterion(out, yb)) * yb.shape[0]
+        loss_sum += criterion(out, yb).double() * yb.shape[0]
         n += yb.shape[0]
-        preds.append(out.argmax(1).cpu())
-        targets.append(yb.cpu())
+        preds.append(out.argmax(1))
+        targets.append(yb)
     if n == 0:
         raise ValueError("the evaluation loader yielded no batches")
-    y, p = torch.cat(targets).numpy(), torch.cat(preds).numpy()
-    return {"loss": loss_sum / n, "acc": float((y == p).mean()),
+    y, p = torch.cat(targets).cpu().numpy(), torch.cat(preds).cpu().numpy()
+    return {"loss": loss_sum.item() / n, "acc": float((y == p).mean()),
             "bal_acc": float(balanced_accuracy(y, p))}
 
 
@@ -504,79 +511,21 @@ def predict_tta(model: nn.Module, loader, device=None, *, amp="auto"):
 def _predict(model, loader, device, amp, *, tta: bool):
     device = model_device(model) if device is None else resolve_device(device)
     amp = _resolve_flag(amp, "amp", device)
-    logits, plain, targets = [], [], []
+    logits, plain, targets = [], [], []  # on the device until the end: one host sync
     for out, yb in _forward_batches(model, loader, device, amp, _is_channels_last(model), tta):
         if tta:
-            plain.append(out[0].cpu())
+            plain.append(out[0])
             out = out.log_softmax(-1).logsumexp(0) - math.log(out.shape[0])
-        logits.append(out.cpu())
-        targets.append(yb.cpu())
+        logits.append(out)
+        targets.append(yb)
     if not logits:
         empty = torch.zeros(0, 0)
         return empty, (empty if tta else None), torch.zeros(0, dtype=torch.int64)
-    return (torch.cat(logits).float(), torch.cat(plain).float() if tta else None,
-            torch.cat(targets).long())
+    return (torch.cat(logits).float().cpu(), torch.cat(plain).float().cpu() if tta else None,
+            torch.cat(targets).long().cpu())
 
 
-# --------------------------------------------------------------------------- checkpoints, history
-
-
-def load_checkpoint(path, model: nn.Module | None = None, map_location="cpu") -> dict:
-    """Load a checkpoint written by `fit` with `weights_only=True`; load its weights into `model`
-    when given. Returns the checkpoint dict. A truncated or empty file (a killed copy, a full
-    disk) raises `hw2lib.io.CorruptFileError` naming it."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "best.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} not found (fit(out_dir=...) writes best.pt "
-                                "and last.pt there)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (EOFError, RuntimeError, OSError, KeyError, ValueError, pickle.UnpicklingError) as exc:
-        if isinstance(exc, PermissionError) or "Weights only load failed" in str(exc):
-            raise  # readable but not allowed: not a corrupt file
-        size = path.stat().st_size
-        why = "empty (0 bytes)" if size == 0 else f"truncated or damaged ({size:,} bytes)"
-        raise CorruptFileError(
-            f"checkpoint {path} is {why} and cannot be loaded ({type(exc).__name__}: "
-            f"{str(exc)[:120] or 'no details'}). Delete it to start this run over (fit writes it "
-            "again), or copy it anew if it came from elsewhere.") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise CorruptFileError(f"{path} is not a checkpoint written by hw2lib.engine.fit (no "
-                               "'model' state dict in it); pass a best.pt or last.pt")
-    if model is not None:
-        target = getattr(model, "_orig_mod", model)  # a torch.compile'd model
-        target.load_state_dict(ckpt["model"])
-    return ckpt
-
-
-def read_history(path_or_dir) -> list[dict]:
-    """The per-epoch records of `history.jsonl` (a file, or a run folder holding one)."""
-    path = Path(path_or_dir)
-    if path.is_dir():
-        path = path / "history.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"history {path} not found (fit(out_dir=...) writes it)")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _history_text(history: Iterable[dict]) -> str:
-    return "".join(json.dumps(rec) + "\n" for rec in history)
-
-
-def _save(obj, path: Path) -> None:
-    io.atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _remove_stale_temps(folder: Path) -> list[Path]:
-    """Temp files of writes killed half-way: `.<name>.tmp-XXXX` (hw2lib.io) and the older
-    `.<name>.tmp<pid>` of this module's earlier versions."""
-    gone = io.remove_stale_temps(folder)
-    old = [p for p in folder.iterdir() if p.is_file() and _OLD_TEMP.fullmatch(p.name)]
-    for p in old:
-        p.unlink(missing_ok=True)
-    return gone + old
+# --------------------------------------------------------------------------- finite checks
 
 
 def _nonfinite_tensors(model: nn.Module, optimizer, device: torch.device) -> list[str]:
@@ -618,6 +567,7 @@ class _Run:
     mix_alpha: float = 1.0
     ema: object = None  # an ema.EMA, or None
     per_step: bool = False  # the LR schedule steps after every batch
+    writer: checkpoints.CheckpointWriter | None = None  # best.pt / last.pt (with an out_dir)
     history: list[dict] = field(default_factory=list)
     best_val_acc: float = -math.inf
     best_raw_val_acc: float = -math.inf  # with an EMA: the raw weights' best (best_raw.pt)
@@ -635,7 +585,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
         amp="auto", channels_last="auto", compile: bool = False, config: dict | None = None,
         seed: int | None = None, progress="auto", max_steps: int | None = None,
         eta_min: float = 0.0, mix: str = "none", mix_alpha: float = 1.0,
-        ema: float = 0.0) -> list[dict]:
+        ema: float = 0.0, checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S) -> list[dict]:
     """Train `model` for `epochs` epochs, evaluating on `val_loader` after each; return the history.
 
     - `train_loader`: any iterable of (x, y) batches with `len()` — the fast `BatchLoader` or a
@@ -643,10 +593,15 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     - Optimizer and schedule: see `build_optimizer` / `build_scheduler` (the schedule steps once
       per epoch; `eta_min` is cosine's floor). Only parameters with `requires_grad` are trained.
     - `criterion`: any `(logits, targets) -> loss` (default cross-entropy), moved to the device.
-    - `device`: None/"auto" = CUDA if available. `amp`/`channels_last` "auto": bf16 autocast and
-      channels_last memory format on CUDA, plain float32 on the CPU. `compile`: `torch.compile`.
-    - `out_dir`: after each epoch writes `best.pt` (best val_acc, ties keep the earlier epoch;
-      without a val loader the last epoch), then `last.pt` (the epoch's commit point), then
+    - `device`: None/"auto" = CUDA if available. `amp` "auto": bf16 autocast on CUDA (the
+      classifier head in float32), plain float32 on the CPU. `channels_last` "auto": on CUDA
+      where `runtime.channels_last_for` chooses it for the model (`config["model"]` names it),
+      never on the CPU. `compile`: `torch.compile`. On CUDA the optimizer is fused and
+      cudnn.benchmark is on during the call.
+    - `out_dir`: writes `best.pt` (best val_acc, ties keep the earlier epoch; without a val loader
+      the last epoch), then `last.pt` (the commit point) — at most once every `checkpoint_every`
+      seconds, always after this call's first and last epoch and when it stops on an error or
+      Ctrl-C (`hw2lib.checkpoints.CheckpointWriter`; 0: every epoch) —, and after every epoch
       `history.jsonl` (one JSON record per epoch); `run.json` (seed, versions, device, config,
       fit arguments) with the first epoch. Temp files of killed writes are removed at the start.
       A fresh run (resume=False) replaces an earlier run's files only as its own first epoch
@@ -698,25 +653,33 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
                          "loader with a len()")
     run = _setup(model, hyper, criterion=criterion, device=device, out_dir=out_dir, resume=resume,
                  amp=amp, channels_last=channels_last, compile=compile, config=config, seed=seed,
-                 steps_per_epoch=n_steps if per_step else 1)
+                 steps_per_epoch=n_steps if per_step else 1, checkpoint_every=checkpoint_every)
     if resume and _resume(run, train_loader):
         return run.history  # every epoch was already done
-    for epoch in range(run.start + 1, run.epochs + 1):
-        with _epoch_bar(mode, n_steps, epoch, run.epochs) as bar:
-            rec = _train_and_check(run, epoch, train_loader, val_loader, bar)
-            if not per_step:
-                run.sched.step()
-            _save_epoch(run, rec, train_loader)
-            _log_epoch(rec, run.epochs, mode, bar)
+    try:
+        with cudnn_benchmark(run.device):
+            for epoch in range(run.start + 1, run.epochs + 1):
+                with _epoch_bar(mode, n_steps, epoch, run.epochs) as bar:
+                    rec = _train_and_check(run, epoch, train_loader, val_loader, bar, n_steps)
+                    if not per_step:
+                        run.sched.step()
+                    _save_epoch(run, rec, train_loader)
+                    _log_epoch(rec, run.epochs, mode, bar)
+    finally:  # an error or Ctrl-C: the last completed epoch not yet on disk is written
+        if run.writer is not None:
+            run.writer.flush()
     return run.history
 
 
 def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, channels_last, compile,
-           config, seed, steps_per_epoch: int = 1) -> _Run:
+           config, seed, steps_per_epoch: int = 1,
+           checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S) -> _Run:
     """Check the arguments; put model and criterion on the device; build optimizer and schedule;
     create `out_dir` and clear temp files of killed writes from it."""
     device = resolve_device(device)
     amp = _resolve_flag(amp, "amp", device)
+    if channels_last == "auto":  # a per-model choice (runtime.CHANNELS_LAST_ON_CUDA)
+        channels_last = channels_last_for(model, device, (config or {}).get("model"))
     channels_last = _resolve_flag(channels_last, "channels_last", device)
     max_steps = hyper["max_steps"]
     if max_steps is not None and int(max_steps) < 1:
@@ -726,6 +689,8 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if amp:  # logits in float32 under autocast (before the EMA copy is made)
+        keep_head_fp32(model)
     criterion = nn.CrossEntropyLoss() if criterion is None else criterion
     if isinstance(criterion, nn.Module):
         criterion = criterion.to(device)
@@ -733,7 +698,8 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
     opt = build_optimizer(hyper["optimizer"], params, lr=hyper["lr"], momentum=hyper["momentum"],
-                          nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"])
+                          nesterov=hyper["nesterov"], weight_decay=hyper["weight_decay"],
+                          device=device)
     sched = build_scheduler(hyper["schedule"], opt, epochs=hyper["epochs"],
                             milestones=hyper["milestones"], gamma=hyper["gamma"],
                             warmup_epochs=hyper["warmup_epochs"], eta_min=hyper["eta_min"],
@@ -741,7 +707,7 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(out)
+        checkpoints.remove_stale_temps(out)
     from hw2lib.ema import EMA
     from hw2lib.mixing import check_mix
 
@@ -753,7 +719,9 @@ def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, chann
                 config=io.to_builtin(config) if config is not None else {}, seed=seed,
                 mix_kind=hyper.get("mix", "none"), mix_alpha=hyper.get("mix_alpha", 1.0),
                 ema=EMA(model, hyper["ema"]) if hyper.get("ema") else None,
-                per_step=hyper["schedule"] in PER_STEP_SCHEDULES)
+                per_step=hyper["schedule"] in PER_STEP_SCHEDULES,
+                writer=(checkpoints.CheckpointWriter(out, checkpoint_every)
+                        if out is not None else None))
 
 
 def _resume(run: _Run, train_loader) -> bool:
@@ -762,7 +730,7 @@ def _resume(run: _Run, train_loader) -> bool:
     if not path.exists():
         return False
     ckpt = load_checkpoint(path)
-    _check_same_run(ckpt, run.fit_args, run.config, path)
+    checkpoints.check_same_run(ckpt, run.fit_args, run.config, path)
     done = int(ckpt["epoch"])
     if done > run.epochs:
         raise ValueError(
@@ -776,7 +744,7 @@ def _resume(run: _Run, train_loader) -> bool:
     run.best_val_acc = float(ckpt["best_val_acc"])
     run.best_raw_val_acc = max((h["val_acc_raw"] for h in run.history
                                 if h.get("val_acc_raw") is not None), default=-math.inf)
-    io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
+    io.atomic_write_text(run.out / "history.jsonl", checkpoints.history_text(run.history))
     if done == run.epochs:
         return True
     run.opt.load_state_dict(ckpt["optimizer"])
@@ -802,9 +770,11 @@ def _epoch_bar(mode: str | None, total: int | None, epoch: int, epochs: int):
         bar.close()
 
 
-def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> dict:
-    """Train one epoch, evaluate, and check that loss and state are finite: the epoch's history
-    record, or `TrainingDiverged` naming the last good checkpoint."""
+def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar,
+                     n_steps: int | None = None) -> dict:
+    """Train one epoch (`n_steps` batches, when known), evaluate, and check that loss and state
+    are finite: the epoch's history record, or `TrainingDiverged` naming the last good
+    checkpoint (the pending one written first)."""
     from hw2lib.mixing import Mixer
 
     t0, lr = time.perf_counter(), float(run.opt.param_groups[0]["lr"])
@@ -814,7 +784,7 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> di
         if gen is None:
             raise ValueError("mix needs a train loader with a torch.Generator `generator` (the "
                              "BatchLoader): its draws must resume with the run")
-        mixer = Mixer(run.mix_kind, run.mix_alpha, gen)
+        mixer = Mixer(run.mix_kind, run.mix_alpha, gen, batches=n_steps)
     evaluated = run.net if run.ema is None else run.ema.model
     try:
         tr = train_one_epoch(run.net, run.criterion, run.opt, train_loader, run.device,
@@ -837,7 +807,9 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> di
     except TrainingDiverged as exc:
         if run.out is None:
             raise
-        raise TrainingDiverged(f"{exc} Last good checkpoint: {_last_good(run, epoch)}.") from None
+        run.writer.flush()  # the previous epoch, if it was not written yet
+        good = checkpoints.last_good(run.out, epoch)
+        raise TrainingDiverged(f"{exc} Last good checkpoint: {good}.") from None
     return {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
             "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
             "val_bal_acc": val["bal_acc"] if val else None,
@@ -846,30 +818,10 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar) -> di
             "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
 
 
-def _last_good(run: _Run, epoch: int) -> str:
-    """What a diverged run leaves to fall back on: the previous epoch's last.pt when it is there
-    and finite, else none (and whether an earlier run's files are still in the folder)."""
-    path = run.last_path
-    if epoch == 1:
-        earlier = [n for n in ("best.pt", "last.pt") if (run.out / n).exists()]
-        kept = (f"; an earlier run's {' and '.join(earlier)} in {run.out} were left as they were"
-                if earlier else "")
-        return f"none (it diverged in the first epoch{kept})"
-    if not path.exists():
-        return f"none ({path} is missing)"
-    try:
-        ckpt = load_checkpoint(path)
-    except CorruptFileError:
-        return f"none ({path} is corrupt)"
-    if int(ckpt["epoch"]) == epoch - 1 and all(
-            torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()):
-        return f"{path} (epoch {epoch - 1}) is kept"
-    return f"none ({path} is not a finite checkpoint of epoch {epoch - 1})"
-
-
 def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
-    """Append the record to the history; with an out_dir write best.pt (when best), last.pt (the
-    epoch's commit point) and history.jsonl — and run.json with this call's first epoch."""
+    """Append the record to the history; with an out_dir hand best.pt (when best) and last.pt (the
+    epoch's commit point) to the run's `CheckpointWriter` (written now or later, by time), and
+    write history.jsonl — and run.json with this call's first epoch."""
     run.history.append(rec)
     val_acc = rec["val_acc"]
     is_best = val_acc is None or val_acc > run.best_val_acc
@@ -884,17 +836,19 @@ def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
     common = {"model": run.model.state_dict(), "epoch": rec["epoch"],
               "best_val_acc": run.best_val_acc, "config": run.config, "fit_args": run.fit_args,
               "history": run.history, "seed": run.seed}
-    if is_best:  # before last.pt: last.pt is the commit point of an epoch
+    best = None
+    if is_best:  # written before last.pt: last.pt is the commit point of an epoch
         evaluated = run.model if run.ema is None else run.ema.model  # the weights evaluated
-        _save({**common, "model": evaluated.state_dict(), "val_acc": val_acc},
-              run.out / "best.pt")
+        best = {**common, "model": evaluated.state_dict(), "val_acc": val_acc}
     extra = {"ema": run.ema.state_dict()} if run.ema is not None else {}
+    others = {}
     if rec.get("val_acc_raw") is not None and rec["val_acc_raw"] > run.best_raw_val_acc:
         run.best_raw_val_acc = rec["val_acc_raw"]  # the raw weights' best: before last.pt
-        _save({**common, "val_acc": rec["val_acc_raw"]}, run.out / "best_raw.pt")
-    _save({**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
-           "rng": _rng_state(train_loader), **extra}, run.last_path)
-    io.atomic_write_text(run.out / "history.jsonl", _history_text(run.history))
+        others["best_raw.pt"] = {**common, "val_acc": rec["val_acc_raw"]}
+    last = {**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+            "rng": _rng_state(train_loader), **extra}
+    run.writer.epoch(last, best, force=rec["epoch"] == run.epochs, others=others)
+    io.atomic_write_text(run.out / "history.jsonl", checkpoints.history_text(run.history))
 
 
 def _log_epoch(rec: dict, epochs: int, mode: str | None, bar) -> None:
@@ -903,21 +857,6 @@ def _log_epoch(rec: dict, epochs: int, mode: str | None, bar) -> None:
         bar.set_postfix_str(line.split("  ", 1)[1], refresh=True)
     elif mode == "line":
         print(line, flush=True)
-
-
-def _check_same_run(ckpt: dict, fit_args: dict, config: dict, path: Path) -> None:
-    old_args = {k: v for k, v in ckpt.get("fit_args", {}).items() if k != "epochs"}
-    new_args = {k: v for k, v in fit_args.items() if k != "epochs"}
-    old_cfg = {k: v for k, v in ckpt.get("config", {}).items() if k != "epochs"}
-    new_cfg = {k: v for k, v in config.items() if k != "epochs"}
-    diff = sorted({k for k in old_args.keys() | new_args.keys()
-                   if old_args.get(k) != new_args.get(k)}
-                  | {f"config.{k}" for k in old_cfg.keys() | new_cfg.keys()
-                     if old_cfg.get(k) != new_cfg.get(k)})
-    if diff:
-        raise ValueError(f"cannot resume from {path}: it was written with different settings "
-                         f"({', '.join(diff)}). Use another out_dir for these settings (or, to "
-                         "start over here, delete the folder or pass resume=False).")
 
 
 def _write_run_json(run: _Run) -> None:

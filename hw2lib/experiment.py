@@ -132,11 +132,14 @@ def normalization(cfg: dict):
 
 
 def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | None = None):
-    """The fast batch loader over dataset rows, with the experiment's preprocessing."""
+    """The fast batch loader over dataset rows, with the experiment's preprocessing. An evaluation
+    loader's batch is `runtime.eval_batch_size`'s (larger on CUDA) unless `batch_size` is given."""
     from hw2lib import data as D
+    from hw2lib.runtime import eval_batch_size
 
     rows = np.asarray(rows)
-    bs = batch_size or cfg["batch_size"]
+    bs = batch_size or (cfg["batch_size"] if train or device is None
+                        else eval_batch_size(cfg["batch_size"], device))
     mean, std = normalization(cfg)
     return D.BatchLoader(ds.x[rows], ds.y[rows], bs, shuffle=train,
                          augment=cfg["augment"] if train else "none", device=device, mean=mean,

@@ -224,7 +224,8 @@ def deepdream(model, image, layer: str, *, channels=None, octaves: int = 4,
     clip to [0,1].
 
     image: 3×H×W in [0,1] (float or uint8); `size` (int or (H, W)) resizes it first (e.g. 224 for
-    a 64×64 tile). generator: torch.Generator for the rolls (default: seeded 0, reproducible).
+    a 64×64 tile). generator: torch.Generator for the rolls (default: seeded 0; reproducible on
+    the CPU, close but not bit-identical on CUDA, whose backward kernels are not deterministic).
     Returns the dreamed image, 3×H×W float32 in [0,1] on the CPU.
     """
     if octaves < 1 or steps < 0 or octave_scale <= 1.0:
@@ -329,7 +330,10 @@ def activation_maximization(model, layer: str, channel: int, *, init="noise", si
     Regularization on both: a random roll of up to ±`jitter` px and a random rescale by up to
     ±`scale_jitter` at each step (robustness transforms), and `weight_decay`: the parameter is
     shrunk by this fraction each step, i.e. pulled towards mid-grey.
-    Deterministic for a `seed` on a given device (local generator). steps=0 returns the start image.
+    The random draws come from a local generator seeded with `seed`: on the CPU a seed gives the
+    same image every time; on CUDA the backward kernels (cuDNN's convolution and pooling
+    gradients among them) are not deterministic, so the same seed gives a close but not
+    bit-identical image. steps=0 returns the start image.
 
     Returns (image 3×H×W float32 in [0,1] on the CPU, trace): trace[i] is the objective (mean
     activation of the channel for the transformed image) at step i.

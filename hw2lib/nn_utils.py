@@ -1,5 +1,5 @@
 """Small facts about a torch module that several steps need: where it lives, its last Linear
-layer, and a temporary switch to eval mode."""
+layer (and keeping it in float32 under autocast), and a temporary switch to eval mode."""
 
 from __future__ import annotations
 
@@ -39,6 +39,27 @@ def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
         raise ValueError("the model has no nn.Linear layer (no classifier head to find); "
                          "pass layer='<module name>'")
     return found[-1]
+
+
+class Fp32Linear(nn.Linear):
+    """An `nn.Linear` that computes in float32 even under autocast (its input cast up): the
+    classifier head's logits are then not rounded to bf16, so argmax ties, post-hoc logit
+    adjustment and test-time averaging work on full-precision logits. Same parameters and state
+    dict as `nn.Linear`; outside autocast it is `nn.Linear` itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return super().forward(x.to(self.weight.dtype))
+
+
+def keep_head_fp32(model: nn.Module) -> nn.Module:
+    """Make the model's classifier head (its last `nn.Linear`, see `last_linear`) an `Fp32Linear`
+    in place, if it has one; the same model is returned. Its weights and state-dict keys do not
+    change; calling it again changes nothing."""
+    found = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if found and type(found[-1]) is nn.Linear:
+        found[-1].__class__ = Fp32Linear
+    return model
 
 
 @contextmanager

@@ -65,7 +65,8 @@ def test_mixed_train_step_loss_is_the_lambda_blend():
     x, y = torch.rand(8, 3, 6, 6), torch.arange(8) % 3
     crit = nn.CrossEntropyLoss()
     g = torch.Generator().manual_seed(4)
-    xm, ya, yb, lam = mix_batch(x, y, "mixup", 1.0, torch.Generator().manual_seed(4))
+    xm, ya, yb, lam = Mixer("mixup", 1.0, torch.Generator().manual_seed(4))(x, y)  # same draw
+    assert 0 < lam < 1 and not torch.equal(ya, yb)
     expected = lam * crit(model(xm), ya) + (1 - lam) * crit(model(xm), yb)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     loss, _, _ = E.train_step(model, crit, opt, x, y, torch.device("cpu"),

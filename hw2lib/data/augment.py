@@ -12,9 +12,48 @@ from hw2lib.constants import AUGMENT_PRESETS
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 
 
+def luma_weights(device) -> torch.Tensor:
+    """The luma weights (R, G, B) on `device`, for `color_affine_from` to reuse."""
+    return torch.tensor(_GRAY, device=device)
+
+
 def check_preset(preset: str) -> None:
     if preset not in AUGMENT_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {AUGMENT_PRESETS}")
+
+
+def draw_crop_flip(b: int, generator: torch.Generator, padding: int, vflip: bool,
+                   transpose: bool = False) -> dict[str, torch.Tensor]:
+    """The random parameters of `crop_flip` for `b` samples, on the generator's device, in the
+    order `crop_flip` draws them: crop offsets ("offs", 2×b), flips ("flips", 1 or 2 × b, bool),
+    and with `transpose` the transpositions ("swap", b, bool)."""
+    gdev = generator.device
+    params = {"offs": torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gdev),
+              "flips": torch.rand(2 if vflip else 1, b, generator=generator, device=gdev) < 0.5}
+    if transpose:  # drawn after the crop and flips: the other presets' streams are unchanged
+        params["swap"] = torch.rand(b, generator=generator, device=gdev) < 0.5
+    return params
+
+
+def apply_crop_flip(x: torch.Tensor, params: dict, padding: int, aranges=None) -> torch.Tensor:
+    """`crop_flip` with its parameters given (`draw_crop_flip`'s, on x's device): one gather, no
+    host sync. `aranges`: (arange(h), arange(w)) on x's device, to reuse."""
+    b, c, h, w = x.shape
+    offs, flips, swap = params["offs"], params["flips"], params.get("swap")
+    if swap is not None and h != w:
+        raise ValueError(f"transposition needs square images, got {h}×{w}")
+    ar_h, ar_w = aranges if aranges is not None else (torch.arange(h, device=x.device),
+                                                        torch.arange(w, device=x.device))
+    cols = offs[1, :, None] + torch.where(flips[0, :, None], w - 1 - ar_w, ar_w)
+    rows = offs[0, :, None] + (torch.where(flips[1, :, None], h - 1 - ar_h, ar_h)
+                               if flips.shape[0] == 2 else ar_h)
+    xp = F.pad(x, (padding, padding, padding, padding)) if padding else x
+    wp = w + 2 * padding
+    index = rows[:, :, None] * wp + cols[:, None, :]  # out[i, j] = padded[rows[i], cols[j]]
+    if swap is not None:
+        index = torch.where(swap[:, None, None], index.transpose(1, 2), index)
+    index = index.reshape(b, 1, h * w).expand(b, c, h * w)
+    return xp.flatten(2).gather(2, index).view(b, c, h, w)
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int, vflip: bool,
@@ -26,23 +65,23 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int, vflip: 
     b, c, h, w = x.shape
     if transpose and h != w:
         raise ValueError(f"transposition needs square images, got {h}×{w}")
-    gdev = generator.device
-    offs = torch.randint(0, 2 * padding + 1, (2, b), generator=generator, device=gdev)
-    flips = torch.rand(2 if vflip else 1, b, generator=generator, device=gdev) < 0.5
-    offs, flips = offs.to(x.device), flips.to(x.device)
-    ar_h = torch.arange(h, device=x.device)
-    ar_w = torch.arange(w, device=x.device)
-    cols = offs[1, :, None] + torch.where(flips[0, :, None], w - 1 - ar_w, ar_w)
-    rows = offs[0, :, None] + (torch.where(flips[1, :, None], h - 1 - ar_h, ar_h) if vflip
-                               else ar_h)
-    xp = F.pad(x, (padding, padding, padding, padding)) if padding else x
-    wp = w + 2 * padding
-    index = rows[:, :, None] * wp + cols[:, None, :]  # out[i, j] = padded[rows[i], cols[j]]
-    if transpose:  # drawn after the crop and flips: the other presets' streams are unchanged
-        swap = (torch.rand(b, generator=generator, device=gdev) < 0.5).to(x.device)
-        index = torch.where(swap[:, None, None], index.transpose(1, 2), index)
-    index = index.reshape(b, 1, h * w).expand(b, c, h * w)
-    return xp.flatten(2).gather(2, index).view(b, c, h, w)
+    params = draw_crop_flip(b, generator, padding, vflip, transpose)
+    return apply_crop_flip(x, {k: v.to(x.device) for k, v in params.items()}, padding)
+
+
+def draw_color(b: int, generator: torch.Generator, strength: float) -> torch.Tensor:
+    """The colour jitter's factors for `b` samples (3×b: brightness, contrast, saturation, each
+    uniform in [1 − strength, 1 + strength]), on the generator's device."""
+    f = torch.rand(3, b, generator=generator, device=generator.device)
+    return 1 - strength + 2 * strength * f
+
+
+def color_affine_from(x, factors, gray=None):
+    """`color_affine` with its factors given (`draw_color`'s, on x's device); `gray`: the luma
+    weights on x's device, to reuse. No host sync."""
+    fb, fc, fs = factors
+    gray = torch.tensor(_GRAY, device=x.device) if gray is None else gray
+    return color_matrix(fb, fc, fs, x.float().mean((2, 3)) @ gray, gray=gray)
 
 
 def color_affine(x, generator, strength: float):
@@ -50,17 +89,15 @@ def color_affine(x, generator, strength: float):
     (blend with the image's mean gray), saturation (blend with the pixel's gray), the factors
     uniform in [1 − strength, 1 + strength]. Returns (M B×3×3, t B×3) for `x`'s pixel scale
     (clip after applying). Only x's mean gray is read."""
-    f = torch.rand(3, x.shape[0], generator=generator, device=generator.device)
-    fb, fc, fs = (1 - strength + 2 * strength * f).to(x.device)
-    gray = torch.tensor(_GRAY, device=x.device)
-    return color_matrix(fb, fc, fs, x.float().mean((2, 3)) @ gray)
+    return color_affine_from(x, draw_color(x.shape[0], generator, strength).to(x.device))
 
 
-def color_matrix(fb, fc, fs, mean_gray):
+def color_matrix(fb, fc, fs, mean_gray, gray=None):
     """torchvision's adjust_brightness → adjust_contrast → adjust_saturation with per-sample
-    factors, composed without the clipping in between: y = M x + t."""
+    factors, composed without the clipping in between: y = M x + t. `gray`: the luma weights on
+    fb's device (made here when not given)."""
     b = fb.shape[0]
-    gray = torch.tensor(_GRAY, device=fb.device)
+    gray = torch.tensor(_GRAY, device=fb.device) if gray is None else gray
     eye = torch.eye(3, device=fb.device)
     sat = fs.view(b, 1, 1) * eye + (1 - fs).view(b, 1, 1) * gray.view(1, 1, 3)
     # saturation maps a gray constant to itself (the luma weights sum to 1), hence t below

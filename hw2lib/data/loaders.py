@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD
-from hw2lib.data.augment import apply_affine, check_preset, color_affine, crop_flip
+from hw2lib.data import augment as A
 from hw2lib.data.cache import Dataset
+from hw2lib.runtime import to_device_once
 
 
 class BatchLoader:
@@ -24,12 +25,17 @@ class BatchLoader:
     `self.generator` (CPU, seeded with `seed`), so a seed gives the same batches everywhere.
     On any device but the CPU the whole tensor is moved there once. `x` may also be float in [0, 1].
     The augmentation is `augment_batch`'s, with the normalization folded into the colour jitter.
+
+    An epoch's augmentation parameters are drawn when its iteration starts — batch by batch, in
+    the order per-batch drawing would take them, so the batches are the same — and go to the
+    device in one copy per kind (pinned, non-blocking on CUDA); each batch takes its slice. No
+    step waits for the device: the constants (luma weights, clip bounds, index ranges) live there.
     """
 
     def __init__(self, x, y, batch_size=128, *, shuffle=False, augment="none", device="cpu",
                  mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, drop_last=False, seed=0,
                  balanced=False, vflip=False, padding=4, jitter=0.4):
-        check_preset(augment)
+        A.check_preset(augment)
         if x.ndim != 4 or x.shape[0] != len(y):
             raise ValueError(f"x must be N×C×H×W with N = len(y); got {tuple(x.shape)} and "
                              f"{len(y)}")
@@ -57,6 +63,11 @@ class BatchLoader:
         self._shift = (-mean_t / std_t).view(1, -1, 1, 1).to(self.device)
         self._pixel_scale = scale
         self._mean_std = (mean_t.to(self.device), std_t.to(self.device))
+        m, sd = self._mean_std
+        self._clip = ((-m / sd).view(1, -1, 1, 1), ((1 - m) / sd).view(1, -1, 1, 1))
+        self._gray = A.luma_weights(self.device)
+        h, w = x.shape[-2:]
+        self._aranges = (torch.arange(h, device=self.device), torch.arange(w, device=self.device))
         self._weights = None
         if balanced:
             counts = torch.bincount(self.targets).double()
@@ -74,23 +85,42 @@ class BatchLoader:
             return torch.randperm(n, generator=self.generator)
         return torch.arange(n)
 
-    def _batch(self, idx: torch.Tensor) -> torch.Tensor:
+    def _batch_sizes(self) -> list[int]:
+        n, b = self.num_samples, self.batch_size
+        return [min(b, n - k * b) for k in range(len(self))]
+
+    def _draw_epoch(self, sizes: list[int]) -> dict[str, torch.Tensor]:
+        """This epoch's augmentation parameters for every batch (sample-wise concatenated), drawn
+        batch by batch from `self.generator` and copied to the device once per kind."""
+        if self.augment == "none" or not sizes:
+            return {}
+        d4 = self.augment == "d4"
+        parts: dict[str, list[torch.Tensor]] = {}
+        for b in sizes:
+            drawn = A.draw_crop_flip(b, self.generator, self.padding, self.vflip or d4, d4)
+            if self.augment == "color":
+                drawn["color"] = A.draw_color(b, self.generator, self.jitter)
+            for k, v in drawn.items():
+                parts.setdefault(k, []).append(v)
+        return {k: to_device_once(torch.cat(v, dim=-1), self.device) for k, v in parts.items()}
+
+    def _batch(self, idx: torch.Tensor, params: dict | None = None) -> torch.Tensor:
+        """Batch `idx` with its augmentation `params` (this batch's slice of `_draw_epoch`'s)."""
         xb = self._x.index_select(0, idx)
         if xb.device != self.device:
             xb = xb.to(self.device, non_blocking=True)
         if self.augment != "none":
-            d4 = self.augment == "d4"
-            xb = crop_flip(xb, self.generator, self.padding, self.vflip or d4, transpose=d4)
+            xb = A.apply_crop_flip(xb, params, self.padding, self._aranges)
         xf = xb.to(torch.float32)
         if self.augment == "color":
             # jitter and normalization as one per-sample affine map, then a per-channel clip
-            mat, shift = color_affine(xf, self.generator, self.jitter)  # on pixels in [0, 1]
+            mat, shift = A.color_affine_from(xf, params["color"], self._gray)  # on [0, 1] pixels
             mean, std = self._mean_std
             s = self._pixel_scale
             mat_n = mat * (s / std).view(1, -1, 1)
             shift_n = (shift * s - mean) / std
-            xf = apply_affine(xf, mat_n, shift_n)
-            lo, hi = (-mean / std).view(1, -1, 1, 1), ((1 - mean) / std).view(1, -1, 1, 1)
+            xf = A.apply_affine(xf, mat_n, shift_n)
+            lo, hi = self._clip
             xf = torch.minimum(xf, hi, out=xf)
             xf = torch.maximum(xf, lo, out=xf)
         else:
@@ -101,10 +131,15 @@ class BatchLoader:
         return xf
 
     def __iter__(self):
-        order = self._order().to(self._x.device)
-        for k in range(len(self)):
-            idx = order[k * self.batch_size:(k + 1) * self.batch_size]
-            yield self._batch(idx), self._y.index_select(0, idx).to(self.device)
+        order = to_device_once(self._order(), self._x.device)
+        sizes = self._batch_sizes()
+        params = self._draw_epoch(sizes)
+        start = 0
+        for b in sizes:
+            idx = order[start:start + b]
+            mine = {k: v[..., start:start + b] for k, v in params.items()}
+            start += b
+            yield self._batch(idx, mine), self._y.index_select(0, idx).to(self.device)
 
 
 # --------------------------------------------------------------------------- the textbook path
@@ -146,7 +181,7 @@ def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN,
     antialiased: equal to BatchLoader's when enlarging, smoother when shrinking)."""
     from torchvision.transforms import v2
 
-    check_preset(preset)
+    A.check_preset(preset)
     t = [v2.Resize((image_size, image_size))]  # a no-op at that size already
     if preset in ("basic", "color", "d4"):
         t += [v2.RandomCrop(image_size, padding=padding), v2.RandomHorizontalFlip()]
