@@ -9,6 +9,7 @@ import pandas as pd
 
 from hw2lib import stats
 from hw2lib.experiment import experiment_config, per_image_correct, summarize
+from hw2lib.reference import REF_LABEL, reference_value
 
 _ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
 # Track "hw2" — the HW2 report's protocol. Where the report states a setting it is used; where it
@@ -281,14 +282,9 @@ def ablation_table(rows: list[dict]) -> pd.DataFrame | None:
     return table.fillna("not run")
 
 
-REF_LABEL = "HW2 report (its split)"
-
-
 def reference_text(r: dict) -> str:
     """The HW2 report's number for this run's protocol — with the epochs it was reached at when
     this run trained fewer (then it is context, not a like-with-like comparison)."""
-    from hw2lib.reference import reference_value
-
     key = REFERENCE_KEY.get(r["name"])
     if key is None:
         return "—"
@@ -507,7 +503,6 @@ def headline_rows(rows: list[dict]) -> list[dict]:
     the val-chosen checkpoint in the note), the ablation cells, and Track 2's chosen model (test
     accuracy)."""
     from hw2lib.notebook import headline
-    from hw2lib.reference import reference_value
 
     keep = set(REFERENCE_KEY) | set(ABLATION_CELLS.values()) | {"resnet50", "resnext50_sched",
                                                                  "dlresnet18_sched"}
@@ -517,7 +512,7 @@ def headline_rows(rows: list[dict]) -> list[dict]:
             continue
         key = REFERENCE_KEY.get(r["name"])
         same = r["epochs"] == EXPERIMENTS[r["name"]]["epochs"]
-        ref = reference_value(key) if key and same else None
+        ref = reference_value(key, text=True) if key and same else None
         note = (f"HW2 protocol: {r['optimizer']}, {r['schedule']}, {r['augment']}, "
                 f"{r['epochs']} ep, n={r['seeds']}, {_n(r)} training images; test acc "
                 f"{r['test_acc']:.4f} (val-chosen checkpoint); val acc is the selection metric")

@@ -8,7 +8,7 @@ import pandas as pd
 
 from hw2lib import metrics, stats
 from hw2lib.experiment import experiment_config, load_trained, make_loader
-from hw2lib.reference import reference_value
+from hw2lib.reference import REF_LABEL, reference_value
 
 # The HW2 report's long tail, reconstructed: its text names classes 4, 6 and 7 (1-based:
 # Highway, Pasture, PermanentCrop) as the tail, seen 19, 10 and 36 times in training. It gives no
@@ -287,6 +287,14 @@ def confusions(results: dict, split: str = "test") -> dict[str, dict[str, np.nda
     return out
 
 
+def confusion_figures(results: dict, split: str, classes) -> list:
+    """`confusions` of each backbone as one figure each (cross-entropy beside Balanced Softmax)."""
+    from hw2lib.plots import plot_confusions
+
+    return [plot_confusions(cms, classes, title=bb)
+            for bb, cms in confusions(results, split).items()]
+
+
 def _images(row: dict, seed):
     """`stats.ImagesFn` of C's score rows: each row holds its own test predictions."""
     return row["test_pred"] == row["test_targets"], row["test_targets"]
@@ -332,9 +340,6 @@ def protocol_check(*, long_tail: str, n_max, lt_counts):
                                          lt_counts=lt_counts)
 
 
-REF_LABEL = "HW2 report (its split)"
-
-
 def track_table(rows: dict, results: dict, *, comparable) -> pd.DataFrame:
     """The headline comparison: HW2 report (its split) | this study, HW2 protocol | this study,
     best recipe, for each backbone kind × CE / Balanced Softmax (val accuracy, the report's
@@ -378,13 +383,14 @@ def headline_rows(rows: dict, t: pd.DataFrame, results: dict, *, comparable) -> 
             continue
         res = results[(bb, m)]
         same = comparable(res["config"])
-        ref = reference_value(f"C/{bb}_{m}")
+        ref = reference_value(f"C/{bb}_{m}", text=True)
+        ref = None if ref == "—" else ref
         note = (f"val bal acc {r['val_bal_acc']:.4f}; test acc {r['test_acc']:.4f}, test bal acc "
                 f"{r['test_bal_acc']:.4f}, few-shot test {r['test_few']:.4f}")
         if ref is not None and same:
             note += "; the HW2 report's number is on its own split (context)"
         if ref is not None and not same:
-            note += f"; HW2's {ref:.4f} is another protocol (long tail or epochs): not comparable"
+            note += f"; HW2's {ref} is another protocol (long tail or epochs): not comparable"
         heads.append(headline(f"C {bb} {m}: val acc", r["val_acc"], ref if same else None, note,
                               run_id=res["run_id"]))
     best = t["val_bal_acc"].astype(float).idxmax()

@@ -87,16 +87,16 @@ def test_b_findings_tables_and_headline():
     assert table.loc["no augmentation", "MultiStep LR"] == "not run"
     shown = task_b.results_table(rows)
     ref = "HW2 report (its split)"
-    assert shown.loc["resnet18", ref] == "0.8000"
+    assert shown.loc["resnet18", ref] == "≈ 0.80"
     assert shown.loc["resnet18", "track"] == "hw2"
     assert shown.loc["resnext18", ref] == "0.8906"
-    assert shown.loc["resnet34", ref] == "0.8000 (at 100 ep; this run 5)"
+    assert shown.loc["resnet34", ref] == "≈ 0.80 (at 100 ep; this run 5)"
     assert shown.loc["resnet50", ref] == "—"
     assert shown.loc["resnext18", "run ids"] == "id0 id1 id2"
     assert shown.loc["resnext18", "test acc (val-chosen checkpoint)"] == "0.9100 ± 0.0100"
     heads = {h["name"]: h for h in task_b.headline_rows(rows)}
     r18 = "B resnet18: val acc (selection metric)"
-    assert heads[r18]["reference"] == 0.80 and heads[r18]["run_id"] == "id0"
+    assert heads[r18]["reference"] == "≈ 0.80" and heads[r18]["run_id"] == "id0"
     assert "test acc 0.8000 (val-chosen checkpoint)" in heads[r18]["note"]
     assert "on its own split" in heads[r18]["note"]
     # a reference never sits beside a run of another budget
@@ -289,16 +289,28 @@ def test_a_vis_findings_and_tiles():
         classes = ["A", "B"]
         x = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).reshape(4, 3, 2, 2)
         y = torch.tensor([0, 1, 0, 1])
+        paths = ["A/A_2.jpg", "B/B_1.jpg", "A/A_1.jpg", "B/B_7.jpg"]
+        split = np.array(["test", "val", "train", "test"])
 
-        def indices(self, split):
-            return np.array([0, 1, 2, 3])
-
-    tiles = task_a.pick_tiles(DS(), ["B"], 1)
-    assert torch.equal(tiles["B"], DS.x[3].float() / 255)
-    with pytest.raises(ValueError, match="not in the dataset's classes"):
-        task_a.pick_tiles(DS(), ["C"], 0)
-    with pytest.raises(ValueError, match="B has 2 test tiles"):
-        task_a.pick_tiles(DS(), ["B"], 2)
+    # by file name, from whichever split holds it
+    tiles, info, notes = task_a.choose_tiles(DS(), ["A", "B"], ["A_1.jpg", "B_7.jpg"])
+    assert torch.equal(tiles["A"], DS.x[2].float() / 255) and torch.equal(tiles["B"], DS.x[3]
+                                                                          .float() / 255)
+    assert info == {"A": {"file": "A/A_1.jpg", "split": "train"},
+                    "B": {"file": "B/B_7.jpg", "split": "test"}} and notes == []
+    # the report's names on other data: the first file of each class, and it says so
+    tiles, info, notes = task_a.choose_tiles(DS(), ["A", "B"])
+    assert info["A"]["file"] == "A/A_1.jpg" and info["B"]["file"] == "B/B_1.jpg"
+    assert len(notes) == 2 and "Pasture_1.jpg, Industrial_1.jpg" in notes[0]
+    # a user's own classes: the dataset's first classes stand in
+    tiles, info, notes = task_a.choose_tiles(DS(), ["Pasture", "Industrial"])
+    assert list(tiles) == ["A", "B"]
+    assert notes[0] == "class 'Pasture' is not in this dataset's classes: using its class 'A' instead"
+    text = task_a.tiles_text(info, notes)
+    assert text.startswith("Tiles — A: A/A_1.jpg (from the train split); B: B/B_1.jpg (from the "
+                           "val split).") and "\n- class 'Pasture'" in text
+    with pytest.raises(ValueError, match="no other class is left"):
+        task_a.choose_tiles(DS(), ["A", "B", "C"])
 
 
 def test_b_step_jumps_table_says_why_it_is_empty():

@@ -211,3 +211,72 @@ def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imag
     assert correct.mean() == pytest.approx(res["test_acc_raw_no_tta"])
     row = X.summarize([res])[0]
     assert row["test_acc_raw_values"] == [res["test_acc_raw"]] and row["seed_ids"] == [0]
+
+
+def test_references_are_stated_as_the_report_states_them():
+    from hw2lib.reference import REF_LABEL, reference_value
+
+    assert reference_value("B/dlresnet18_adam", text=True) == "0.82–0.83"
+    assert reference_value("B/dlresnet18_adam") is None  # a range has no single number
+    assert reference_value("B/resnet18", text=True) == "≈ 0.80"
+    assert reference_value("B/resnext50_32x4d", text=True) == "≈ 0.86"
+    assert reference_value("B/resnet18") == 0.80 and reference_value("B/resnext18") == 0.8906
+    assert reference_value("nope", text=True) == "—" and REF_LABEL == "HW2 report (its split)"
+    rows = summarize([{"config": experiment_config(task_b.experiment(n), seed=0), "params": 1,
+                       "val_acc": 0.8, "test_acc": 0.8, "val_bal_acc": 0.8, "test_bal_acc": 0.8,
+                       "wall_seconds": 1.0, "run_id": n[:6]}
+                      for n in ("dlresnet18_5x5_adam", "resnet18")])
+    table = task_b.results_table(rows)
+    assert table.loc["dlresnet18_5x5_adam", REF_LABEL] == "0.82–0.83"
+    heads = {h["name"]: h["reference"] for h in task_b.headline_rows(rows)}
+    assert heads["B dlresnet18_5x5_adam: val acc (selection metric)"] == "0.82–0.83"
+    assert heads["B resnet18: val acc (selection metric)"] == "≈ 0.80"
+
+
+def test_a_reference_only_beside_a_pretrained_resnet50_at_the_protocols_budget():
+    from hw2lib import task_a
+
+    cfg = experiment_config({"name": "resnet50", "model": "resnet50", "pretrained": True},
+                            epochs=15, seed=0)
+    res = {"config": cfg, "warning": None, "identity": {"data": {"n_train": 16200}},
+           "run_id": "abc", "val_acc": 0.95, "test_acc": 0.95, "val_bal_acc": 0.95,
+           "test_bal_acc": 0.95}
+    assert task_a.a_reference(res, 0.963) == (0.963, "The HW2 report's number is its val "
+                                                     "accuracy on its own split.")
+    ref, why = task_a.a_reference({**res, "warning": "RANDOM INITIALIZATION"}, 0.963)
+    assert ref is None and "random init" in why
+    ref, why = task_a.a_reference({**res, "config": {**cfg, "epochs": 3},
+                                   "identity": {"data": {"n_train": 2000}}}, 0.963)
+    assert ref is None and "3 epochs, not the protocol's 15" in why and "2,000 training" in why
+    heads = task_a.headline_rows({**res, "warning": "x"}, {"knn": 0.5}, "resnet50", 0.963)
+    assert heads[0]["reference"] is None and "not shown beside this run" in heads[0]["note"]
+    assert task_a.headline_rows(res, {"knn": 0.5}, "resnet50", 0.963)[0]["reference"] == 0.963
+
+
+def test_reconstructions_table_renders_per_notebook_and_whole():
+    from hw2lib import reconstructions as R
+
+    whole = R.markdown()
+    assert whole.splitlines()[0] == ("| where the report is silent | the report | this study | "
+                                     "notebooks |")
+    assert len(whole.splitlines()) == 2 + len(R.ROWS)
+    for topic in ("Adam", "split", "second path", "grouping", "baselines' optimizer and epochs",
+                  "batch size", "colour-jitter", "crop padding", "normalization",
+                  "224 px", "class-balanced β"):
+        assert topic in whole, topic
+    b = R.markdown("B-ablation")
+    assert "DLResNet's second path" in b and "class-balanced β" not in b
+    assert "Pasture_1.jpg" in R.markdown("A-vis")
+    with pytest.raises(ValueError, match="no reconstruction concerns notebook 'Z'"):
+        R.markdown("Z")
+    assert R.block("C-longtail").data.startswith("### Reconstructions")
+
+
+def test_c_confusion_figures_one_per_backbone():
+    y = np.arange(6) % 3
+    pred = {"val_logits": _logits(y, np.ones(6, bool)), "val_targets": y,
+            "test_logits": _logits(y, np.ones(6, bool)), "test_targets": y}
+    results = {(bb, loss): {"predictions": pred} for bb in ("a", "b")
+               for loss in ("ce", "balanced_softmax", "class_balanced")}
+    figs = task_c.confusion_figures(results, "val", ["x", "y", "z"])
+    assert len(figs) == 2 and [f._suptitle.get_text() for f in figs] == ["a", "b"]
