@@ -82,23 +82,24 @@ class Mixer:
     α and generator.
 
     At its first call it draws the parameters of `batches` batches at once (default 64; another
-    such draw when they run out): each batch's partner order as random keys (sorted on the device:
-    a uniform permutation of any batch up to the first batch's size), its kind ("both": mixup or
-    CutMix, ½ each), λ and CutMix's box centre. The keys reach the device in one copy (pinned,
-    non-blocking on CUDA), the rest stays on the host, so no step waits for the device. A new
-    epoch takes a new Mixer, so what an epoch draws depends only on the generator's state at its
-    start (what a checkpoint stores)."""
+    such draw when they run out): each batch's partner order (random keys sorted on the host: a
+    uniform permutation of any batch up to the first batch's size), its kind ("both": mixup or
+    CutMix, ½ each), λ and CutMix's box centre. The full batches' orders reach the device in one
+    copy (pinned, non-blocking on CUDA; a shorter last batch's order in one more), the rest stays
+    on the host, so no step waits for the device, and the draws are the same on every device. A
+    new epoch takes a new Mixer, so what an epoch draws depends only on the generator's state at
+    its start (what a checkpoint stores)."""
 
     def __init__(self, kind: str, alpha: float, generator: torch.Generator,
                  batches: int | None = None):
         check_mix(kind, alpha)
         self.kind, self.alpha, self.generator = kind, float(alpha), generator
         self.batches = int(batches) if batches else 64
-        self._keys, self._kinds, self._draws, self._next = None, [], None, 0
+        self._keys, self._perms, self._kinds, self._draws, self._next = None, None, [], [], 0
 
     def _draw_block(self, size: int, device) -> None:
         n, g = self.batches, self.generator
-        keys = torch.rand(n, size, generator=g)
+        self._keys = torch.rand(n, size, generator=g)  # on the host
         if self.kind == "both":
             u = torch.rand(n, generator=g).tolist()
             self._kinds = ["mixup" if v < 0.5 else "cutmix" for v in u]
@@ -109,17 +110,20 @@ class Mixer:
         centre = rng.random((n, 2))
         self._draws = [(float(lam[i]), float(centre[i, 0]), float(centre[i, 1]))
                        for i in range(n)]
-        self._keys, self._next = to_device_once(keys, device), 0
+        self._perms = to_device_once(self._keys.argsort(dim=1, stable=True), device)
+        self._next = 0
 
     def __call__(self, xb, yb):
         b = xb.shape[0]
         if self._keys is None or self._next == self.batches:
             self._draw_block(b, xb.device)
-        if b > self._keys.shape[1]:
-            raise ValueError(f"the Mixer drew partner orders for batches of up to "
-                             f"{self._keys.shape[1]} (its first batch) and got one of {b}: a "
-                             "loader's first batch must be its largest")
+        size = self._keys.shape[1]
+        if b > size:
+            raise ValueError(f"the Mixer drew partner orders for batches of up to {size} (its "
+                             f"first batch) and got one of {b}: a loader's first batch must be "
+                             "its largest")
         i = self._next
         self._next += 1
-        perm = self._keys[i, :b].argsort(stable=True)
+        perm = (self._perms[i] if b == size
+                else to_device_once(self._keys[i, :b].argsort(stable=True), xb.device))
         return _mix(xb, yb, perm, self._kinds[i], *self._draws[i])

@@ -80,3 +80,147 @@ def test_tta_on_the_gpu_matches_the_cpu_within_bf16():
     cpu = E.predict_tta(model, D.BatchLoader(x, y, 8))
     gpu = E.predict_tta(model.cuda(), D.BatchLoader(x, y, 8, device="cuda"))
     torch.testing.assert_close(gpu[0].softmax(1), cpu[0].softmax(1), atol=0.05, rtol=0.05)
+
+
+# --------------------------------------------------------------------------- issue 19, items 3-7, 10
+
+
+class _RecordsBenchmarkFlag:
+    """A loader wrapper that records torch.backends.cudnn.benchmark when each epoch starts."""
+
+    def __init__(self, loader):
+        self.loader, self.generator, self.flags = loader, loader.generator, []
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.flags.append(torch.backends.cudnn.benchmark)
+        return iter(self.loader)
+
+
+def test_an_epoch_of_training_steps_never_waits_for_the_gpu():
+    """Sync-debug mode "error" around a whole epoch of steps: the loader's colour jitter (its
+    draws and their copy included), mixup/CutMix, bf16 autocast, the fused optimizer, the EMA."""
+    from hw2lib.ema import EMA
+    from hw2lib.mixing import Mixer
+    from hw2lib.nn_utils import keep_head_fp32
+
+    x, y = _data()
+    dev = torch.device("cuda")
+    loader = D.BatchLoader(x, y, 16, shuffle=True, augment="color", device=dev, seed=0,
+                           drop_last=True)
+    model = build_model("resnet18", 4).to(dev).to(memory_format=torch.channels_last)
+    keep_head_fp32(model)
+    opt = E.build_optimizer("sgd", model.parameters(), lr=0.05, device=dev)
+    assert opt.defaults["fused"] is True
+    ema = EMA(model, 0.9)
+    mixer = Mixer("both", 1.0, loader.generator, batches=len(loader))
+    crit = torch.nn.CrossEntropyLoss()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for xb, yb in loader:
+            E.train_step(model, crit, opt, xb, yb, dev, amp=True, channels_last=True, mix=mixer)
+            ema.update()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_evaluation_syncs_at_the_end_not_per_batch():
+    import warnings
+
+    x, y = _data()
+    model = build_model("resnet18", 4).cuda()
+    loader = D.BatchLoader(x, y, 8, device="cuda")  # 8 batches
+    expected = E.evaluate(model, loader)  # warm-up
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            got = E.evaluate(model, loader)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    assert len(syncs) <= 3, syncs  # targets, predictions, loss: once each
+    assert got["acc"] == expected["acc"]
+
+
+def test_channels_last_is_chosen_per_model_and_survives_mixing():
+    from hw2lib.hooks import capture
+
+    x, y = _data()
+    for name, want in (("resnet18", True), ("resnext18", False)):
+        model = build_model(name, 4)
+        train = D.BatchLoader(x, y, 16, shuffle=True, augment="basic", device="cuda", seed=0)
+        with capture(model, "conv1", what="input", detach=True) as first:
+            E.fit(model, train, None, epochs=1, lr=0.05, device="cuda", progress=False,
+                  config={"model": name}, mix="mixup", mix_alpha=1.0)
+        assert E._is_channels_last(model) is want, name
+        xb = first.output  # the last training step's (mixed) input
+        assert (xb.is_contiguous(memory_format=torch.channels_last)
+                and not xb.is_contiguous()) is want, name
+
+
+def test_autocast_runs_and_the_head_stays_fp32_on_cuda():
+    from hw2lib.hooks import capture
+    from hw2lib.nn_utils import Fp32Linear
+
+    x, y = _data(n=16)
+    model = build_model("resnet18", 4).cuda()
+    with capture(model, "layer1", detach=True) as body, capture(model, "fc", detach=True) as head:
+        logits, _ = E.predict(model, D.BatchLoader(x, y, 8, device="cuda"))
+    assert body.output.dtype == torch.bfloat16  # autocast really ran
+    assert head.output.dtype == torch.float32 and type(model.fc) is Fp32Linear
+    assert not torch.equal(logits, logits.bfloat16().float())  # logits not bf16-rounded
+
+
+def test_fit_turns_cudnn_benchmark_on_for_its_duration():
+    x, y = _data()
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        train = _RecordsBenchmarkFlag(
+            D.BatchLoader(x, y, 16, shuffle=True, augment="basic", device="cuda", seed=0))
+        E.fit(build_model("resnet18", 4), train, None, epochs=2, lr=0.05, device="cuda",
+              progress=False)
+        assert train.flags == [True, True] and torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def test_loader_colour_and_resize_on_the_gpu_match_the_cpu():
+    x, y = _data()
+    for kw in (dict(augment="color"), dict(augment="d4", resize=48)):
+        gpu = D.BatchLoader(x, y, 16, shuffle=True, device="cuda", seed=4, **kw)
+        cpu = D.BatchLoader(x, y, 16, shuffle=True, device="cpu", seed=4, **kw)
+        for (a, ya), (b, yb) in zip(gpu, cpu, strict=True):
+            assert torch.equal(ya.cpu(), yb)
+            torch.testing.assert_close(a.cpu(), b, atol=1e-4, rtol=1e-4)
+
+
+def test_a_gpu_written_checkpoint_loads_and_resumes_on_the_cpu(tmp_path):
+    x, y = _data()
+    kw = dict(lr=0.01, optimizer="adamw", ema=0.9, progress=False, checkpoint_every=0)
+    E.fit(build_model("resnet18", 4),
+          D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cuda", seed=0), None,
+          epochs=1, device="cuda", out_dir=tmp_path, **kw)
+
+    def tensors(obj):
+        if isinstance(obj, torch.Tensor):
+            return [obj]
+        if isinstance(obj, dict):
+            return [t for v in obj.values() for t in tensors(v)]
+        if isinstance(obj, list | tuple):
+            return [t for v in obj for t in tensors(v)]
+        return []
+
+    for name in ("last.pt", "best.pt"):
+        found = tensors(torch.load(tmp_path / name, weights_only=True))  # no map_location
+        assert found and all(t.device.type == "cpu" for t in found), name
+    hist = E.fit(build_model("resnet18", 4),
+                 D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cpu", seed=0),
+                 None, epochs=2, device="cpu", out_dir=tmp_path, resume=True, **kw)
+    assert [h["epoch"] for h in hist] == [1, 2]

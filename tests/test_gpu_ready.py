@@ -114,6 +114,19 @@ def test_mixer_draws_its_epoch_once_deterministic_per_seed(monkeypatch):
         small_first(torch.rand(6, 3, 2, 2), torch.arange(6))
 
 
+def test_mixer_short_last_batch_gets_a_permutation_of_its_own():
+    g = torch.Generator().manual_seed(2)
+    mixer = Mixer("mixup", 1.0, g, batches=2)
+    x, y = torch.rand(8, 3, 4, 4), torch.arange(8)
+    mixer(x, y)
+    xm, _, yb, lam = mixer(x[:5], y[:5])
+    assert sorted(yb.tolist()) == [0, 1, 2, 3, 4] and xm.shape == (5, 3, 4, 4)
+    torch.testing.assert_close(xm, torch.lerp(x[yb], x[:5], lam))
+    again = Mixer("mixup", 1.0, torch.Generator().manual_seed(2), batches=2)
+    again(x, y)
+    assert torch.equal(again(x[:5], y[:5])[2], yb)
+
+
 @pytest.mark.parametrize("kind", ["mixup", "cutmix", "both"])
 def test_mixing_keeps_channels_last(kind):
     x = torch.rand(8, 3, 6, 6).contiguous(memory_format=torch.channels_last)
