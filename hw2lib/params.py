@@ -45,20 +45,20 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENT_PR
            "long_tail": ("hw2", "exponential"), "best_stem": ("imagenet", "small"),
            "executor": ("local", "ray")}
 
-# Items of list parameters: the names each item must be one of. B's experiment names come from its
-# catalogue (hw2lib.task_b, which imports no torch), read only when the parameter is checked.
 def _experiments() -> tuple[str, ...]:
+    """B's experiment names, from its catalogue (hw2lib.task_b imports no torch)."""
     from hw2lib.task_b import EXPERIMENTS
 
     return tuple(EXPERIMENTS)
 
 
+# Items of list parameters: the names each item must be one of (read when the value is checked);
+# items that must be >= 0. No list parameter may be empty.
 ITEM_CHOICES = {"losses": lambda: LOSSES, "backbones": lambda: C_BACKBONES,
                 "experiments": _experiments}
 NON_NEGATIVE_ITEMS = {"seeds", "ablation_seeds", "lt_counts", "grid_channels"}
-# Path parameters: made absolute (from the caller's working directory; `train_results`, relative
-# to the reports, is not one) and, for these, checked to
-# exist before anything runs.
+# Path parameters, made absolute from the caller's working directory (A-vis's `train_results` is
+# relative to the reports instead: not one of them); those in MUST_EXIST must exist.
 PATH_PARAMS = {"source", "image_folder", "weights", "checkpoint", "data_dir"}
 MUST_EXIST = {"source": "a EuroSAT zip or extracted folder", "image_folder": "an ImageFolder root",
               "weights": "a state-dict file", "checkpoint": "a checkpoint file (best.pt)"}
