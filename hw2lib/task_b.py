@@ -442,9 +442,12 @@ def lever_table(rows: list[dict]) -> pd.DataFrame | None:
 
 
 def lever_view(rows: list[dict]):
-    """`lever_table`, and a note when the whole recipe is not among the runs."""
+    """`lever_table` (styled: its interval column is shown whole), and a note when the whole
+    recipe is not among the runs."""
     table = lever_table(rows)
-    return table, "" if table is not None else "The best recipe is not in this profile's list."
+    if table is None:
+        return None, "The best recipe is not in this profile's list."
+    return table.style, ""
 
 
 def dlresnet_blocks(num_classes: int) -> str:

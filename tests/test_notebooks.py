@@ -51,6 +51,29 @@ def test_smoke_report_passes_every_notebook(smoke_report):
         assert "notebook.setup(" not in html  # set-up code hidden, its output kept
 
 
+def test_smoke_pages_show_intervals_labels_and_reconstructions(smoke_report):
+    """Issue 18: the rendered pages carry the Reconstructions block, the selection-free labels and
+    the intervals of their design; no reference sits beside a run that is not its protocol."""
+    out = smoke_report[0]
+    pages = {nb: (out / f"{nb}.html").read_text() for nb in ("B-ablation", "C-longtail", "A-vis")}
+    for nb, html in pages.items():
+        assert "Reconstructions" in html and "where the report is silent" in html, nb
+    b, c = pages["B-ablation"], pages["C-longtail"]
+    for text in ("HW2 report (its split)", "test acc (val-chosen checkpoint)",
+                 "val acc (selection metric: max over epochs)", "paired seeds, t(1)",
+                 "one seed: evaluation noise only", "without EMA of weights (the raw weights"):
+        assert text in b, text
+    assert "best_no_ema" not in b and "z = 1.96" not in b
+    for text in ("plain cross-entropy", "one seed: evaluation noise only", "posthoc (τ=",
+                 "chosen on val from 0–2", "HW2 report (its split)"):
+        assert text in c, text
+    assert "nearly perfect" not in c
+    assert "Tiles — " in pages["A-vis"]
+    for nb in ("A-train", "B-ablation", "C-longtail"):  # smoke runs are no protocol's runs
+        res = json.loads((out / "runs" / nb / "results.json").read_text())
+        assert all(h["reference"] is None for h in res["headline"]), nb
+
+
 @pytest.mark.parametrize("nb", run.NOTEBOOKS)
 def test_smoke_results_json_has_finite_headline(smoke_report, nb):
     out = smoke_report[0]

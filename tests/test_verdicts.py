@@ -123,6 +123,8 @@ def test_b_levers_tta_symmetries_and_ema_from_the_same_runs(tmp_path):
     assert t.loc[f"{sym} (scored with 8-view TTA, like the rest)", delta].startswith("-10.00")
     # both scored without TTA: no_d4 0.9000 vs best 0.9167
     assert t.loc[f"{sym} — both scored without TTA", delta].startswith("-1.67")
+    view, note = task_b.lever_view(rows)  # styled: the interval's label is shown whole
+    assert note == "" and "one seed: evaluation noise only (paired on 600 images)" in view.to_html()
     found = task_b.findings(rows)
     assert any(f.startswith("lever: best recipe vs without EMA of weights") for f in found)
     last = found[-1]
