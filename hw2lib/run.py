@@ -25,6 +25,7 @@ from pathlib import Path
 from hw2lib import folder_lock, gpu_check, io, paths
 from hw2lib.constants import NOTEBOOKS
 from hw2lib.index import read_results, write_index
+from hw2lib.kernels import logged_kernel_manager
 from hw2lib.params import (
     RUNNER_PARAMS,
     ParameterError,
@@ -270,6 +271,8 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
     run_dir.mkdir(parents=True, exist_ok=True)
     (out / "executed").mkdir(parents=True, exist_ok=True)
     executed = out / "executed" / f"{name}.ipynb"
+    kernel_log = out / "executed" / f"{name}.kernel.log"  # the kernel's own stderr
+    kernel_log.unlink(missing_ok=True)
     html_path = out / f"{name}.html"
     prev, _ = read_status(out)
     was_passed = (prev.get(name) or {}).get("status") == "passed" and html_path.exists()
@@ -291,6 +294,7 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
             str(notebook_path(name)), str(executed),
             parameters={**params, "run_dir": str(run_dir), "profile": profile},
             kernel_name=kernel, cwd=str(NOTEBOOK_DIR), progress_bar=False,
+            kernel_manager_class=logged_kernel_manager(kernel_log),
             # cells' printed output (one line per epoch) streams to the terminal as it comes
             stdout_file=sys.stdout if log_output else None,
             stderr_file=sys.stderr if log_output else None)
@@ -316,7 +320,8 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
                        str(run_dir.relative_to(out)), params, error, started, profile,
                        previous_html)
     _write_status(out, asdict(result))
-    said = {"passed": "passed", "interrupted": "INTERRUPTED"}.get(state, f"FAILED: {error}")
+    said = {"passed": "passed", "interrupted": "INTERRUPTED"}.get(
+        state, f"FAILED: {error} (the kernel's own log: {kernel_log})")
     print(f"[{name}] {said} in {duration:.0f} s", flush=True)
     if error == INTERRUPTED:
         raise KeyboardInterrupt

@@ -538,3 +538,42 @@ def test_pages_fold_code_keep_outputs_in_view_and_link_the_executed_notebook(tmp
     assert "<img" not in folded[0] and "FOUND-IT" not in folded[0]
     assert page.index("<img") > page.index("</details>") and "FOUND-IT" in page
     assert '<a href="executed/A-train.ipynb">' in page
+
+
+@pytest.mark.notebook
+def test_ctrl_c_in_a_terminal_ends_in_one_line_without_a_traceback(tmp_path,
+                                                                   synthetic_imagefolder):
+    """^C typed in the terminal (through a pseudo-terminal, so the tty sends SIGINT to the
+    foreground process group) while the kernel runs the notebook: no ZMQError or other
+    traceback, status "interrupted", the index written, exit 130."""
+    import pty
+    import select
+    import time
+
+    hw2 = Path(sys.executable).with_name("hw2")
+    out = tmp_path / "rep"
+    argv = [str(hw2), "report", "--only", "A-train", "--profile", "smoke", "-p", "image_folder",
+            str(synthetic_imagefolder), "-p", "data_dir", str(tmp_path / "data"), "--out", str(out)]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes hw2 on the pseudo-terminal
+        os.execv(argv[0], argv)
+    text, t0, sent = b"", time.time(), None
+    while time.time() - t0 < 600:
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            text += chunk
+        if sent is None and b"device=" in text:  # the set-up cell runs in the kernel
+            os.write(fd, b"\x03")
+            sent = time.time()
+    _, code = os.waitpid(pid, 0)
+    shown = text.decode(errors="replace")
+    assert sent is not None, shown
+    assert os.waitstatus_to_exitcode(code) == 130, shown
+    assert "Traceback" not in shown and "ZMQError" not in shown, shown
+    assert "[A-train] INTERRUPTED" in shown and (out / "index.html").exists()
+    assert run.read_status(out)[0]["A-train"]["status"] == "interrupted"
