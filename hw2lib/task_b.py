@@ -8,7 +8,10 @@ import math
 import pandas as pd
 
 from hw2lib import stats
-from hw2lib.experiment import experiment_config, per_image_correct, summarize
+from hw2lib.experiment import experiment_config, summarize
+from hw2lib.levers import KEY, TEST_LABEL, VAL_LABEL, cell, images_of, same_run_levers
+from hw2lib.levers import lever_table as _lever_table
+from hw2lib.levers import lever_view as _lever_view
 from hw2lib.reference import REF_LABEL, reference_value
 
 _ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
@@ -238,35 +241,6 @@ def lr_curves(epochs: int | None, batch_size: int) -> dict[str, list[float]]:
     return out
 
 
-def _cell(r: dict, key: str = "test_acc") -> str:
-    m, s = r[key], r.get(key + "_std", 0.0)
-    return f"{m:.4f} ± {s:.4f} (n={r['seeds']})" if r["seeds"] > 1 else f"{m:.4f} (one seed)"
-
-
-# The compared number: test accuracy at the checkpoint validation chose (nothing is chosen on
-# test). The val accuracy is the maximum over epochs of the numbers that chose that checkpoint:
-# shown only as the selection metric, never compared.
-KEY = "test_acc"
-TEST_LABEL = "test acc (val-chosen checkpoint)"
-VAL_LABEL = "val acc (selection metric: max over epochs)"
-
-
-def images_of(key: str = KEY):
-    """`stats.ImagesFn` for a metric key of B's summary rows: per-image correctness of one seed's
-    run from its saved predictions (`test_acc_no_tta` → the plain forward of a TTA run,
-    `test_acc_raw` → the raw weights of an EMA run; a row's `_images_key` overrides `key`)."""
-    def images(row: dict, seed: int):
-        k = row.get("_images_key", key)
-        split = k.split("_", 1)[0]
-        variant = next((v for v in ("_raw_no_tta", "_raw", "_no_tta") if k.endswith(v)), "")
-        dirs = row.get("run_dirs") or []
-        if seed not in row.get("seed_ids", []) or len(dirs) != len(row["seed_ids"]):
-            return None
-        return per_image_correct(dirs[row["seed_ids"].index(seed)], split, variant)
-
-    return images
-
-
 def ablation_table(rows: list[dict]) -> pd.DataFrame | None:
     """The 2×2 {augmentation} × {LR schedule} table of test accuracy at the val-chosen
     checkpoint (mean ± std over seeds)."""
@@ -278,7 +252,7 @@ def ablation_table(rows: list[dict]) -> pd.DataFrame | None:
                          columns=["constant LR", "MultiStep LR"], dtype=object)
     for (aug, sch), name in cells.items():
         table.loc["no augmentation" if aug == "none" else "crop + flip + colour",
-                  "constant LR" if sch == "none" else "MultiStep LR"] = _cell(by[name])
+                  "constant LR" if sch == "none" else "MultiStep LR"] = cell(by[name])
     return table.fillna("not run")
 
 
@@ -328,42 +302,13 @@ def findings(rows: list[dict], key: str = KEY) -> list[str]:
                                                                        else "")
            for label, a, b, claim in COMPARISONS if a in by and b in by]
     if "best" in by:
-        for label, a, b, k in _same_run_levers(by["best"]):
+        for label, a, b, k in same_run_levers(by["best"]):
             out.append(stats.describe(f"lever: {label}", a, b, k, images_of(k)))
     best = chosen_recipe(rows)
     if best is not None and "resnext18" in by:
         out.append(stats.describe(f"best recipe ({best['name']}, chosen by val) vs the HW2 "
                                   "protocol's ResNeXt-18", best, by["resnext18"], key,
                                   images_of(key)))
-    return out
-
-
-def _as(row: dict, key: str, src: str) -> dict:
-    """`row` with the metric `key` (value, std, per-seed values) taken from metric `src`."""
-    return {**row, key: row[src], f"{key}_std": row.get(f"{src}_std", 0.0),
-            f"{key}_values": row.get(f"{src}_values")}
-
-
-def _variant(row: dict, suffix: str) -> dict:
-    """`row` scored another way (`_no_tta`: without TTA, `_raw`: the raw weights of an EMA run):
-    its test and val accuracies (and per-image predictions) replaced by that variant's."""
-    out = _as(row, "test_acc", f"test_acc{suffix}")
-    if row.get(f"val_acc{suffix}") is not None:
-        out = _as(out, "val_acc", f"val_acc{suffix}")
-    return {**out, "_images_key": f"test_acc{suffix}"}
-
-
-def _same_run_levers(best: dict) -> list[tuple[str, dict, dict, str]]:
-    """The levers read from the best recipe's own runs, as (label, whole recipe, without the
-    lever, metric key): the TTA lever (the same weights and images scored with and without it)
-    and the EMA lever (the raw weights of the same runs, at their own val-chosen checkpoint)."""
-    out = []
-    if best.get("test_acc_no_tta") is not None:
-        out.append(("best recipe vs without 8-view test-time averaging (same weights, same "
-                    "images)", best, _variant(best, "_no_tta"), KEY))
-    if best.get("test_acc_raw") is not None:
-        out.append(("best recipe vs without EMA of weights (the raw weights of the same runs)",
-                    best, _variant(best, "_raw"), KEY))
     return out
 
 
@@ -415,39 +360,13 @@ def step_jumps_table(records: list[dict]):
 
 
 def lever_table(rows: list[dict]) -> pd.DataFrame | None:
-    """The best recipe and each leave-one-out variant: test accuracy at the val-chosen checkpoint
-    (mean ± std over seeds), the val maximum that chose it, and the test difference to the whole
-    recipe with its 95 % interval (`stats.compare`). The TTA and EMA rows are the same runs scored
-    without TTA / with their raw weights (no extra training); the "without the 8 symmetries" lever
-    is shown scored with 8-view TTA (views it never trained on) and, both sides, without."""
-    by = {r["name"]: r for r in rows}
-    if "best" not in by:
-        return None
-    best = by["best"]
-    out = [{"recipe": "best recipe (all levers)", TEST_LABEL: _cell(best),
-            VAL_LABEL: _cell(best, "val_acc"), "Δ test vs best (points)": "—"}]
-    for label, whole, without, key in _same_run_levers(best):
-        out.append(_lever_row(label.replace("best recipe vs ", ""), without, whole, key))
-    for name, (what, _) in LEVERS.items():
-        if name not in by:
-            continue
-        r = by[name]
-        suffix = " (scored with 8-view TTA, like the rest)" if name == "best_no_d4" else ""
-        out.append(_lever_row(f"without {what}{suffix}", r, best))
-        if name == "best_no_d4" and r.get("test_acc_no_tta") is not None \
-                and best.get("test_acc_no_tta") is not None:
-            out.append(_lever_row(f"without {what} — both scored without TTA",
-                                  _variant(r, "_no_tta"), _variant(best, "_no_tta")))
-    return pd.DataFrame(out).set_index("recipe")
+    """`levers.lever_table` of B's `LEVERS`: the best recipe and each leave-one-out variant."""
+    return _lever_table(rows, LEVERS)
 
 
 def lever_view(rows: list[dict]):
-    """`lever_table` (styled: its interval column is shown whole), and a note when the whole
-    recipe is not among the runs."""
-    table = lever_table(rows)
-    if table is None:
-        return None, "The best recipe is not in this profile's list."
-    return table.style, ""
+    """`levers.lever_view` of B's `LEVERS` (styled table, note)."""
+    return _lever_view(rows, LEVERS)
 
 
 def dlresnet_blocks(num_classes: int) -> str:
@@ -457,14 +376,6 @@ def dlresnet_blocks(num_classes: int) -> str:
     names = ["resnet18", "dlresnet18_5x5", "dlresnet18_dilated"]
     counts = {m: f"{count_parameters(build_model(m, num_classes)):,} parameters" for m in names}
     return f"{counts}\n{build_model('dlresnet18_5x5', num_classes).layer1[0]}"
-
-
-def _lever_row(label: str, r: dict, best: dict, key: str = KEY) -> dict:
-    c = stats.compare(r, best, key, images_of(key))
-    interval = ("no interval" if c["half"] != c["half"]
-                else f"± {100 * c['half']:.2f}, {stats.verdict(c['diff'], c['half'])}")
-    return {"recipe": label, TEST_LABEL: _cell(r, key), VAL_LABEL: _cell(r, "val_acc"),
-            "Δ test vs best (points)": f"{100 * c['diff']:+.2f} {interval} ({c['how']})"}
 
 
 def chosen_recipe(rows: list[dict]) -> dict | None:
@@ -484,7 +395,7 @@ def track_table(rows: list[dict]) -> pd.DataFrame:
     best = chosen_recipe(rows)
 
     def fmt(r, key):
-        return "not run" if r is None else _cell(r, key)
+        return "not run" if r is None else cell(r, key)
 
     col_hw2, col_best = "this study, HW2 protocol (resnext18)", "this study, best recipe"
     return pd.DataFrame([
