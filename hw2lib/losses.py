@@ -232,6 +232,9 @@ class FocalLoss(_CountsLoss):
         if self.alpha is not None and logits.shape[1] != self.alpha.numel():
             raise ValueError(f"FocalLoss: logits have {logits.shape[1]} classes but alpha has "
                              f"{self.alpha.numel()} entries")
+        # at least float32 whatever autocast made the logits (CPU autocast keeps log_softmax in
+        # bf16); float64 stays float64
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         logp = F.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
         if self.gamma == 0:
             loss = -logp

@@ -122,3 +122,24 @@ def test_the_precision_is_part_of_the_run_identity(tiny_ds, tmp_path, monkeypatc
     again = X.run_experiment(cfg, tiny_ds, tmp_path, train_idx=idx["train"], val_idx=idx["val"],
                              test_idx=idx["test"], progress=False)
     assert again["reused"] and again["run_id"] == runs["fp32"]["run_id"]
+
+
+def test_every_loss_under_cpu_bf16_autocast_is_float32_and_close_to_fp32():
+    """CPU twin of the CUDA test: each registered loss on bf16 logits of an autocast forward."""
+    from hw2lib.losses import available_losses, build_loss
+
+    g = torch.Generator().manual_seed(0)
+    x, y, counts = torch.randn(32, 16, generator=g), torch.arange(32) % 4, [40, 20, 5, 2]
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 4)
+    for name in available_losses():
+        crit = build_loss(name, class_counts=counts)
+        head.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", torch.bfloat16):
+            logits = head(x)
+            loss = crit(logits, y)
+        assert logits.dtype == torch.bfloat16, name
+        assert loss.dtype == torch.float32 and torch.isfinite(loss), name
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters()), name
+        torch.testing.assert_close(loss, crit(head(x), y), atol=0.05, rtol=0.05, msg=name)

@@ -224,3 +224,89 @@ def test_a_gpu_written_checkpoint_loads_and_resumes_on_the_cpu(tmp_path):
                  D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cpu", seed=0),
                  None, epochs=2, device="cpu", out_dir=tmp_path, resume=True, **kw)
     assert [h["epoch"] for h in hist] == [1, 2]
+
+
+# --------------------------------------------------------------------------- losses, compile (h19b)
+
+
+def _loss_inputs(classes=4, n=32, device="cuda"):
+    g = torch.Generator().manual_seed(0)
+    counts = [40, 20, 5, 2][:classes]
+    return (torch.randn(n, 16, generator=g).to(device), (torch.arange(n) % classes).to(device),
+            counts)
+
+
+def test_every_loss_under_autocast_is_float32_finite_and_close_to_the_cpu():
+    """Each registered loss on bf16 logits from an autocast forward: a finite float32 loss with
+    finite gradients, within bf16 rounding of the same loss on the CPU in float32."""
+    from hw2lib.losses import available_losses, build_loss
+
+    x, y, counts = _loss_inputs()
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 4).cuda()
+    for name in available_losses():
+        crit = build_loss(name, class_counts=counts).cuda()
+        head.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", torch.bfloat16):
+            logits = head(x)
+            loss = crit(logits, y)
+        assert logits.dtype == torch.bfloat16, name  # autocast ran
+        assert loss.dtype == torch.float32 and torch.isfinite(loss), name
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters()), name
+        cpu_head = torch.nn.Linear(16, 4)
+        cpu_head.load_state_dict({k: v.cpu() for k, v in head.state_dict().items()})
+        ref = build_loss(name, class_counts=counts)(cpu_head(x.cpu()), y.cpu())
+        torch.testing.assert_close(loss.cpu(), ref, atol=0.05, rtol=0.05, msg=name)
+
+
+def test_compiled_fit_trains_and_its_checkpoint_loads_into_a_plain_model(tmp_path):
+    """fit(compile=True) on CUDA: finite epochs, and best.pt holds the plain model's keys (no
+    `_orig_mod.` prefix), so it loads into an uncompiled model and predicts the same."""
+    import math
+
+    x, y = _data()
+    model = build_model("resnet18", 4)
+    train = D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cuda", seed=0,
+                          drop_last=True)
+    val = D.BatchLoader(x, y, 32, device="cuda")
+    hist = E.fit(model, train, val, epochs=2, lr=0.05, device="cuda", out_dir=tmp_path,
+                 compile=True, progress=False)
+    assert len(hist) == 2 and all(math.isfinite(h["train_loss"]) for h in hist)
+    ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
+    plain = build_model("resnet18", 4)
+    E.load_checkpoint(tmp_path / "best.pt", plain)
+    model.load_state_dict(ckpt["model"])
+    a, _ = E.predict(plain.cuda(), val)
+    b, _ = E.predict(model, val)
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)  # bf16; memory formats may differ
+
+
+def test_a_fit_epoch_syncs_a_few_times_not_once_a_step():
+    """fit's whole epoch (loader with colour jitter, mixup/CutMix, EMA, the per-epoch evaluation of
+    the EMA and the raw weights, the divergence checks) under sync debug "warn": the host waits a
+    few times an epoch, never once a step (16 steps here). No out_dir: checkpoints are apart."""
+    import warnings
+
+    x, y = _data(n=256)
+
+    def run(epochs):
+        torch.manual_seed(0)
+        train = D.BatchLoader(x, y, 16, shuffle=True, augment="color", device="cuda", seed=0,
+                              drop_last=True)
+        val = D.BatchLoader(x, y, 64, device="cuda")
+        E.fit(build_model("resnet18", 4), train, val, epochs=epochs, lr=0.05, device="cuda",
+              progress=False, mix="both", ema=0.9)
+        return len(train)
+
+    run(1)  # warm-up: kernels, cuDNN's autotuning, the allocator
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            steps = run(2)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message).lower()]
+    assert steps == 16 and len(syncs) < 2 * steps, (len(syncs), syncs[:5])
