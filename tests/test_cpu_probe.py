@@ -39,6 +39,9 @@ def test_choice_needs_bf16_clearly_faster():
     assert C.choose({"speedup": 3 / 84}) == "fp32"  # the 28× slower CPU of the README
     assert C.choose({"speedup": 1.05}) == "fp32"  # within noise: the numbers would change for nothing
     assert C.choose({"speedup": None}) == "fp32"
+    # faster at best but not in every round (a busy machine): float32 stays
+    assert C.choose({"speedup": 1.6, "speedup_min": 0.9}) == "fp32"
+    assert C.choose({"speedup": 1.7, "speedup_min": 1.5}) == "bf16"
 
 
 def test_machine_key_reads_the_bf16_flags():
@@ -80,9 +83,12 @@ def test_environment_override_and_its_error(cache, monkeypatch):
 
 
 def test_measure_times_both_precisions():
-    r = C.measure(size=16, batch_size=2, steps=1, rounds=1)
+    r = C.measure(size=16, batch_size=2, steps=1, rounds=2)
     assert r["fp32_img_s"] > 0 and r["bf16_img_s"] > 0
     assert r["speedup"] == pytest.approx(r["bf16_img_s"] / r["fp32_img_s"])
+    assert r["fp32_img_s"] == max(r["rounds"]["fp32"]) and len(r["rounds"]["fp32"]) == 2
+    assert r["speedup_min"] == pytest.approx(min(r["rounds"]["bf16"]) / r["fp32_img_s"])
+    assert r["speedup_min"] <= r["speedup"]
 
 
 def test_autocast_really_runs_bf16_on_the_cpu_when_chosen():
