@@ -17,7 +17,7 @@ VENV_FLAGS :=
 PINS       := -c constraints.txt
 endif
 
-.PHONY: venv test report lab lint bench clean-reports
+.PHONY: venv test report lab lint bench gpu-check clean-reports
 
 # (Re)install when the venv is missing or pyproject.toml / constraints.txt changed.
 $(STAMP): pyproject.toml constraints.txt
@@ -51,6 +51,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/hw2 bench data
 	$(VENV)/bin/hw2 bench train
+
+# One call that measures the GPU path (meant for ≤ 10 min on one GPU; a tiny mode on a CPU):
+# reports/doctor/doctor.json + doctor.md. Without the venv: PYTHONPATH=. python -m hw2lib.cli doctor
+gpu-check: $(STAMP)
+	$(VENV)/bin/hw2 doctor
 
 clean-reports:
 	rm -rf reports/smoke reports/quick reports/full

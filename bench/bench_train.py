@@ -11,9 +11,10 @@ Models (`--models`, or `all` for every model of the study: the 64-px nets and Re
 CUDA); ``bf16_cl_compile`` (+ `torch.compile`, its compile time reported apart). The default is
 all four on CUDA, and on the CPU ``fp32`` (+ ``bf16`` where `hw2lib.cpu_probe` measured it faster
 there: the choice and the probe's numbers are printed and kept in the JSON). The textbook loader
-drops its short last batch (and pins memory on CUDA), so no tail batch lands in the timed window. `--pack K` also runs K copies of the first model's last
-variant at once (separate processes on the same device) and reports their total images/s against
-one: what packing several small trainings on one GPU gains (executor="ray", gpus_per_run < 1).
+drops its short last batch (and pins memory on CUDA), so no tail batch lands in the timed window.
+`--pack K [K ...]` also runs K copies of the first model's last variant at once (separate
+processes on the same device) and reports their total images/s against one, for each K: what
+packing several small trainings on one GPU gains (executor="ray", gpus_per_run < 1).
 Same optimizer (SGD, momentum 0.9) and `fit`'s own step (`hw2lib.engine.train_step`). Each mode
 runs `--warmup` untimed steps first. Run: ``hw2 bench train [--models all] [--json PATH]``.
 """
@@ -53,9 +54,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="several models, name[:stem][@size], or 'all' (the study's); default "
                    "--model")
     p.add_argument("--variants", nargs="+", default=None, choices=tuple(VARIANTS),
-                   help="precision/layout/compile variants (default fp32 on the CPU, all on CUDA)")
-    p.add_argument("--pack", type=int, default=0,
-                   help="also run this many copies at once and report their total img/s")
+                   help="precision/layout/compile variants (default all on CUDA; on the CPU fp32, "
+                   "+ bf16 where the CPU probe chose it)")
+    p.add_argument("--pack", type=int, nargs="*", default=[],
+                   help="also run this many copies at once (each K given) and report their total "
+                   "img/s")
     p.add_argument("--stem", default="imagenet", choices=("imagenet", "small"))
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--batches", type=int, default=None,
@@ -101,7 +104,8 @@ def main(argv=None) -> int:
     cuda = device.type == "cuda"
     batches = args.batches or (200 if cuda else 20)
     warmup = args.warmup if args.warmup is not None else (20 if cuda else 5)
-    if batches < 1 or warmup < 0 or args.batch_size < 1 or args.repeats < 1 or args.pack < 0:
+    if batches < 1 or warmup < 0 or args.batch_size < 1 or args.repeats < 1 or any(
+            k < 1 for k in args.pack):
         print("error: --batches, --batch-size and --repeats must be >= 1, --warmup and --pack "
               ">= 0", file=sys.stderr)
         return 2
@@ -212,7 +216,7 @@ def main(argv=None) -> int:
             res = bench_one(name, stem, size, variant)
             table.append({"model": name, "stem": stem, "size": size or int(ds.x.shape[-1]),
                           "variant": variant, "results": res})
-    pack = _pack(args, models[0], variants[-1], table) if args.pack else None
+    pack = [_pack(args, models[0], variants[-1], table, k) for k in args.pack] or None
 
     info = E.run_info(device)
     out = {"benchmark": "train", "batch_size": args.batch_size, "batches": batches,
@@ -232,10 +236,10 @@ def main(argv=None) -> int:
                   f"{res['ms_per_step']:>10.1f}{rel:>8}{res['warmup_seconds']:>11.1f}")
     if cpu_choice:
         print(f"\n{describe_cpu_choice(cpu_choice)}")
-    if pack:
-        print(f"\npacking {pack['copies']} × {pack['model']} ({pack['variant']}, raw steps): "
-              f"{pack['total_images_per_s']:.1f} img/s in all vs {pack['one_images_per_s']:.1f} "
-              f"alone ({pack['gain']:.2f}×)")
+    for pk in pack or []:
+        print(f"\npacking {pk['copies']} × {pk['model']} ({pk['variant']}, raw steps): "
+              f"{pk['total_images_per_s']:.1f} img/s in all vs {pk['one_images_per_s']:.1f} "
+              f"alone ({pk['gain']:.2f}×)")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,7 @@ def describe_cpu_choice(c: dict) -> str:
             f"({c['speedup']:.2f}×; bf16 needs ≥ {c['min_gain']:g}×), {c['source']} {c['cache']}")
 
 
-def _pack(args, model, variant, table) -> dict:
+def _pack(args, model, variant, table, copies: int) -> dict:
     """K copies of one model's raw step at once, in K processes on the same device: their total
     images/s against the single run measured above."""
     import tempfile
@@ -276,12 +280,12 @@ def _pack(args, model, variant, table) -> dict:
         if args.warmup is not None:
             cmd += ["--warmup", str(args.warmup)]
         procs = [subprocess.Popen(cmd + ["--json", f"{tmp}/{i}.json"], stdout=subprocess.DEVNULL)
-                 for i in range(args.pack)]
+                 for i in range(copies)]
         if any(p.wait() != 0 for p in procs):
             raise RuntimeError("a packed copy failed (see its stderr above)")
         rates = [json.loads(Path(f"{tmp}/{i}.json").read_text())["table"][0]["results"]["raw"]
-                 ["images_per_s"] for i in range(args.pack)]
-    return {"model": spec, "variant": variant, "copies": args.pack, "rates": rates,
+                 ["images_per_s"] for i in range(copies)]
+    return {"model": spec, "variant": variant, "copies": copies, "rates": rates,
             "total_images_per_s": sum(rates), "one_images_per_s": one, "gain": sum(rates) / one}
 
 

@@ -1,4 +1,4 @@
-"""`hw2` — the command line: data, bench, plan, run, report."""
+"""`hw2` — the command line: data, bench, plan, run, report, doctor."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from hw2lib import paths
+from hw2lib import doctor, paths
 from hw2lib.run import NOTEBOOKS, PROFILES, REPO_ROOT, RunnerError, parse_value
 
 
@@ -148,6 +148,10 @@ def _cmd_plan(args) -> int:
     return 0
 
 
+def _cmd_doctor(args) -> int:
+    return doctor.run_from_args(args)
+
+
 def _cmd_report(args) -> int:
     from hw2lib.run import report
 
@@ -217,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true",
                      help="re-run the notebooks and retrain every run they make")
     rep.set_defaults(func=_cmd_report)
+
+    doc = sub.add_parser("doctor", parents=[doctor.parser(add_help=False)],
+                         help="measure the GPU path in one call (environment, CUDA tests, "
+                         "bench, a Track-2 training, plan --time) into reports/doctor/; a tiny "
+                         "mode on the CPU")
+    doc.set_defaults(func=_cmd_doctor)
     return p
 
 
