@@ -296,13 +296,16 @@ def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address) -> list[dict
         raise ImportError("executor='ray' needs Ray: pip install -e '.[ray]'") from None
     import torch
 
+    import hw2lib
     from hw2lib.experiment import data_fingerprint
 
     started = _ray_init(ray, ray_address)
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         options, threads, where = run_resources(nodes, gpus_per_run, torch.get_num_threads())
-        _check_workers(ray, shipped=started)
+        there = Path(_check_workers(ray, shipped=started)).parent
+        code = ("hw2lib shipped with the job" if there != Path(hw2lib.__file__).parent
+                else f"hw2lib from {there}")
         remote = ray.remote(_ray_task).options(max_retries=0, **options)
         # each dataset and weights file travels once (the object store), not once per job
         shared: dict = {}
@@ -318,7 +321,7 @@ def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address) -> list[dict
             ref = remote.remote({**task_job, "finished": known}, shared[id(ds)][0],
                                 shared[id(ds)][1], threads, None if w is None else shared[w])
             refs[ref] = i
-        print(f"ray: {len(jobs)} runs on {where}", flush=True)
+        print(f"ray: {len(jobs)} runs on {where} ({code})", flush=True)
         out: list[dict | None] = [None] * len(jobs)
         pending = list(refs)
         while pending:

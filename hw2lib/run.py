@@ -24,6 +24,7 @@ from pathlib import Path
 
 from hw2lib import folder_lock, gpu_check, io, paths
 from hw2lib.constants import NOTEBOOKS
+from hw2lib.executor import check_executor, check_ray_address
 from hw2lib.index import read_results, write_index
 from hw2lib.kernels import logged_kernel_manager
 from hw2lib.params import (
@@ -133,9 +134,23 @@ def plan_parameters(profile: str, names: list[str], overrides: dict | None = Non
             if force and "force" in defined[n]:
                 ov["force"] = True
             out[n] = resolve(n, defined[n], profile_params[n], ov)
-        return out
     except ParameterError as exc:
         raise RunnerError(str(exc)) from None
+    for n, params in out.items():
+        check_executor_params(n, params)
+    return out
+
+
+def check_executor_params(name: str, params: dict) -> None:
+    """A notebook's executor settings, before any data is read: `gpus_per_run` Ray can give, and
+    a `ray_address` where something answers (see `executor.check_ray_address`)."""
+    if params.get("executor") != "ray":
+        return
+    try:
+        check_executor("ray", params.get("gpus_per_run", 1.0))
+        check_ray_address(params.get("ray_address"))
+    except ValueError as exc:
+        raise RunnerError(f"{name}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- the report folder
