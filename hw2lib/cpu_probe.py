@@ -23,6 +23,7 @@ CACHE_ENV = "HW2_CACHE_DIR"
 CHOICES = ("auto", "fp32", "bf16")
 MIN_GAIN = 1.15  # bf16 must beat float32 by this factor to be used
 CACHE_FILE = "cpu_probe.json"
+PROBE_VERSION = 2  # part of the cache key: a changed probe or rule measures again
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni", "avx512_vnni")
 
 
@@ -59,7 +60,7 @@ def machine_key(cpuinfo: str | None = None) -> dict:
 
     name, flags = _cpu_info(cpuinfo)
     return {"cpu": name, "bf16_flags": flags, "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "probe": PROBE_VERSION}
 
 
 def measure(*, model: str = "resnet18", stem: str = "imagenet", size: int = 64,

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import importlib.util
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -67,14 +68,28 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- 1. environment
 
 
+def _version(module: str) -> str | None:
+    try:
+        return importlib.import_module(module).__version__
+    except Exception:  # absent or broken: the page says so
+        return None
+
+
 def environment() -> dict:
+    """What this machine is, from torch and the OS alone (a bare box without the project's other
+    packages still gets its environment section)."""
     import torch
 
-    from hw2lib import gpu_check
-    from hw2lib.engine import run_info
+    from hw2lib import cpu_probe, gpu_check
 
     nvidia, tc = gpu_check.probe_nvidia(), gpu_check.torch_cuda()
-    env = {**run_info("cuda" if tc["available"] else "cpu"), "cores": os.cpu_count(),
+    cpu_name = cpu_probe._cpu_info()[0]
+    env = {"python": platform.python_version(), "platform": platform.platform(),
+           "torch": torch.__version__, "torchvision": _version("torchvision"),
+           "numpy": _version("numpy"), "cores": os.cpu_count(),
+           "cpu_threads": torch.get_num_threads(), "cpu": cpu_name,
+           "device": "cuda" if tc["available"] else "cpu",
+           "device_name": torch.cuda.get_device_name(0) if tc["available"] else cpu_name,
            "torch_cuda": tc["cuda"], "cuda_available": tc["available"],
            "cudnn": torch.backends.cudnn.version() if tc["available"] else None,
            "nvidia": nvidia, "unusable_gpu": gpu_check.unusable_gpu_message(nvidia, tc)}
@@ -83,9 +98,10 @@ def environment() -> dict:
         env.update(gpu_count=tc["device_count"], gpu_memory_gib=round(prop.total_memory / 2**30, 1),
                    capability=f"{prop.major}.{prop.minor}")
     else:
-        from hw2lib.cpu_probe import cpu_precision
-
-        env["cpu_precision"] = cpu_precision()
+        try:
+            env["cpu_precision"] = cpu_probe.cpu_precision()
+        except Exception as exc:  # e.g. a package the probe's model needs is missing
+            env["cpu_precision"] = {"error": f"{type(exc).__name__}: {exc}"}
     return env
 
 

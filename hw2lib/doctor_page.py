@@ -25,7 +25,9 @@ def markdown(rep: dict) -> str:
               f"| device | {env['device_name']} ({env['device']}) |",
               f"| cores / torch threads | {env['cores']} / {env['cpu_threads']} |",
               f"| python / platform | {env['python']} / {env['platform']} |"]
-    if env.get("cpu_precision"):
+    if env.get("cpu_precision", {}).get("error"):
+        lines.append(f"| CPU precision | probe failed: {env['cpu_precision']['error']} |")
+    elif env.get("cpu_precision"):
         cp = env["cpu_precision"]
         lines.append(f"| CPU precision | {cp['precision']} ({cp['source']}"
                      + (f", bf16 {cp['speedup']:.2f}× fp32" if cp.get("speedup") else "") + ") |")
