@@ -83,13 +83,13 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
         fit_wall = time.perf_counter() - t0
     second = hist[-1]
     train_s = steps * bs / second["images_per_s"]
-    E._sync(dev)
+    if cuda:
+        torch.cuda.synchronize(dev)
     t1 = time.perf_counter()
     if cfg.get("tta"):
         E.predict_tta(model, val, dev)
     else:
-        E.predict(model, val, dev)
-    E._sync(dev)
+        E.predict(model, val, dev)  # returns CPU tensors: the device's work is done
     eval_s = time.perf_counter() - t1
     return {"train_img_s": second["images_per_s"],
             "val_s_per_image": max(second["seconds"] - train_s, 0.0) / n_val,
