@@ -23,6 +23,7 @@ as torch threads.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import socket
 import traceback
@@ -267,9 +268,17 @@ def _ray_init(ray, ray_address: str | None) -> bool:
     import hw2lib
 
     check_ray_address(ray_address)
-    ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-             ignore_reinit_error=True,
-             runtime_env={"py_modules": [str(Path(hw2lib.__file__).parent)]})
+    try:
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
+                 ignore_reinit_error=True,
+                 runtime_env={"py_modules": [str(Path(hw2lib.__file__).parent)]})
+    except ConnectionError as exc:
+        if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+            raise
+        raise ConnectionError(
+            f"{exc}. Ray clusters of 2.5x use token authentication (`ray start` enables it where "
+            "~/.ray/auth_token exists): set RAY_AUTH_MODE=token here and give this machine the "
+            "cluster's token (~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)") from None
     return True
 
 

@@ -186,3 +186,21 @@ def test_a_returned_run_folder_replaces_the_old_one_whole(tmp_path):
     (dest / "last.pt").write_bytes(b"interrupted")
     store_folder(dest, files)
     assert folder_files(dest) == files and sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+def test_a_refused_connection_names_token_authentication(monkeypatch):
+    from types import SimpleNamespace
+
+    from hw2lib import executor
+
+    def refuse(**kw):
+        raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
+
+    fake = SimpleNamespace(is_initialized=lambda: False, init=refuse)
+    monkeypatch.setattr(executor, "check_ray_address", lambda address: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(ConnectionError, match=r"10.0.0.5:6379\. .*set RAY_AUTH_MODE=token here"):
+        executor._ray_init(fake, "10.0.0.5:6379")
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: Ray's own message only
+    with pytest.raises(ConnectionError, match=r"^Failed to connect to Ray cluster at [\d.:]+$"):
+        executor._ray_init(fake, "10.0.0.5:6379")
