@@ -129,7 +129,9 @@ def test_a_ray_task_resolves_its_own_device_and_threads(monkeypatch, small_ds, t
     seen = []
 
     def fake_run(**job):
-        seen.append((job["device"], torch.get_num_threads(), job["run_root"], job["fingerprint"]))
+        seen.append((job["device"], torch.get_num_threads(), job["run_root"], job["fingerprint"],
+                     job.get("weights") and (Path(job["weights"]).name,
+                                             Path(job["weights"]).read_bytes())))
         return {"failed": True, "error": "stop here", "config": job["cfg"]}
 
     monkeypatch.setattr("hw2lib.experiment.run_experiment", fake_run)
@@ -142,6 +144,9 @@ def test_a_ray_task_resolves_its_own_device_and_threads(monkeypatch, small_ds, t
             executor._ray_task(job, small_ds, {"fp": 1}, 1, None)
             assert seen[-1][:2] == (want, 1) and seen[-1][3] == {"fp": 1}
             assert not Path(seen[-1][2]).exists() and tmp_path not in Path(seen[-1][2]).parents
+        # a local weights file travels as (name, bytes): the run's identity keeps both
+        executor._ray_task(job, small_ds, {"fp": 1}, 1, ("r18.pth", b"state"))
+        assert seen[-1][4] == ("r18.pth", b"state") and not Path(seen[-1][2]).exists()
     finally:
         torch.set_num_threads(before)
     assert executor.task_device([]) == "cpu" and executor.task_device([1]) == "cuda"
