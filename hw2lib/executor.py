@@ -324,6 +324,9 @@ def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address) -> list[dict
             if id(ds) not in shared:
                 shared[id(ds)] = (ray.put(ds), data_fingerprint(ds))
             if w is not None and w not in shared:
+                if not Path(w).is_file():
+                    raise FileNotFoundError(f"weights {w!r}: no such file here (the driver sends "
+                                            "it to the Ray tasks): give a local state-dict file")
                 shared[w] = ray.put((Path(w).name, Path(w).read_bytes()))
             known = {} if job.get("force") else finished_runs(job["run_root"], job["cfg"])
             task_job = {k: v for k, v in job.items() if k not in ("ds", "weights", "run_root")}
