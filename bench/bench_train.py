@@ -97,10 +97,11 @@ def main(argv=None) -> int:
 
     from hw2lib import data as D
     from hw2lib import engine as E
+    from hw2lib import runtime
     from hw2lib.cpu_probe import cpu_precision
     from hw2lib.models import build_model
 
-    device = E.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     cuda = device.type == "cuda"
     batches = args.batches or (200 if cuda else 20)
     warmup = args.warmup if args.warmup is not None else (20 if cuda else 5)
@@ -120,7 +121,7 @@ def main(argv=None) -> int:
         ["bf16_cl_compile"] if args.compile else
         ["fp32", "bf16"] if cpu_choice["precision"] == "bf16" else ["fp32"])
     variants = args.variants or default_variants
-    E.seed_everything(args.seed)
+    runtime.seed_everything(args.seed)
 
     ds = D.load_dataset(args.data_dir, source=args.source, image_folder=args.image_folder,
                         progress=sys.stderr.isatty())
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
                           "variant": variant, "results": res})
     pack = [_pack(args, models[0], variants[-1], table, k) for k in args.pack] or None
 
-    info = E.run_info(device)
+    info = runtime.run_info(device)
     out = {"benchmark": "train", "batch_size": args.batch_size, "batches": batches,
            "warmup": warmup, "repeats": args.repeats, "augment": args.augment,
            "workers": args.workers, "device": str(device), "device_name": info["device_name"],

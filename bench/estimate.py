@@ -42,12 +42,13 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
 
     from hw2lib import data as D
     from hw2lib import engine as E
+    from hw2lib import runtime
     from hw2lib.cpu_probe import precision_for
     from hw2lib.experiment import normalization
     from hw2lib.losses import build_loss
     from hw2lib.models import build_model
 
-    dev = E.resolve_device(device)
+    dev = runtime.resolve_device(device)
     cuda = dev.type == "cuda"
     steps = steps or (20 if cuda else 2)
     bs = batch_size or (cfg["batch_size"] if cuda else min(cfg["batch_size"], 32))
@@ -112,7 +113,7 @@ def estimate(rows: list[dict], *, device="auto", image_size: int = 64, progress=
     """Each row's `est_seconds` (None where its size is unknown), one probe per distinct recipe
     key. `rates` (key → probe result, e.g. measured by `hw2 doctor`) are used instead of probing
     where given. Returns the device and the probes."""
-    from hw2lib.engine import resolve_device
+    from hw2lib.runtime import resolve_device
 
     dev = resolve_device(device)
     probe = probe or probe_recipe

@@ -1,4 +1,4 @@
-"""The files of a training run in its folder: `best.pt` and `last.pt` (see `hw2lib.engine`),
+"""The files of a training run in its folder: `best.pt` and `last.pt` (below), `run.json`,
 `history.jsonl`, and how they are written — by time, as plain CPU tensors, atomically.
 
 `CheckpointWriter` writes a run's checkpoints at most once every `every` seconds (and always for
@@ -8,6 +8,22 @@ memory (a copy of its tensors on their device) until the next write or an interr
 is written: whatever epoch `last.pt` holds, resuming from it is exact, since it holds that epoch's
 whole state. Every tensor is saved on the CPU, so `torch.load(path, weights_only=True)` works on
 any machine, a CPU-only one included, whatever device wrote it.
+
+Checkpoints are plain dicts of CPU tensors and built-in types, loadable on any machine with
+`torch.load(path, weights_only=True)` (`hw2lib.engine.fit` decides what goes in them):
+
+- ``last.pt`` — everything needed to resume: model, optimizer and scheduler state, epoch, best
+  validation accuracy, history, config, and the RNG states (torch CPU/CUDA, Python, NumPy and the
+  train loader's `generator`). Written by time — at most once every `checkpoint_every` seconds,
+  and always after the first and the last epoch of a `fit` call and when training stops on an
+  error or Ctrl-C; an epoch not yet written waits in memory. Resuming from it is exact.
+- ``best.pt`` — the weights of the epoch with the best validation accuracy (the last epoch when
+  there is no validation loader), with epoch, config and history; no optimizer state (it is for
+  evaluation, and halves the disk a study of many runs needs).
+
+Both are written atomically (`hw2lib.io.atomic_write`) and only for an epoch whose losses, weights,
+BatchNorm statistics and optimizer state are all finite: a diverged epoch raises
+`TrainingDiverged` and is never saved.
 """
 
 from __future__ import annotations
@@ -192,3 +208,22 @@ def last_good(out: Path, epoch: int) -> str:
             torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point()):
         return f"{path} (epoch {epoch - 1}) is kept"
     return f"none ({path} is not a finite checkpoint of epoch {epoch - 1})"
+
+
+def write_run_json(out: Path, info: dict, *, resumed_from: int = 0) -> None:
+    """`out/run.json`: `info` (seed, versions, device, config, fit arguments) with the time the
+    run started; a resumed run (`resumed_from` epochs done) keeps the first start and appends
+    the resume (epoch, time, device) to `resumes`."""
+    path = Path(out) / "run.json"
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    info = {**info, "started": now}
+    if resumed_from and path.exists():
+        try:
+            prev = io.read_json(path, what="run record")
+        except CorruptFileError:
+            prev = {}  # rewritten below; the checkpoints hold the run's settings too
+        info["started"] = prev.get("started", now)
+        info["resumes"] = [*prev.get("resumes", []),
+                           {"epoch": resumed_from, "at": now, "device": info["device"],
+                            "device_name": info["device_name"]}]
+    io.write_json(path, info)

@@ -12,8 +12,11 @@ NOTEBOOKS = ("A-train", "A-vis", "B-ablation", "C-longtail")  # the study's note
 
 # Names the training recipe chooses from (checked by the parameter check before anything runs).
 OPTIMIZERS = ("sgd", "adam", "adamw")
+# every schedule is a per-step LR table (hw2lib.schedules); "onecycle" is a warm-up + cosine
+# counted in steps (not torch's OneCycleLR): the value keeps its name, runs keep their identity
 SCHEDULES = ("none", "multistep", "cosine", "exponential", "onecycle")
-PER_STEP_SCHEDULES = ("onecycle",)  # stepped after every optimizer step, not every epoch
+SCHEDULE_LABELS = {"none": "constant", "multistep": "MultiStep", "cosine": "cosine",
+                   "exponential": "exponential", "onecycle": "warm-up + cosine, per step"}
 AUGMENT_PRESETS = ("none", "basic", "color", "d4")
 MIXES = ("none", "mixup", "cutmix", "both")  # batch mixing (mixup / CutMix / either at random)
 # Loss names (hw2lib.losses registers them) and Task C's backbones (hw2lib.task_c.backbones), here

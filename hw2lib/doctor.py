@@ -284,16 +284,18 @@ def train_track2(gpu: bool, data: dict, epochs: int, tmp: Path) -> dict:
     from hw2lib import data as D
     from hw2lib import engine as E
     from hw2lib import experiment as X
+    from hw2lib import runtime
+    from hw2lib.checkpoints import load_checkpoint
     from hw2lib.cpu_probe import precision_for
     from hw2lib.losses import build_loss
     from hw2lib.models import build_model
 
-    dev = E.resolve_device("cuda" if gpu else "cpu")
+    dev = runtime.resolve_device("cuda" if gpu else "cpu")
     cfg = best_recipe_config(epochs, None if gpu else 8)
     ds = D.load_dataset(data["data_dir"], source=data["source"], image_folder=data["image_folder"],
                         progress=False)
     idx = D.split_indices(ds)
-    E.seed_everything(0)
+    runtime.seed_everything(0)
     model = build_model(cfg["model"], ds.num_classes, stem=cfg["stem"])
     train = X.make_loader(ds, idx["train"], cfg, dev, train=True)
     val = X.make_loader(ds, idx["val"], cfg, dev, train=False)
@@ -310,7 +312,7 @@ def train_track2(gpu: bool, data: dict, epochs: int, tmp: Path) -> dict:
                      device=dev, out_dir=tmp / "track2", progress=False, mix=cfg["mix"],
                      mix_alpha=cfg["mix_alpha"], ema=cfg["ema"], amp=precision == "bf16", seed=0)
     fit_s = time.perf_counter() - t0
-    E.load_checkpoint(tmp / "track2" / "best.pt", model)
+    load_checkpoint(tmp / "track2" / "best.pt", model)
     res: dict = {}
     X.evaluate_splits(model, ds, {"val": idx["val"], "test": idx["test"]}, cfg, dev, res)
     steps = sum(len(train) for _ in hist)

@@ -363,7 +363,7 @@ def _bring_back(out: dict, run_root) -> dict:
 def split_failed(results: list[dict]) -> tuple[list[dict], list[dict]]:
     """(finished results of `run_experiments`, each with its `history`; failed ones). Raises
     `AllRunsFailed` (one line: each failed run and the first error) when no run finished."""
-    from hw2lib.engine import read_history
+    from hw2lib.checkpoints import read_history
 
     failed = [r for r in results if r.get("failed")]
     if results and len(failed) == len(results):

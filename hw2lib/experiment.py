@@ -149,7 +149,7 @@ def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | N
 
 def load_trained(checkpoint, device="cpu"):
     """Rebuild a model trained by `run_experiment` from its checkpoint: (model in eval mode, config)."""
-    from hw2lib.engine import load_checkpoint
+    from hw2lib.checkpoints import load_checkpoint
     from hw2lib.models import build_model
 
     ckpt = load_checkpoint(checkpoint)
@@ -208,10 +208,12 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     Where the dataset's files are not at hand (a Ray task on another node), `fingerprint` is its
     `data_fingerprint` computed where they are, and `finished` maps folder names to the results of
     finished runs kept there (the driver's `run_root`): one of this identity is reused."""
+    from hw2lib.checkpoints import load_checkpoint
     from hw2lib.cpu_probe import precision_for
-    from hw2lib.engine import fit, load_checkpoint, resolve_device, seed_everything
+    from hw2lib.engine import fit
     from hw2lib.losses import build_loss
     from hw2lib.models import count_parameters
+    from hw2lib.runtime import resolve_device, seed_everything
 
     device = resolve_device(device)
     seed_everything(cfg["seed"])
@@ -296,7 +298,7 @@ def evaluate_raw(model, folder: Path, ds, rows: dict, cfg: dict, device, out: di
     """An EMA run's raw weights at their own val-chosen epoch (`best_raw.pt`, written by `fit`),
     scored like best.pt: `<split>_acc_raw` (and `_raw_no_tta` with TTA) into `out`, the logits
     as `<split>_logits_raw` (`…_raw_no_tta`). Loads those weights into `model`."""
-    from hw2lib.engine import load_checkpoint
+    from hw2lib.checkpoints import load_checkpoint
 
     ckpt = load_checkpoint(folder / "best_raw.pt", model)
     raw: dict = {}

@@ -33,7 +33,7 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     import matplotlib.pyplot as plt
 
     from hw2lib import data as D
-    from hw2lib.engine import resolve_device, run_info, seed_everything
+    from hw2lib.runtime import resolve_device, run_info, seed_everything
 
     run_dir = paths.report_path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ def headline(name: str, value: float | None, reference: float | None = None, not
 def write_results(run_dir, *, headline_rows, metrics=None, warnings_=(), device=None,
                   **extra) -> Path:
     """`results.json` of a notebook: what the index reads (headline, warnings, environment)."""
-    from hw2lib.engine import run_info
+    from hw2lib.runtime import run_info
 
     path = Path(run_dir) / "results.json"
     io.write_json(path, {"headline": list(headline_rows), "metrics": metrics or {},

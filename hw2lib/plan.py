@@ -14,7 +14,7 @@ import functools
 
 import numpy as np
 
-from hw2lib.constants import NOTEBOOKS, SPLIT_FRACTIONS
+from hw2lib.constants import NOTEBOOKS, SCHEDULE_LABELS, SPLIT_FRACTIONS
 
 
 @functools.cache
@@ -165,6 +165,8 @@ def format_plan(rows: list[dict]) -> str:
         lines.append(f"\n{nb}")
         for r in (r for r in rows if r["notebook"] == nb):
             sched = r["schedule"]
+            if sched == "onecycle":  # the config value's name; what it is
+                sched += f" ({SCHEDULE_LABELS[sched]})"
             if sched == "multistep":
                 sched += f" {r['milestones']} ×{r['gamma']:g}"
             if r["warmup_epochs"]:

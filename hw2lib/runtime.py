@@ -5,14 +5,26 @@ host tensor drawn once per epoch goes to the device (pinned, without waiting).
 Everything here is a no-op or the plain float32 path on the CPU, so CPU results do not depend on
 it; the CUDA choices are made by reading (no GPU was at hand) and are to be confirmed by
 `hw2 bench train` on one.
+
+Process set-up lives here too: the one place global seeds are set (`seed_everything`), the
+device by name (`resolve_device`), what a run records about the machine (`run_info`), and the RNG
+states a checkpoint needs to resume exactly (`rng_state` / `set_rng_state`, the train loader's
+generator included).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+import platform
+import random
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
+import numpy as np
 import torch
+import torchvision
 from torch import nn
+
+import hw2lib
 
 # channels_last on CUDA, per model (the registry's names). Off where grouped 3×3 convolutions
 # have 2–4 channels a group (the ResNeXts), which cuDNN can run slower in channels_last; on for
@@ -86,3 +98,147 @@ def to_device_once(t: torch.Tensor, device) -> torch.Tensor:
     if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
+
+
+# --------------------------------------------------------------------------- training's device path
+
+
+def is_channels_last(model: nn.Module) -> bool:
+    """Whether the model's (first 4-d) weights are in channels_last."""
+    for p in model.parameters():
+        if p.dim() == 4:
+            return p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+    return False
+
+
+def resolve_flag(value, name: str, device: torch.device) -> bool:
+    """An "auto"/True/False option (`amp`, `channels_last`): "auto" is on on CUDA only."""
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"{name} must be 'auto', True or False, got {value!r}")
+        return device.type == "cuda"
+    return bool(value)
+
+
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast on `device` when `amp`, else a no-op context."""
+    if not amp:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def batch_to_device(xb, yb, device, channels_last: bool):
+    """A batch (images, targets) on `device` without waiting, the images in channels_last when
+    asked."""
+    if channels_last and xb.dim() == 4:
+        xb = xb.to(device, non_blocking=True, memory_format=torch.channels_last)
+    else:
+        xb = xb.to(device, non_blocking=True)
+    return xb, yb.to(device, non_blocking=True)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------- process set-up
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's `random`, NumPy's legacy global RNG and torch (CPU and every CUDA device).
+
+    The one place global seeds are set: run entry points and notebooks call it once, before
+    building models and loaders. Library functions use local generators instead.
+    """
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(device=None) -> torch.device:
+    """`None`/"auto" -> CUDA when available, else the CPU; a string or torch.device otherwise.
+
+    Asking for CUDA where there is none is an error (rather than a silent CPU run).
+    """
+    if device is None or (isinstance(device, str) and device.lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; "
+                         "use device='auto' or 'cpu'")
+    return dev
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:  # Linux: the CPU's marketing name; platform.processor() is often empty there
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or dev.type
+
+
+def run_info(device=None) -> dict:
+    """Versions (python, torch, torchvision, numpy, hw2lib), platform and the device's name."""
+    dev = resolve_device(device)
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "hw2lib": hw2lib.__version__, "platform": platform.platform(), "device": str(dev),
+            "device_name": _device_name(dev), "cuda": torch.version.cuda,
+            "cpu_threads": torch.get_num_threads()}
+
+
+# --------------------------------------------------------------------------- RNG states
+
+
+def loader_generator(loader) -> torch.Generator | None:
+    """The train loader's `generator` (a torch.Generator: the BatchLoader's), or None."""
+    gen = getattr(loader, "generator", None)
+    return gen if isinstance(gen, torch.Generator) else None
+
+
+def rng_state(loader) -> dict:
+    """Every RNG state a resumed run needs (torch CPU/CUDA, Python, NumPy, the loader's
+    generator), as tensors and built-in types (`torch.load(weights_only=True)` reads them)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                  "cached_gaussian": float(np_state[4])},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    gen = loader_generator(loader)
+    if gen is not None:
+        state["loader"] = gen.get_state()
+    return state
+
+
+def set_rng_state(state: dict, loader) -> None:
+    """Restore what `rng_state` recorded (CUDA only where the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    gen = loader_generator(loader)
+    if gen is not None and "loader" in state:
+        gen.set_state(state["loader"])

@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hw2lib import checkpoints as C
 from hw2lib import data as D
 from hw2lib import engine as E
+from hw2lib import runtime as R
+from hw2lib import schedules as S
 from hw2lib.models import build_model
 from tests.test_engine import CrashAfter
 
@@ -42,7 +45,7 @@ def test_fit_uses_bf16_autocast_and_channels_last(tmp_path):
     hist = E.fit(model, train, val, epochs=2, lr=0.05, device="cuda", out_dir=tmp_path,
                  progress=False)
     assert len(hist) == 2 and all(h["val_acc"] is not None for h in hist)
-    assert E._is_channels_last(model)
+    assert R.is_channels_last(model)
     run = (tmp_path / "run.json").read_text()
     assert '"amp": "bf16"' in run and '"channels_last": true' in run
     logits, targets = E.predict(model, val)
@@ -112,7 +115,7 @@ def test_an_epoch_of_training_steps_never_waits_for_the_gpu():
                            drop_last=True)
     model = build_model("resnet18", 4).to(dev).to(memory_format=torch.channels_last)
     keep_head_fp32(model)
-    opt = E.build_optimizer("sgd", model.parameters(), lr=0.05, device=dev)
+    opt = S.build_optimizer("sgd", model.parameters(), lr=0.05, device=dev)
     assert opt.defaults["fused"] is True
     ema = EMA(model, 0.9)
     mixer = Mixer("both", 1.0, loader.generator, batches=len(loader))
@@ -158,7 +161,7 @@ def test_channels_last_is_chosen_per_model_and_survives_mixing():
         with capture(model, "conv1", what="input", detach=True) as first:
             E.fit(model, train, None, epochs=1, lr=0.05, device="cuda", progress=False,
                   config={"model": name}, mix="mixup", mix_alpha=1.0)
-        assert E._is_channels_last(model) is want, name
+        assert R.is_channels_last(model) is want, name
         xb = first.output  # the last training step's (mixed) input
         assert (xb.is_contiguous(memory_format=torch.channels_last)
                 and not xb.is_contiguous()) is want, name
@@ -276,7 +279,7 @@ def test_compiled_fit_trains_and_its_checkpoint_loads_into_a_plain_model(tmp_pat
     ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
     plain = build_model("resnet18", 4)
-    E.load_checkpoint(tmp_path / "best.pt", plain)
+    C.load_checkpoint(tmp_path / "best.pt", plain)
     model.load_state_dict(ckpt["model"])
     a, _ = E.predict(plain.cuda(), val)
     b, _ = E.predict(model, val)

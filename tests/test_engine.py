@@ -10,7 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from hw2lib import checkpoints as C
 from hw2lib import engine as E
+from hw2lib import runtime as R
+from hw2lib import schedules as S
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -103,13 +106,13 @@ def assert_plain(obj, where="ckpt"):
 
 
 def test_multistep_schedule_milestones_and_gamma():
-    lrs = E.lr_schedule("multistep", lr=1.0, epochs=8, milestones=(3, 6), gamma=0.1)
+    lrs = S.lr_table("multistep", lr=1.0, epochs=8, milestones=(3, 6), gamma=0.1)
     assert lrs == pytest.approx([1, 1, 1, 0.1, 0.1, 0.1, 0.01, 0.01], rel=1e-12)
 
 
 def test_cosine_schedule_formula_and_endpoints():
     lr, eta_min, epochs = 0.1, 0.001, 6
-    lrs = E.lr_schedule("cosine", lr=lr, epochs=epochs, eta_min=eta_min)
+    lrs = S.lr_table("cosine", lr=lr, epochs=epochs, eta_min=eta_min)
     expected = [eta_min + (lr - eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2
                 for e in range(epochs)]
     assert lrs == pytest.approx(expected, rel=1e-12)
@@ -125,7 +128,7 @@ def test_cosine_schedule_formula_and_endpoints():
         ref.step()
     assert lrs == pytest.approx(ref_lrs, rel=1e-9)
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = E.build_scheduler("cosine", opt, epochs=epochs, eta_min=eta_min)
+    sched = S.build_scheduler("cosine", opt, epochs=epochs, steps_per_epoch=1, eta_min=eta_min)
     for _ in range(epochs):
         opt.step()
         sched.step()
@@ -133,41 +136,41 @@ def test_cosine_schedule_formula_and_endpoints():
 
 
 def test_exponential_and_constant_schedules():
-    assert E.lr_schedule("exponential", lr=0.8, epochs=4, gamma=0.5) == pytest.approx(
+    assert S.lr_table("exponential", lr=0.8, epochs=4, gamma=0.5) == pytest.approx(
         [0.8, 0.4, 0.2, 0.1], rel=1e-12)
-    assert E.lr_schedule("none", lr=0.3, epochs=3) == pytest.approx([0.3] * 3, rel=1e-12)
+    assert S.lr_table("none", lr=0.3, epochs=3) == pytest.approx([0.3] * 3, rel=1e-12)
 
 
 def test_warmup_ramps_linearly_then_follows_schedule():
     lr = 1.0
-    lrs = E.lr_schedule("cosine", lr=lr, epochs=7, warmup_epochs=3)
+    lrs = S.lr_table("cosine", lr=lr, epochs=7, warmup_epochs=3)
     assert lrs[:3] == pytest.approx([0.25, 0.5, 0.75], rel=1e-12)  # lr*(e+1)/(w+1)
     expected = [(1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]  # T = epochs - warmup
     assert lrs[3:] == pytest.approx(expected, rel=1e-12)
-    lrs = E.lr_schedule("exponential", lr=lr, epochs=5, warmup_epochs=1, gamma=0.5)
+    lrs = S.lr_table("exponential", lr=lr, epochs=5, warmup_epochs=1, gamma=0.5)
     assert lrs == pytest.approx([0.5, 1, 0.5, 0.25, 0.125], rel=1e-12)
-    lrs = E.lr_schedule("multistep", lr=lr, epochs=6, warmup_epochs=2, milestones=(4,), gamma=0.1)
+    lrs = S.lr_table("multistep", lr=lr, epochs=6, warmup_epochs=2, milestones=(4,), gamma=0.1)
     assert lrs == pytest.approx([1 / 3, 2 / 3, 1, 1, 0.1, 0.1], rel=1e-12)  # absolute milestones
-    assert E.lr_schedule("none", lr=0.2, epochs=3, warmup_epochs=1) == pytest.approx(
+    assert S.lr_table("none", lr=0.2, epochs=3, warmup_epochs=1) == pytest.approx(
         [0.1, 0.2, 0.2], rel=1e-12)
 
 
 def test_schedule_errors_name_the_choices():
     with pytest.raises(ValueError, match="none, multistep, cosine, exponential"):
-        E.lr_schedule("step", lr=0.1, epochs=3)
+        S.lr_table("step", lr=0.1, epochs=3)
     with pytest.raises(ValueError, match="milestones"):
-        E.lr_schedule("multistep", lr=0.1, epochs=3)
+        S.lr_table("multistep", lr=0.1, epochs=3)
     with pytest.raises(ValueError, match="warmup_epochs"):
-        E.lr_schedule("cosine", lr=0.1, epochs=3, warmup_epochs=-1)
+        S.lr_table("cosine", lr=0.1, epochs=3, warmup_epochs=-1)
     # a run shorter than its warmup is all warmup (smoke profiles shrink epochs)
-    assert E.lr_schedule("cosine", lr=1.0, epochs=2, warmup_epochs=3) == pytest.approx(
+    assert S.lr_table("cosine", lr=1.0, epochs=2, warmup_epochs=3) == pytest.approx(
         [0.25, 0.5], rel=1e-12)
 
 
 def test_scheduler_state_dict_resumes():
     def fresh():
         opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
-        return opt, E.build_scheduler("cosine", opt, epochs=10, warmup_epochs=2)
+        return opt, S.build_scheduler("cosine", opt, epochs=10, steps_per_epoch=1, warmup_epochs=2)
 
     opt, sched = fresh()
     for _ in range(4):
@@ -186,18 +189,18 @@ def test_scheduler_state_dict_resumes():
 
 def test_build_optimizer_choices():
     params = [nn.Parameter(torch.zeros(2))]
-    sgd = E.build_optimizer("sgd", params, lr=0.1, momentum=0.8, nesterov=True, weight_decay=1e-4)
+    sgd = S.build_optimizer("sgd", params, lr=0.1, momentum=0.8, nesterov=True, weight_decay=1e-4)
     assert isinstance(sgd, torch.optim.SGD)
     g = sgd.param_groups[0]
     assert (g["momentum"], g["nesterov"], g["weight_decay"]) == (0.8, True, 1e-4)
-    adam = E.build_optimizer("Adam", params, lr=1e-3, betas=(0.8, 0.9))
+    adam = S.build_optimizer("Adam", params, lr=1e-3, betas=(0.8, 0.9))
     assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.8, 0.9)
-    assert isinstance(E.build_optimizer("adamw", params, lr=1e-3, weight_decay=0.05),
+    assert isinstance(S.build_optimizer("adamw", params, lr=1e-3, weight_decay=0.05),
                       torch.optim.AdamW)
     with pytest.raises(ValueError, match="sgd, adam, adamw"):
-        E.build_optimizer("rmsprop", params, lr=0.1)
+        S.build_optimizer("rmsprop", params, lr=0.1)
     with pytest.raises(ValueError, match="momentum"):
-        E.build_optimizer("sgd", params, lr=0.1, momentum=0.0, nesterov=True)
+        S.build_optimizer("sgd", params, lr=0.1, momentum=0.0, nesterov=True)
 
 
 # --------------------------------------------------------------------------- device, seeds, info
@@ -205,12 +208,12 @@ def test_build_optimizer_choices():
 
 def test_resolve_device_and_run_info():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert E.resolve_device().type == expected
-    assert E.resolve_device("auto").type == expected
-    assert E.resolve_device("cpu") == torch.device("cpu")
+    assert R.resolve_device().type == expected
+    assert R.resolve_device("auto").type == expected
+    assert R.resolve_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="device"):
-        E.resolve_device("tpu-9000")
-    info = E.run_info("cpu")
+        R.resolve_device("tpu-9000")
+    info = R.run_info("cpu")
     for key in ("python", "torch", "torchvision", "numpy", "device", "device_name"):
         assert info[key], key
     assert info["device"] == "cpu"
@@ -219,9 +222,9 @@ def test_resolve_device_and_run_info():
 def test_seed_everything_reproduces_all_global_rngs():
     import random
 
-    E.seed_everything(7)
+    R.seed_everything(7)
     a = (random.random(), np.random.rand(), torch.rand(1).item())
-    E.seed_everything(7)
+    R.seed_everything(7)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
 
 
@@ -247,11 +250,11 @@ def test_history_checkpoints_and_run_json(tmp_path):
     cfg = {"name": "tiny", "model": "mlp", "epochs": 3, "milestones": (1, 2)}
     hist = E.fit(model, train, val, epochs=3, out_dir=tmp_path, config=cfg, seed=11, **FIT_KW)
     # history.jsonl equals the returned history
-    assert E.read_history(tmp_path) == hist
+    assert C.read_history(tmp_path) == hist
     assert [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()] == hist
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     assert [h["lr"] for h in hist] == pytest.approx(
-        E.lr_schedule("cosine", lr=0.05, epochs=3, warmup_epochs=1), rel=1e-12)
+        S.lr_table("cosine", lr=0.05, epochs=3, warmup_epochs=1), rel=1e-12)
     for h in hist:
         assert 0 <= h["val_acc"] <= 1 and 0 <= h["val_bal_acc"] <= 1
         assert h["seconds"] > 0 and h["images_per_s"] > 0
@@ -268,7 +271,7 @@ def test_history_checkpoints_and_run_json(tmp_path):
     best_epoch = max(hist, key=lambda h: h["val_acc"])["epoch"]  # first of ties
     assert best["epoch"] == best_epoch and best["val_acc"] == last["best_val_acc"]
     fresh = make_model(seed=5)
-    E.load_checkpoint(tmp_path / "last.pt", fresh)
+    C.load_checkpoint(tmp_path / "last.pt", fresh)
     for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     run = json.loads((tmp_path / "run.json").read_text())
@@ -312,7 +315,7 @@ def test_resume_equals_uninterrupted_run_exactly(tmp_path):
     for (name, a), b in zip(straight_model.state_dict().items(),
                             resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
-    assert E.read_history(tmp_path / "b") == resumed  # history.jsonl rewritten consistently
+    assert C.read_history(tmp_path / "b") == resumed  # history.jsonl rewritten consistently
 
     # all epochs done: the stored history comes back without training, weights loaded
     again = make_model(seed=7)
@@ -347,7 +350,7 @@ def test_nan_loss_mid_run_keeps_last_good_checkpoint(tmp_path):
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["epoch"] == 1
     assert all(torch.isfinite(t).all() for t in last["model"].values())
-    assert len(E.read_history(tmp_path)) == 1
+    assert len(C.read_history(tmp_path)) == 1
 
 
 def test_huge_lr_diverges_with_clear_error():
@@ -481,7 +484,7 @@ def test_nonfinite_buffer_is_never_saved_and_names_the_tensor(tmp_path):
         assert ckpt["epoch"] == 1, name
         assert all_finite(ckpt), name
         assert torch.equal(ckpt["model"]["1.stat"], torch.zeros(2))
-    assert [h["epoch"] for h in E.read_history(tmp_path)] == [1]
+    assert [h["epoch"] for h in C.read_history(tmp_path)] == [1]
 
 
 def test_divergence_message_does_not_call_a_poisoned_last_pt_good(tmp_path):
@@ -513,7 +516,7 @@ def test_fresh_run_keeps_old_best_until_it_has_a_replacement(tmp_path):
             f"{tmp_path} were left as they were)") in str(err.value)
     for name, data in files.items():
         assert (tmp_path / name).read_bytes() == data, name
-    assert E.read_history(tmp_path) == old_hist
+    assert C.read_history(tmp_path) == old_hist
 
     # a fresh run that completes an epoch replaces them all, and is interrupted in epoch 2
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -522,7 +525,7 @@ def test_fresh_run_keeps_old_best_until_it_has_a_replacement(tmp_path):
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert best["epoch"] == last["epoch"] == 1 and last["fit_args"]["epochs"] == 5
-    new_hist = E.read_history(tmp_path)
+    new_hist = C.read_history(tmp_path)
     assert len(new_hist) == 1 and new_hist == last["history"] and new_hist[0] != old_hist[0]
     assert json.loads((tmp_path / "run.json").read_text())["fit_args"]["epochs"] == 5
 
@@ -553,7 +556,7 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(CorruptFileError) as err:
-            E.load_checkpoint(path, make_model())
+            C.load_checkpoint(path, make_model())
         msg = str(err.value)
         assert msg.startswith(f"checkpoint {path} is {why}"), msg
         assert "Delete it to start this run over" in msg
@@ -564,7 +567,7 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
               **FIT_KW)
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CorruptFileError, match="not a checkpoint written by"):
-        E.load_checkpoint(tmp_path / "other.pt")
+        C.load_checkpoint(tmp_path / "other.pt")
 
 
 def test_resume_with_fewer_epochs_than_done_is_an_error(tmp_path):
@@ -575,7 +578,7 @@ def test_resume_with_fewer_epochs_than_done_is_an_error(tmp_path):
                                          r"epochs >= 3.*another out_dir"):
         E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path, resume=True, **FIT_KW)
     assert (tmp_path / "last.pt").read_bytes() == before
-    assert E.read_history(tmp_path) == hist
+    assert C.read_history(tmp_path) == hist
     # equal epochs: the stored history; more: extended
     assert E.fit(make_model(), NeverIterate(), val, epochs=3, out_dir=tmp_path, resume=True,
                  **FIT_KW) == hist

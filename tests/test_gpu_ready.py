@@ -16,6 +16,7 @@ from hw2lib import checkpoints as C
 from hw2lib import data as D
 from hw2lib import engine as E
 from hw2lib import runtime as R
+from hw2lib import schedules as S
 from hw2lib.data import loaders as L
 from hw2lib.ema import EMA
 from hw2lib.hooks import capture
@@ -216,7 +217,7 @@ def test_fit_writes_last_pt_by_time_and_at_the_end(tmp_path, monkeypatch):
     assert [e for n, e in saved if n == "last.pt"] == [1, 4]  # the first and the last epoch
     best_epoch = max(hist, key=lambda h: h["val_acc"])["epoch"]
     assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == best_epoch
-    assert len(E.read_history(tmp_path)) == 4  # the history is still written every epoch
+    assert len(C.read_history(tmp_path)) == 4  # the history is still written every epoch
     saved.clear()
     E.fit(make_model(), train, val, epochs=3, out_dir=tmp_path / "every", checkpoint_every=0,
           **FIT_KW)
@@ -353,14 +354,14 @@ def test_fused_optimizers_only_on_cuda():
     assert R.optimizer_options("cpu") == {}
     for name in ("sgd", "adam", "adamw"):
         params = [nn.Parameter(torch.zeros(3))]
-        assert E.build_optimizer(name, params, lr=0.1, device="cuda").defaults["fused"] is True
-        assert not E.build_optimizer(name, params, lr=0.1, device="cpu").defaults.get("fused")
-        assert not E.build_optimizer(name, params, lr=0.1).defaults.get("fused")
+        assert S.build_optimizer(name, params, lr=0.1, device="cuda").defaults["fused"] is True
+        assert not S.build_optimizer(name, params, lr=0.1, device="cpu").defaults.get("fused")
+        assert not S.build_optimizer(name, params, lr=0.1).defaults.get("fused")
 
 
 def test_fit_on_the_cpu_is_not_fused_and_leaves_cudnn_benchmark(monkeypatch):
     seen = []
-    real = E.build_optimizer
+    real = S.build_optimizer
 
     def spy(*a, **kw):
         opt = real(*a, **kw)
@@ -378,7 +379,7 @@ def test_fit_on_the_cpu_is_not_fused_and_leaves_cudnn_benchmark(monkeypatch):
             self.flags.append(torch.backends.cudnn.benchmark)
             return iter(self.loader)
 
-    monkeypatch.setattr(E, "build_optimizer", spy)
+    monkeypatch.setattr(S, "build_optimizer", spy)
     before = torch.backends.cudnn.benchmark
     train, val = loader_pair()
     rec = Recording(train)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hw2lib import engine as E
+from hw2lib import schedules as S
 from hw2lib.ema import EMA
 from hw2lib.mixing import Mixer, check_mix, cutmix_box, mix_batch
 from tests.nets import Tiny
@@ -180,7 +181,7 @@ def test_fit_with_mix_and_ema_resumes_exactly_and_saves_the_ema_weights(tmp_path
 
 def test_onecycle_is_the_warmed_up_cosine_counted_in_steps():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = E.build_scheduler("onecycle", opt, epochs=2, warmup_epochs=1, steps_per_epoch=4)
+    sched = S.build_scheduler("onecycle", opt, epochs=2, warmup_epochs=1, steps_per_epoch=4)
     lrs = []
     for _ in range(8):
         lrs.append(opt.param_groups[0]["lr"])
@@ -191,7 +192,7 @@ def test_onecycle_is_the_warmed_up_cosine_counted_in_steps():
     assert lrs == pytest.approx(ramp + cos)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)  # reaches 0 at the end
     with pytest.raises(ValueError, match="steps_per_epoch"):
-        E.build_scheduler("onecycle", opt, epochs=2, steps_per_epoch=0)
+        S.build_scheduler("onecycle", opt, epochs=2, steps_per_epoch=0)
 
 
 def test_fit_steps_onecycle_per_batch(tmp_path):

@@ -162,6 +162,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     weights' best epoch in best_raw.pt (the EMA's in best.pt), resumed exactly."""
     import torch
 
+    from hw2lib import checkpoints as C
     from hw2lib import engine as E
     from tests.nets import Tiny
     from tests.test_engine import make_loader
@@ -176,7 +177,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
                  out_dir=tmp_path / "run", **kw)
     assert all({"val_acc_raw", "val_loss_raw"} <= set(h) for h in hist)
     raw_best = max(range(3), key=lambda i: (hist[i]["val_acc_raw"], -i))
-    ckpt = E.load_checkpoint(tmp_path / "run" / "best_raw.pt")
+    ckpt = C.load_checkpoint(tmp_path / "run" / "best_raw.pt")
     assert ckpt["epoch"] == raw_best + 1 and ckpt["val_acc"] == hist[raw_best]["val_acc_raw"]
     scored = Tiny()
     scored.load_state_dict(ckpt["model"])
@@ -184,7 +185,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     assert val["acc"] == hist[raw_best]["val_acc_raw"]
     assert val["loss"] == pytest.approx(hist[raw_best]["val_loss_raw"], rel=1e-5)
     # the raw weights are not the EMA's: best.pt holds the EMA weights
-    ema_best = E.load_checkpoint(tmp_path / "run" / "best.pt")
+    ema_best = C.load_checkpoint(tmp_path / "run" / "best.pt")
     assert any(not torch.equal(ema_best["model"][k], ckpt["model"][k]) for k in ckpt["model"])
     # without EMA the history keeps its keys and no best_raw.pt is written
     plain = E.fit(Tiny(), make_loader(x, y, seed=0), make_loader(x, y, shuffle=False),
