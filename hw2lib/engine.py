@@ -10,7 +10,8 @@ model gains from it (`runtime.channels_last_for`), fused optimizers and cudnn.be
 
 Checkpoints (`last.pt` to resume exactly, `best.pt` to evaluate, never a non-finite epoch), the
 history and run.json are described and written in `hw2lib.checkpoints`; the LR schedule is a
-per-step table (`hw2lib.schedules`); seeds, devices and RNG states are `hw2lib.runtime`'s.
+per-step table (`hw2lib.schedules`); seeds, devices and RNG states are `hw2lib.runtime`'s; a
+non-finite epoch raises `divergence.TrainingDiverged`.
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from torch import nn
 
 from hw2lib import checkpoints, io, runtime, schedules
 from hw2lib import progress as prog
+from hw2lib.divergence import TrainingDiverged, check_epoch
 from hw2lib.ema import EMA
 from hw2lib.mixing import Mixer, check_mix
 from hw2lib.nn_utils import eval_mode, keep_head_fp32, model_device
 
 HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc",
                 "seconds", "images_per_s")
-
-
-class TrainingDiverged(RuntimeError):
-    """Training produced NaN/inf (a loss, the weights, BatchNorm statistics or optimizer state);
-    the message names the epoch (and step), what was non-finite and the last good checkpoint."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -218,22 +215,6 @@ def _predict(model, loader, device, amp, *, tta: bool):
         return empty, (empty if tta else None), torch.zeros(0, dtype=torch.int64)
     return (torch.cat(logits).float().cpu(), torch.cat(plain).float().cpu() if tta else None,
             torch.cat(targets).long().cpu())
-
-
-# --------------------------------------------------------------------------- finite checks
-
-
-def _nonfinite_tensors(model: nn.Module, optimizer, device: torch.device) -> list[str]:
-    """Names of the model's parameters/buffers (BatchNorm running stats included) and optimizer
-    state tensors holding NaN or inf: one host sync for all of them."""
-    named = [(f"model.{k}", v) for k, v in model.state_dict().items() if v.is_floating_point()]
-    for i, state in optimizer.state_dict()["state"].items():
-        named += [(f"optimizer.state[{i}].{k}", v) for k, v in state.items()
-                  if isinstance(v, torch.Tensor) and v.is_floating_point()]
-    if not named:
-        return []
-    ok = torch.stack([torch.isfinite(v).all().to(device) for _, v in named]).tolist()
-    return [name for (name, _), good in zip(named, ok, strict=True) if not good]
 
 
 # --------------------------------------------------------------------------- fit
@@ -472,14 +453,7 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar,
         raw = (evaluate(run.net, val_loader, run.criterion, run.device, amp=run.amp)
                if val is not None and run.ema is not None else None)  # the EMA lever's row
         losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}
-        bad = [f"{k} {v}" for k, v in losses.items() if not math.isfinite(v)]
-        tensors = _nonfinite_tensors(run.model, run.opt, run.device)
-        if tensors:
-            more = f" (and {len(tensors) - 3} more)" if len(tensors) > 3 else ""
-            bad.append(f"NaN/inf in {', '.join(tensors[:3])}{more}")
-        if bad:
-            raise TrainingDiverged(f"training diverged at epoch {epoch}: {'; '.join(bad)}; lower "
-                                   "the learning rate, add warmup or check the inputs.")
+        check_epoch(epoch, losses, run.model, run.opt, run.device)
     except TrainingDiverged as exc:
         if run.out is None:
             raise
