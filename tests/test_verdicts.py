@@ -283,3 +283,37 @@ def test_c_confusion_figures_one_per_backbone():
                for loss in ("ce", "balanced_softmax", "class_balanced")}
     figs = task_c.confusion_figures(results, "val", ["x", "y", "z"])
     assert len(figs) == 2 and [f._suptitle.get_text() for f in figs] == ["a", "b"]
+
+
+@pytest.mark.parametrize("tta", [True, False])
+def test_crt_is_scored_like_its_row_neighbours(monkeypatch, tta):
+    """cRT's logits come from 8-view TTA where the recipe has it (as the trained rows' do)."""
+    import torch
+    from torch import nn
+
+    from hw2lib import engine as E
+    from tests.test_engine import make_loader
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(108, 3)).eval()  # not symmetric: TTA matters
+    y = torch.arange(12) % 3
+    x = torch.randn(12, 3, 6, 6)
+    loader = make_loader(x, y, shuffle=False)
+    views = E.predict_tta(model, loader, "cpu")[0].argmax(1)
+    assert not torch.equal(views, E.predict(model, loader, "cpu")[0].argmax(1))
+    monkeypatch.setattr(task_c, "load_trained", lambda path, device: (model, {}))
+    monkeypatch.setattr(task_c, "retrain_classifier", lambda m, *a, **k: m)
+    monkeypatch.setattr(task_c, "make_loader", lambda *a, **k: loader)
+    lg = np.zeros((12, 3), dtype=np.float32)
+    results = {("bb", "ce"): {"predictions": {"val_logits": lg, "val_targets": y.numpy(),
+                                              "test_logits": lg, "test_targets": y.numpy()},
+                              "config": {"tta": tta}, "run_dir": "unused"}}
+
+    class DS:
+        num_classes = 3
+
+    rows = task_c.method_scores(results, DS(), {"train": [], "val": [], "test": []}, [4, 2, 1],
+                                posthoc_tau=1.0, crt_epochs=1, seed=0, device="cpu")
+    want = views if tta else E.predict(model, loader, "cpu")[0].argmax(1)
+    assert np.array_equal(rows[("bb", "cRT")]["test_pred"], want.numpy())
+    assert np.array_equal(rows[("bb", "cRT")]["test_targets"], y.numpy())
