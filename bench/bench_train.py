@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the model (the same as --variants bf16_cl_compile on CUDA)")
     p.add_argument("--data-dir", default="data", help="hw2lib.data.load_dataset's data_dir")
+    p.add_argument("--image-size", type=int, default=64,
+                   help="side the images are decoded to (load_dataset's image_size, default 64)")
     p.add_argument("--source", default=None, help="EuroSAT.zip (default: the data layer's search)")
     p.add_argument("--image-folder", default=None, help="any other ImageFolder root instead")
     p.add_argument("--seed", type=int, default=0)
@@ -124,7 +126,7 @@ def main(argv=None) -> int:
     runtime.seed_everything(args.seed)
 
     ds = D.load_dataset(args.data_dir, source=args.source, image_folder=args.image_folder,
-                        progress=sys.stderr.isatty())
+                        image_size=args.image_size, progress=sys.stderr.isatty())
     x_train, y_train = ds.tensors("train")
     criterion = nn.CrossEntropyLoss().to(device)
 
@@ -271,7 +273,8 @@ def _pack(args, model, variant, table, copies: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--models", spec, "--variants",
                variant, "--modes", "raw", "--device", args.device, "--batch-size",
-               str(args.batch_size), "--data-dir", args.data_dir, "--seed", str(args.seed)]
+               str(args.batch_size), "--data-dir", args.data_dir, "--seed", str(args.seed),
+               "--image-size", str(args.image_size)]
         if args.source:
             cmd += ["--source", args.source]
         if args.image_folder:

@@ -220,9 +220,9 @@ def bench(gpu: bool, data: dict, tmp: Path) -> dict:
                 (list(COMPILED_MODELS), ["bf16_cl_compile"],
                  ["--batches", "50", "--warmup", "10", "--modes", "raw", "fast"])]
     else:
-        runs = [(["resnet18@16"], ["fp32"],
-                 ["--batches", "1", "--warmup", "0", "--batch-size", "4", "--modes", "raw",
-                  "fast", "--pack", "2"])]
+        runs = [(["resnet18"], ["fp32"],
+                 ["--image-size", "16", "--batches", "1", "--warmup", "0", "--batch-size", "4",
+                  "--modes", "raw", "fast", "--pack", "2"])]
     out = {"table": [], "pack": [], "seconds": 0.0}
     t0 = time.perf_counter()
     for i, (models, variants, extra) in enumerate(runs):
@@ -293,7 +293,7 @@ def train_track2(gpu: bool, data: dict, epochs: int, tmp: Path) -> dict:
     dev = runtime.resolve_device("cuda" if gpu else "cpu")
     cfg = best_recipe_config(epochs, None if gpu else 8)
     ds = D.load_dataset(data["data_dir"], source=data["source"], image_folder=data["image_folder"],
-                        progress=False)
+                        image_size=64 if gpu else 16, progress=False)
     idx = D.split_indices(ds)
     runtime.seed_everything(0)
     model = build_model(cfg["model"], ds.num_classes, stem=cfg["stem"])
