@@ -56,8 +56,9 @@ ROWS: list[tuple[str, str, str, tuple[str, ...]]] = [
      "(`dlresnet18_dilated`), conv-BN-ReLU-conv-BN, summed with the main path before the residual "
      "addition (no 1×1 merge); Figure 9 uses the dilated one", ("B-ablation",)),
     ("ResNeXt-18's grouping", "\"group conv added\" to ResNet-18; cardinality and width not stated",
-     "ResNet-18's BasicBlocks (2, 2, 2, 2) with both 3×3 convs grouped: cardinality 32, width 4 "
-     "per group (twice ResNet-18's width)", ("B-ablation", "C-longtail")),
+     "ResNet-18's BasicBlocks (2, 2, 2, 2) with the first 3×3 conv grouped — cardinality 32, "
+     "width 4 per group (twice ResNet-18's width) — and the second dense (it merges the groups)",
+     ("B-ablation", "C-longtail")),
     ("the long tail's head classes",
      "tail classes 4, 6, 7 (Highway, Pasture, PermanentCrop) seen 19, 10, 36 times; the other "
      "seven not stated",
