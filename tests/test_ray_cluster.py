@@ -115,8 +115,9 @@ def ray_cli() -> Path:
 # the nodes do not start in; its dataset's paths are relative to that folder. It trains the smoke
 # ablation's run list with the local executor, then through the cluster.
 DRIVER = """
-import json, sys, time
+import hashlib, json, sys, time
 from pathlib import Path
+import numpy as np
 from hw2lib import data, task_b
 
 ds = data.load_dataset("data", image_folder="images", image_size=32, progress=False)
@@ -128,10 +129,14 @@ kw = dict(device="cpu", max_steps=2)
 keys = ("run_id", "identity", "val_acc", "test_acc", "val_bal_acc", "test_bal_acc", "run_dir",
         "reused")
 
+def digests(run_dir):  # the saved logits, bit for bit
+    with np.load(Path(run_dir) / "predictions.npz") as z:
+        return {k: hashlib.sha256(z[k].tobytes()).hexdigest() for k in z.files}
+
 def record(runs):
     return [{**{k: r[k] for k in keys}, "name": r["config"]["name"], "seed": r["config"]["seed"],
              "files": sorted(p.name for p in Path(r["run_dir"]).iterdir()),
-             "epochs": len(r["history"])} for r in runs]
+             "logits": digests(r["run_dir"]), "epochs": len(r["history"])} for r in runs]
 
 out = {"split_csv": str(ds.split_csv)}
 t0 = time.perf_counter()
@@ -188,5 +193,6 @@ def test_an_existing_cluster_runs_the_smoke_ablation_like_the_local_executor(
         # the run folder came back to the driver: the same files as a local run
         assert Path(b["run_dir"]).parent == Path("runs-ray") and not b["reused"]
         assert a["files"] == b["files"] and b["epochs"] == 1
+        assert a["logits"] == b["logits"] and "test_logits" in b["logits"], a["name"]
     assert leftovers == {c: [] for c in node_cwds}  # nothing written where the nodes run
     print("seconds local / - / ray:", out["seconds"])
