@@ -302,9 +302,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
       best epoch saved as `best_raw.pt`: the EMA never feeds back into training, so "without EMA"
       is the same run's raw weights.
 
-    History records (flat): epoch (1-based), lr, train_loss, train_acc, val_loss, val_acc,
-    val_bal_acc (None without a val loader), seconds (the epoch's wall time, train + eval),
-    images_per_s (training images per second). Accuracies are fractions in [0, 1].
+    History records (flat): epoch (1-based), lr (its first step's), train_loss, train_acc,
+    val_loss, val_acc, val_bal_acc (None without a val loader), seconds (the epoch's wall time,
+    train + eval), images_per_s (training images per second). Accuracies are fractions in [0, 1].
 
     Divergence raises `TrainingDiverged` naming the epoch: a NaN/inf training loss (and its step),
     a NaN/inf mean train or val loss, or NaN/inf in the weights, BatchNorm running statistics or
