@@ -35,16 +35,6 @@ HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
                 "seconds", "images_per_s")
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def _len(loader) -> int | None:
-    try:
-        return len(loader)
-    except TypeError:
-        return None
-
-
 # --------------------------------------------------------------------------- train / evaluate
 
 
@@ -322,7 +312,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     if ema:
         hyper["ema"] = float(ema)
     mode = prog.progress_mode(progress)
-    n_steps = _len(train_loader)
+    n_steps = len(train_loader) if hasattr(train_loader, "__len__") else None
     if n_steps is not None and max_steps is not None:
         n_steps = min(n_steps, int(max_steps))
     if not n_steps:

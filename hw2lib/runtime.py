@@ -17,11 +17,11 @@ from __future__ import annotations
 import platform
 import random
 from contextlib import contextmanager, nullcontext
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
 import hw2lib
@@ -189,11 +189,20 @@ def _device_name(dev: torch.device) -> str:
     return platform.processor() or platform.machine() or dev.type
 
 
+def _dist_version(name: str) -> str | None:
+    """An installed distribution's version, read without importing it (importing torchvision
+    would load its whole model zoo into every process that only records versions)."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def run_info(device=None) -> dict:
     """Versions (python, torch, torchvision, numpy, hw2lib), platform and the device's name."""
     dev = resolve_device(device)
     return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "torchvision": _dist_version("torchvision"), "numpy": np.__version__,
             "hw2lib": hw2lib.__version__, "platform": platform.platform(), "device": str(dev),
             "device_name": _device_name(dev), "cuda": torch.version.cuda,
             "cpu_threads": torch.get_num_threads()}

@@ -58,7 +58,7 @@ def ray_local():
     """A Ray instance started here (2 CPUs, num_gpus=0: on a GPU box too the tasks run, and are
     said to run, on CPU workers). Ray is in the `dev` extra (`make test` installs it); missing,
     the Ray tests are skipped — never installed from here."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[dev]'")
+    ray = pytest.importorskip("ray", reason="Ray is not installed: it comes with the dev extra that `make test` installs")
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -121,7 +121,7 @@ def test_packed_runs_share_a_nodes_cores_and_cpu_runs_use_the_drivers_threads():
 def test_a_ray_task_resolves_its_own_device_and_threads(monkeypatch, small_ds, tmp_path):
     """The notebook's device is not the task's: a task Ray gave a GPU trains on "cuda", one
     without on the CPU; it sets its torch threads and trains in a folder of its own node."""
-    ray = pytest.importorskip("ray", reason="Ray is not installed: pip install -e '.[dev]'")
+    ray = pytest.importorskip("ray", reason="Ray is not installed: it comes with the dev extra that `make test` installs")
     import torch
 
     from hw2lib import executor

@@ -107,7 +107,7 @@ class _Node:
 def ray_cli() -> Path:
     ray = _ray_cli()
     if ray is None:
-        pytest.skip("Ray's CLI `ray` is not installed (pip install -e '.[dev]')")
+        pytest.skip("Ray's CLI `ray` is not installed (it comes with the dev extra `make test` installs)")
     return ray
 
 
