@@ -1,4 +1,4 @@
-"""Small networks several test modules use."""
+"""Small networks and loader wrappers several test modules use."""
 
 import torch
 from torch import nn
@@ -13,3 +13,17 @@ class Tiny(nn.Module):
 
     def forward(self, x):
         return self.head(self.pool(torch.relu(self.conv(x))))
+
+
+class RecordsBenchmarkFlag:
+    """A loader wrapper that records torch.backends.cudnn.benchmark when each epoch starts."""
+
+    def __init__(self, loader):
+        self.loader, self.generator, self.flags = loader, loader.generator, []
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        self.flags.append(torch.backends.cudnn.benchmark)
+        return iter(self.loader)

@@ -13,6 +13,7 @@ from hw2lib import engine as E
 from hw2lib import runtime as R
 from hw2lib import schedules as S
 from hw2lib.models import build_model
+from tests.nets import RecordsBenchmarkFlag
 from tests.test_engine import CrashAfter
 
 pytestmark = [pytest.mark.cuda,
@@ -86,20 +87,6 @@ def test_tta_on_the_gpu_matches_the_cpu_within_bf16():
 
 
 # --------------------------------------------------------------------------- issue 19, items 3-7, 10
-
-
-class _RecordsBenchmarkFlag:
-    """A loader wrapper that records torch.backends.cudnn.benchmark when each epoch starts."""
-
-    def __init__(self, loader):
-        self.loader, self.generator, self.flags = loader, loader.generator, []
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        self.flags.append(torch.backends.cudnn.benchmark)
-        return iter(self.loader)
 
 
 def test_an_epoch_of_training_steps_never_waits_for_the_gpu():
@@ -185,7 +172,7 @@ def test_fit_turns_cudnn_benchmark_on_for_its_duration():
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
     try:
-        train = _RecordsBenchmarkFlag(
+        train = RecordsBenchmarkFlag(
             D.BatchLoader(x, y, 16, shuffle=True, augment="basic", device="cuda", seed=0))
         E.fit(build_model("resnet18", 4), train, None, epochs=2, lr=0.05, device="cuda",
               progress=False)

@@ -22,7 +22,7 @@ from hw2lib.ema import EMA
 from hw2lib.hooks import capture
 from hw2lib.mixing import Mixer, mix_batch
 from hw2lib.nn_utils import Fp32Linear, keep_head_fp32
-from tests.nets import Tiny
+from tests.nets import RecordsBenchmarkFlag, Tiny
 from tests.test_engine import FIT_KW, CrashAfter, loader_pair, make_model
 
 
@@ -368,21 +368,10 @@ def test_fit_on_the_cpu_is_not_fused_and_leaves_cudnn_benchmark(monkeypatch):
         seen.append(opt.defaults.get("fused"))
         return opt
 
-    class Recording:
-        def __init__(self, loader):
-            self.loader, self.generator, self.flags = loader, loader.generator, []
-
-        def __len__(self):
-            return len(self.loader)
-
-        def __iter__(self):
-            self.flags.append(torch.backends.cudnn.benchmark)
-            return iter(self.loader)
-
     monkeypatch.setattr(S, "build_optimizer", spy)
     before = torch.backends.cudnn.benchmark
     train, val = loader_pair()
-    rec = Recording(train)
+    rec = RecordsBenchmarkFlag(train)
     E.fit(make_model(), rec, val, epochs=1, **FIT_KW)
     assert seen == [None] or seen == [False]
     assert rec.flags == [before] and torch.backends.cudnn.benchmark == before
