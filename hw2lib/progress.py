@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from tqdm.auto import tqdm
+# the bar is for a terminal (stderr): tqdm.auto would warn in every kernel without ipywidgets
+from tqdm import tqdm
 
 PROGRESS_MODES = ("auto", "bar", "line")
 

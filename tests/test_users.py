@@ -191,6 +191,8 @@ def test_plain_papermill_from_the_repo_root_writes_inside_the_project(tmp_path,
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Passed unknown parameter" not in proc.stderr
     assert "Unable to parse" not in proc.stderr
+    # no warning in the pages either (tqdm.auto used to print "IProgress not found" in a kernel)
+    assert "IProgress not found" not in (tmp_path / "out.ipynb").read_text()
     assert set(REPO.parent.iterdir()) == before
     assert (tmp_path / "reports/interactive/runs/A-train/results.json").exists()
     assert list((tmp_path / "data" / "cache").glob("*.pt"))
