@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hw2lib import io, paths
+from hw2lib.executor import check_executor, check_ray_address
 from hw2lib.experiment import RANDOM_INIT_PREFIX
 
 
@@ -20,16 +21,23 @@ class Session:
 
 
 def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data_dir=None,
-          source=None, image_folder=None, image_size: int = 64, split_seed: int = 0) -> Session:
+          source=None, image_folder=None, image_size: int = 64, split_seed: int = 0,
+          executor: str = "local", gpus_per_run: float = 1.0,
+          ray_address: str | None = None) -> Session:
     """The first cell of every notebook: run folder, one global seed, device, inline figures, and
     the dataset (EuroSAT from the first source found, or any ImageFolder root).
 
     Paths do not depend on the kernel's working directory: a relative `run_dir` lies under the
     project's reports/ (`$HW2_REPORTS_DIR`), `data_dir=None` is the project's data/
     (`$HW2_DATA_DIR`); see `hw2lib.paths`.
-    `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size."""
+    `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size.
+    With `executor="ray"` (B, C) the Ray settings are checked first, as `hw2 report` does, so a
+    plain papermill or JupyterLab run stops in one line before any folder or data."""
     if figure_format not in ("png", "jpeg"):
         raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
+    check_executor(executor, gpus_per_run)
+    if executor == "ray":
+        check_ray_address(ray_address)
     import matplotlib.pyplot as plt
 
     from hw2lib import data as D

@@ -209,3 +209,23 @@ def test_a_refused_connection_names_token_authentication(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "token")  # already set: Ray's own message only
     with pytest.raises(ConnectionError, match=r"^Failed to connect to Ray cluster at [\d.:]+$"):
         executor._ray_init(fake, "10.0.0.5:6379")
+
+
+def test_a_notebooks_set_up_checks_the_ray_address_before_any_folder_or_data(tmp_path):
+    """A plain papermill / JupyterLab run of B or C used to read the data first and fail at the
+    executor: the set-up call now stops in one line, before its run folder exists."""
+    import socket
+
+    from hw2lib import notebook
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run_dir = tmp_path / "runs"
+    with pytest.raises(ValueError, match=f"nothing answers at 127.0.0.1:{port}"):
+        notebook.setup(run_dir, seed=0, executor="ray", ray_address=f"127.0.0.1:{port}",
+                       data_dir=tmp_path / "no-data")
+    with pytest.raises(ValueError, match="gpus_per_run"):
+        notebook.setup(run_dir, seed=0, executor="ray", gpus_per_run=1.5,
+                       data_dir=tmp_path / "no-data")
+    assert not run_dir.exists() and not (tmp_path / "no-data").exists()
