@@ -75,11 +75,12 @@ def show_warning(msg: str) -> None:
 def escape_markdown(text: str) -> str:
     """`text` (which may hold class names, file names or parameters) as Markdown that shows it
     literally: HTML escaped (no tag of a folder's name is live on the page) and Markdown's own
-    markup characters backslashed."""
+    markup characters backslashed. Quotes stay as they are: `&#x27;` would have its `#`
+    backslashed and show as text ("the report&#x27;s")."""
     import html
     import re
 
-    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", html.escape(str(text)))
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", html.escape(str(text), quote=False))
 
 
 def show_findings(lines: list[str], *, heading: str | None = None) -> None:

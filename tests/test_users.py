@@ -337,6 +337,20 @@ def test_a_class_name_in_findings_is_text_on_the_page(monkeypatch):
     assert "<img src=x" not in note and "&lt;script&gt;" in note
 
 
+def test_quotes_in_findings_show_as_quotes(monkeypatch):
+    """The quick report's B page showed "the report&#x27;s final model": the escaped quote's
+    `#` was then backslashed as Markdown, which broke the entity."""
+    import re
+
+    from hw2lib import notebook
+
+    page = _rendered(_markdown_shown(monkeypatch, notebook.show_findings,
+                                     ['the report\'s "final" model & #1']))
+    assert "&amp;#x27;" not in page and "&amp;quot;" not in page
+    assert re.search(r"the report(&#x27;|&#39;|')s (&quot;|\")final(&quot;|\") model &amp; #1",
+                     page), page[-2000:]
+
+
 def test_the_index_escapes_every_string_from_status_and_results(tmp_path):
     from hw2lib import index
 
