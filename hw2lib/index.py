@@ -109,13 +109,13 @@ def write_index(out: Path, profile: str, status: dict[str, dict],
 <table><tr><th>notebook</th><th>status</th><th>duration</th><th>profile</th><th>parameters</th></tr>
 {''.join(rows)}</table>
 <h2>Headline numbers vs the HW2 report</h2>
-<table><tr><th>notebook</th><th>what</th><th>this run</th><th>HW2 report</th><th>run id</th>
+<table><tr><th>notebook</th><th>what</th><th>this run</th><th>HW2 report (its split)</th><th>run id</th>
 <th>note</th></tr>
 {''.join(headline) or '<tr><td colspan=6 class=missing>no results yet</td></tr>'}</table>
 <p class=sub>The run id is the first 8 hex digits of the hash of the run's identity (recipe, data,
 weights, step cap, code version); its folder is <code>runs/&lt;notebook&gt;/&lt;name&gt;-s&lt;seed&gt;-&lt;run id&gt;/</code>
 with <code>identity.json</code>. Numbers of a <code>smoke</code> or <code>quick</code> run come from
-subsets and few epochs on the CPU; the HW2 report's from its full protocol.</p>
+subsets and few epochs on the CPU; the HW2 report's from its full protocol, on its own split ("comparable" means the same protocol, not the same data).</p>
 <h2>Environment</h2><table>{env_rows or '<tr><td class=missing>unknown</td></tr>'}</table>
 </body></html>"""
     path = out / "index.html"

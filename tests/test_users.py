@@ -367,6 +367,7 @@ def test_the_index_escapes_every_string_from_status_and_results(tmp_path):
     page = index.write_index(tmp_path, "smoke", run.read_status(tmp_path)[0]).read_text()
     assert "<script>" not in page and "<img src=x" not in page and "'><" not in page
     assert page.count("&lt;script&gt;alert(2)&lt;/script&gt;") >= 5
+    assert "<th>HW2 report (its split)</th>" in page  # its numbers are on its own split
 
 
 # --------------------------------------------------------------------------- nothing lost: kills, locks
