@@ -55,7 +55,7 @@ def test_smoke_pages_show_intervals_labels_and_reconstructions(smoke_report):
     """Issue 18: the rendered pages carry the Reconstructions block, the selection-free labels and
     the intervals of their design; no reference sits beside a run that is not its protocol."""
     out = smoke_report[0]
-    pages = {nb: (out / f"{nb}.html").read_text() for nb in ("B-ablation", "C-longtail", "A-vis")}
+    pages = {nb: (out / f"{nb}.html").read_text() for nb in ("A-train", "B-ablation", "C-longtail", "A-vis")}
     for nb, html in pages.items():
         assert "Reconstructions" in html and "where the report is silent" in html, nb
     b, c = pages["B-ablation"], pages["C-longtail"]

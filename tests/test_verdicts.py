@@ -317,3 +317,13 @@ def test_crt_is_scored_like_its_row_neighbours(monkeypatch, tta):
     want = views if tta else E.predict(model, loader, "cpu")[0].argmax(1)
     assert np.array_equal(rows[("bb", "cRT")]["test_pred"], want.numpy())
     assert np.array_equal(rows[("bb", "cRT")]["test_targets"], y.numpy())
+
+
+def test_the_readme_holds_the_reconstructions_table_as_generated():
+    """Issue 18: one table in the library, rendered in each notebook and in the README."""
+    from pathlib import Path
+
+    from hw2lib import reconstructions
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert reconstructions.markdown().strip() in readme
