@@ -100,15 +100,15 @@ def headline(name: str, value: float | None, reference: float | None = None, not
 
 
 def write_results(run_dir, *, headline_rows, metrics=None, warnings_=(), device=None,
-                  **extra) -> Path:
-    """`results.json` of a notebook: what the index reads (headline, warnings, environment)."""
+                  **extra) -> None:
+    """`results.json` of a notebook: what the index reads (headline, warnings, environment).
+    Says where it went and returns nothing (a notebook's last cell would echo a PosixPath)."""
     from hw2lib.runtime import run_info
 
     path = Path(run_dir) / "results.json"
     io.write_json(path, {"headline": list(headline_rows), "metrics": metrics or {},
                          "warnings": list(warnings_), "environment": run_info(device), **extra})
     print(f"results written to {path}")
-    return path
 
 
 def count_table(ds, idx: dict):

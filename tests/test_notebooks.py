@@ -58,6 +58,7 @@ def test_smoke_pages_show_intervals_labels_and_reconstructions(smoke_report):
     pages = {nb: (out / f"{nb}.html").read_text() for nb in ("A-train", "B-ablation", "C-longtail", "A-vis")}
     for nb, html in pages.items():
         assert "Reconstructions" in html and "where the report is silent" in html, nb
+        assert "PosixPath(" not in html, nb  # the last cell says where results went, no echo
     b, c = pages["B-ablation"], pages["C-longtail"]
     for text in ("HW2 report (its split)", "test acc (val-chosen checkpoint)",
                  "val acc (selection metric: max over epochs)", "paired seeds, t(1)",
