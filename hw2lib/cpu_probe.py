@@ -35,7 +35,7 @@ def cache_dir() -> Path:
     return Path(base) / "hw2"
 
 
-def _cpu_info(cpuinfo: str | None = None) -> tuple[str, list[str]]:
+def cpu_info(cpuinfo: str | None = None) -> tuple[str, list[str]]:
     """(model name, the bf16-relevant instruction flags it lists) from /proc/cpuinfo's text."""
     if cpuinfo is None:
         try:
@@ -58,7 +58,7 @@ def machine_key(cpuinfo: str | None = None) -> dict:
     """What the measurement depends on: the CPU, its bf16 flags, torch, the thread count."""
     import torch
 
-    name, flags = _cpu_info(cpuinfo)
+    name, flags = cpu_info(cpuinfo)
     return {"cpu": name, "bf16_flags": flags, "torch": torch.__version__,
             "threads": torch.get_num_threads(), "probe": PROBE_VERSION}
 

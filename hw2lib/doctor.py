@@ -83,7 +83,7 @@ def environment() -> dict:
     from hw2lib import cpu_probe, gpu_check
 
     nvidia, tc = gpu_check.probe_nvidia(), gpu_check.torch_cuda()
-    cpu_name = cpu_probe._cpu_info()[0]
+    cpu_name = cpu_probe.cpu_info()[0]
     env = {"python": platform.python_version(), "platform": platform.platform(),
            "torch": torch.__version__, "torchvision": _version("torchvision"),
            "numpy": _version("numpy"), "cores": os.cpu_count(),

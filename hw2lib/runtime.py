@@ -18,7 +18,6 @@ import platform
 import random
 from contextlib import contextmanager, nullcontext
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -180,13 +179,9 @@ def resolve_device(device=None) -> torch.device:
 def _device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    try:  # Linux: the CPU's marketing name; platform.processor() is often empty there
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or dev.type
+    from hw2lib.cpu_probe import cpu_info  # here, not at the top: the data layer imports runtime
+
+    return cpu_info()[0] or dev.type  # Linux: the CPU's marketing name from /proc/cpuinfo
 
 
 def _dist_version(name: str) -> str | None:
