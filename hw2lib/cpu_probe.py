@@ -2,7 +2,7 @@
 
 bf16 autocast is ~1.6× float32 for a ResNet-18 step on a CPU with AVX-512 BF16 / AMX and ~28×
 slower on one without. So the choice is measured, once per machine: `measure` times a few training
-steps of a small network in both precisions (taking turns, best round of each), and `cpu_precision`
+steps of a small network in both precisions (in rounds, the two side by side in each), and `cpu_precision`
 caches the outcome under the machine's key (CPU model, its bf16 instruction flags, torch version,
 threads) in `$HW2_CACHE_DIR` (default `$XDG_CACHE_HOME/hw2` or `~/.cache/hw2`), file
 `cpu_probe.json`. bf16 is chosen only when it is at least `MIN_GAIN` times faster: it changes the
@@ -15,6 +15,7 @@ On CUDA the precision is bf16 always (what `engine.fit` does there); this module
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ CACHE_ENV = "HW2_CACHE_DIR"
 CHOICES = ("auto", "fp32", "bf16")
 MIN_GAIN = 1.15  # bf16 must beat float32 by this factor to be used
 CACHE_FILE = "cpu_probe.json"
-PROBE_VERSION = 2  # part of the cache key: a changed probe or rule measures again
+PROBE_VERSION = 3  # part of the cache key: a changed probe or rule measures again
 BF16_FLAGS = ("avx512_bf16", "amx_bf16", "amx_tile", "avx_vnni", "avx512_vnni")
 
 
@@ -63,14 +64,10 @@ def machine_key(cpuinfo: str | None = None) -> dict:
             "threads": torch.get_num_threads(), "probe": PROBE_VERSION}
 
 
-def measure(*, model: str = "resnet18", stem: str = "imagenet", size: int = 64,
-            batch_size: int = 16, steps: int = 3, rounds: int = 2, budget_s: float = 2.0) -> dict:
-    """Training images/s of `model` in float32 and in bf16 autocast on the CPU, from `rounds`
-    rounds that take turns, the order swapped each round (one untimed step, then up to `steps`
-    timed ones within `budget_s`): the best round of each (`fp32_img_s`, `bf16_img_s`, `speedup`)
-    and the worst case for bf16 (`speedup_min` = bf16's slowest round over fp32's fastest), which
-    is what `choose` uses, so that a busy machine's noise does not switch bf16 on. A bf16 that is
-    3× slower after the first round is not timed again."""
+def _step_rate(prec: str, *, model: str, stem: str, size: int, batch_size: int, steps: int,
+               budget_s: float) -> float:
+    """Training images/s of a fresh `model` in `prec` ("fp32" or "bf16" autocast) on the CPU:
+    one untimed step (first-call costs), then up to `steps` timed ones within `budget_s`."""
     import torch
 
     from hw2lib.engine import train_step
@@ -81,33 +78,49 @@ def measure(*, model: str = "resnet18", stem: str = "imagenet", size: int = 64,
     x = torch.randn(batch_size, 3, size, size, generator=gen)
     y = torch.randint(0, 10, (batch_size,), generator=gen)
     crit = torch.nn.CrossEntropyLoss()
+    torch.manual_seed(0)
+    net = build_model(model, 10, stem=stem)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    amp = prec == "bf16"
+    train_step(net, crit, opt, x, y, dev, amp=amp)
+    t0, n = time.perf_counter(), 0
+    while n < steps and (n == 0 or time.perf_counter() - t0 < budget_s):
+        train_step(net, crit, opt, x, y, dev, amp=amp)
+        n += 1
+    return n * batch_size / (time.perf_counter() - t0)
+
+
+def measure(*, model: str = "resnet18", stem: str = "imagenet", size: int = 64,
+            batch_size: int = 32, steps: int = 3, rounds: int = 3, budget_s: float = 2.0,
+            rate=_step_rate) -> dict:
+    """Training images/s of `model` in float32 and in bf16 autocast on the CPU, in `rounds`
+    rounds; each round times both precisions back to back (`rate`), the order swapped each
+    round. Returns the best round of each (`fp32_img_s`, `bf16_img_s`, `speedup`), each round's
+    bf16/fp32 ratio (`ratios`: the two of a round ran under the same load) and their median
+    (`speedup_median`), which is what `choose` uses: another process that slows one round (a pip
+    install, a second training) moves one ratio, not the choice. A bf16 that is 3× slower in the
+    first round is not timed again."""
     seen: dict[str, list[float]] = {"fp32": [], "bf16": []}
     t_start = time.perf_counter()
     for r in range(rounds):
+        if r and seen["bf16"][-1] * 3 < seen["fp32"][-1]:
+            break  # clearly slower: no second look
         for prec in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
-            if r and prec == "bf16" and max(seen["bf16"]) * 3 < max(seen["fp32"]):
-                continue  # clearly slower: no second look
-            torch.manual_seed(0)
-            net = build_model(model, 10, stem=stem)
-            opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-            amp = prec == "bf16"
-            train_step(net, crit, opt, x, y, dev, amp=amp)  # untimed: first-call costs
-            t0, n = time.perf_counter(), 0
-            while n < steps and (n == 0 or time.perf_counter() - t0 < budget_s):
-                train_step(net, crit, opt, x, y, dev, amp=amp)
-                n += 1
-            seen[prec].append(n * batch_size / (time.perf_counter() - t0))
+            seen[prec].append(rate(prec, model=model, stem=stem, size=size,
+                                   batch_size=batch_size, steps=steps, budget_s=budget_s))
     fp32, bf16 = max(seen["fp32"]), max(seen["bf16"])
+    ratios = [b / f for f, b in zip(seen["fp32"], seen["bf16"], strict=True)]
     return {"fp32_img_s": fp32, "bf16_img_s": bf16, "speedup": bf16 / fp32,
-            "speedup_min": min(seen["bf16"]) / fp32, "rounds": seen,
+            "ratios": ratios, "speedup_median": statistics.median(ratios), "rounds": seen,
             "model": model, "stem": stem, "size": size, "batch_size": batch_size,
             "probe_seconds": time.perf_counter() - t_start}
 
 
 def choose(result: dict, min_gain: float = MIN_GAIN) -> str:
-    """'bf16' when the probe found it at least `min_gain` times faster than float32 in every round
-    (`speedup_min`, else `speedup`), else 'fp32'."""
-    speedup = result.get("speedup_min", result.get("speedup"))
+    """'bf16' when the probe found it at least `min_gain` times faster than float32 in the
+    median of its rounds (`speedup_median`, each round's two precisions side by side; else
+    `speedup`), else 'fp32'."""
+    speedup = result.get("speedup_median", result.get("speedup"))
     return "bf16" if speedup is not None and speedup >= min_gain else "fp32"
 
 

@@ -39,9 +39,9 @@ def test_choice_needs_bf16_clearly_faster():
     assert C.choose({"speedup": 3 / 84}) == "fp32"  # the 28× slower CPU of the README
     assert C.choose({"speedup": 1.05}) == "fp32"  # within noise: the numbers would change for nothing
     assert C.choose({"speedup": None}) == "fp32"
-    # faster at best but not in every round (a busy machine): float32 stays
-    assert C.choose({"speedup": 1.6, "speedup_min": 0.9}) == "fp32"
-    assert C.choose({"speedup": 1.7, "speedup_min": 1.5}) == "bf16"
+    # faster at best but not in the median round (a busy machine): float32 stays
+    assert C.choose({"speedup": 1.6, "speedup_median": 0.9}) == "fp32"
+    assert C.choose({"speedup": 1.2, "speedup_median": 1.5}) == "bf16"
 
 
 def test_machine_key_reads_the_bf16_flags():
@@ -82,13 +82,32 @@ def test_environment_override_and_its_error(cache, monkeypatch):
         C.cpu_precision()
 
 
-def test_measure_times_both_precisions():
-    r = C.measure(size=16, batch_size=2, steps=1, rounds=2)
+def test_measure_times_both_precisions_side_by_side():
+    r = C.measure(size=16, batch_size=2, steps=1, rounds=3)
     assert r["fp32_img_s"] > 0 and r["bf16_img_s"] > 0
     assert r["speedup"] == pytest.approx(r["bf16_img_s"] / r["fp32_img_s"])
-    assert r["fp32_img_s"] == max(r["rounds"]["fp32"]) and len(r["rounds"]["fp32"]) == 2
-    assert r["speedup_min"] == pytest.approx(min(r["rounds"]["bf16"]) / r["fp32_img_s"])
-    assert r["speedup_min"] <= r["speedup"]
+    n = len(r["rounds"]["fp32"])
+    assert n == len(r["rounds"]["bf16"]) == len(r["ratios"]) and n in (1, 3)
+    assert r["fp32_img_s"] == max(r["rounds"]["fp32"])
+    for f, b, ratio in zip(r["rounds"]["fp32"], r["rounds"]["bf16"], r["ratios"], strict=True):
+        assert ratio == pytest.approx(b / f)  # each round's own pair, not the best of each
+    assert r["speedup_median"] == pytest.approx(sorted(r["ratios"])[n // 2])
+
+
+def test_one_slow_round_does_not_decide():
+    """The probe of 2026-12-04 on this 2-core VM, run while pip installed the venv: fp32 94 and
+    111 img/s, bf16 100 and 173 — the old rule (bf16's slowest round over fp32's fastest: 0.90)
+    chose float32 where bf16 trains 1.5× faster. Each round's own ratio, and their median, do not
+    let one loaded round decide."""
+    rates = iter([94.0, 100.0, 173.0, 111.0, 110.0, 170.0])  # fp32,bf16 | bf16,fp32 | fp32,bf16
+    r = C.measure(rounds=3, rate=lambda prec, **kw: next(rates))
+    assert r["rounds"] == {"fp32": [94.0, 111.0, 110.0], "bf16": [100.0, 173.0, 170.0]}
+    assert r["ratios"] == pytest.approx([100 / 94, 173 / 111, 170 / 110])
+    assert C.choose(r) == "bf16"
+    # and a CPU where bf16 is 28x slower stops after one round
+    slow = iter([84.0, 3.0])
+    r = C.measure(rounds=3, rate=lambda prec, **kw: next(slow))
+    assert r["ratios"] == [3 / 84] and C.choose(r) == "fp32"
 
 
 def test_autocast_really_runs_bf16_on_the_cpu_when_chosen():
