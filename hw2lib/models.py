@@ -10,7 +10,7 @@ conv, `"layer4.1"` the last block of every ResNet-18 variant, `"fc"` the classif
 
     build_model("resnet50", 10, pretrained=True)              # ImageNet weights, new 10-class head
     build_model("resnet18", 10, weights="r18.pth")            # a local state dict instead
-    build_model("resnext18", 10, stem="small", cardinality=16, base_width=8)
+    build_model("resnext18", 10, stem="small")
     build_model("dlresnet18_5x5", 10, stem="small")
 
 Stems: "imagenet" is torchvision's 7×7 stride-2 conv + 3×3 stride-2 max-pool (a 64×64 tile reaches
@@ -139,12 +139,6 @@ class BasicBlock(nn.Module):
         self.downsample = downsample
         self.stride = stride
 
-    def zero_init_last(self) -> None:
-        """Zero the last BN weight of every residual path: the block starts as its shortcut."""
-        nn.init.zeros_(self.bn2.weight)
-        if self.has_alt:
-            nn.init.zeros_(self.alt_bn2.weight)
-
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
@@ -156,8 +150,7 @@ class BasicBlock(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Registry: name -> how to build it. torchvision archs go through torchvision's own builders
 # (so their parameters equal torchvision's exactly); the others are torchvision's `ResNet`
-# stacking `BasicBlock` with the entry's block settings. `options`: the settings a caller may
-# override through build_model's keywords (the entry's values are the defaults).
+# stacking `BasicBlock` with the entry's block settings.
 # --------------------------------------------------------------------------------------------
 
 _MODELS: dict[str, dict] = {
@@ -167,13 +160,11 @@ _MODELS: dict[str, dict] = {
     "resnext50_32x4d": dict(torchvision="resnext50_32x4d",
                             weights="ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),
     # ResNeXt-18 "32x4d": 32 groups, 4 channels per group at layer1 (width 128, 256, 512, 1024)
-    "resnext18": dict(layers=(2, 2, 2, 2), cardinality=32, base_width=4,
-                      options=("cardinality", "base_width")),
+    "resnext18": dict(layers=(2, 2, 2, 2), cardinality=32, base_width=4),
     "dlresnet18_5x5": dict(layers=(2, 2, 2, 2), alt_kernel=5),
     "dlresnet18_dilated": dict(layers=(2, 2, 2, 2), alt_kernel=3, alt_dilation=2),
 }
 
-_COMMON_OPTIONS = ("zero_init_residual",)
 _BLOCK_SETTINGS = ("cardinality", "base_width", "alt_kernel", "alt_dilation")
 
 
@@ -206,8 +197,7 @@ def pretrained_preprocessing(name: str) -> dict:
 
 
 def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = False,
-                weights: str | os.PathLike | None = None, stem: str = "imagenet",
-                **kw) -> nn.Module:
+                weights: str | os.PathLike | None = None, stem: str = "imagenet") -> nn.Module:
     """Build a registered model (see `available_models()`).
 
     Args:
@@ -223,8 +213,6 @@ def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = Fa
             it under ``"model"`` or ``"state_dict"``; ``module.``/``_orig_mod.`` prefixes (DDP,
             ``torch.compile``) are stripped. Any model, including the custom ones, can load one.
         stem: ``"imagenet"`` or ``"small"`` (see the module docstring).
-        **kw: ``zero_init_residual`` (all models: last BN of each residual path starts at 0);
-            ``cardinality`` (default 32) and ``base_width`` (default 4) for ``resnext18``.
 
     Loading weights (``pretrained`` or ``weights``): every tensor must match by name and shape,
     except that the head is left freshly initialized when its size differs from `num_classes` (the
@@ -239,21 +227,13 @@ def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = Fa
         raise ValueError(f"unknown stem {stem!r}; choose one of {list(STEMS)}")
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    allowed = list(_COMMON_OPTIONS) + list(spec.get("options", ()))
-    unknown = sorted(set(kw) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for model {name!r}; "
-                         f"its options are {sorted(allowed)}")
-    zero_init = bool(kw.pop("zero_init_residual", False))
-
     if "torchvision" in spec:
         import torchvision.models as tvm
 
-        model = getattr(tvm, spec["torchvision"])(weights=None, num_classes=num_classes,
-                                                  zero_init_residual=zero_init)
+        model = getattr(tvm, spec["torchvision"])(weights=None, num_classes=num_classes)
     else:
-        settings = {k: spec[k] for k in _BLOCK_SETTINGS if k in spec} | kw
-        model = _build_resnet(name, spec["layers"], num_classes, zero_init, **settings)
+        settings = {k: spec[k] for k in _BLOCK_SETTINGS if k in spec}
+        model = _build_resnet(spec["layers"], num_classes, **settings)
     if stem == "small":
         _make_small_stem(model)
 
@@ -267,26 +247,16 @@ def build_model(name: str, num_classes: int = 10, *, pretrained: bool | str = Fa
     return model
 
 
-def _build_resnet(name, layers, num_classes, zero_init, *, cardinality=1, base_width=64,
-                  alt_kernel=None, alt_dilation=1) -> nn.Module:
-    """torchvision's `ResNet` stacking `BasicBlock(groups=cardinality, base_width, alt_*)`."""
+def _build_resnet(layers, num_classes, *, cardinality=1, base_width=64, alt_kernel=None,
+                  alt_dilation=1) -> nn.Module:
+    """torchvision's `ResNet` stacking `BasicBlock(groups=cardinality, base_width, alt_*)`
+    (cardinality divides the stem's 64 channels, so the grouped conv splits its input evenly)."""
     from torchvision.models.resnet import ResNet
 
-    for key, val in (("cardinality", cardinality), ("base_width", base_width)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
-            raise ValueError(f"{name}: {key} must be a positive int, got {val!r}")
-    if 64 % cardinality:
-        raise ValueError(f"{name}: cardinality must divide 64 (the stem's channels) so that "
-                         f"the grouped conv splits its input evenly, got {cardinality}")
     block = partial(BasicBlock, alt_kernel=alt_kernel, alt_dilation=alt_dilation)
     block.expansion = BasicBlock.expansion  # ResNet reads it from the block it is given
-    model = ResNet(block, list(layers), num_classes=num_classes, groups=cardinality,
-                   width_per_group=base_width)
-    if zero_init:  # ResNet's own zero_init_residual only knows torchvision's blocks
-        for m in model.modules():
-            if isinstance(m, BasicBlock):
-                m.zero_init_last()
-    return model
+    return ResNet(block, list(layers), num_classes=num_classes, groups=cardinality,
+                  width_per_group=base_width)
 
 
 def _make_small_stem(model: nn.Module) -> None:
