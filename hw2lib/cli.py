@@ -19,9 +19,10 @@ def _cmd_data(args) -> int:
         print("error: " + " ".join(str(message).split("\n")), file=sys.stderr)
         return 2
 
-    if args.source is not None and args.data_dir is not None:
-        return fail("--source and --data-dir are alternatives: --source for EuroSAT (a zip or an "
-                    "extracted folder), --data-dir for any other ImageFolder root; give one of them")
+    if args.source is not None and args.image_folder is not None:
+        return fail("--source and --image-folder are alternatives: --source for EuroSAT (a zip "
+                    "or an extracted folder), --image-folder for any other ImageFolder root; give "
+                    "one of them")
     if args.image_size < 1:
         return fail(f"--image-size must be a positive number of pixels (the side of the square "
                     f"every image is decoded to, e.g. 64), got {args.image_size}")
@@ -29,12 +30,13 @@ def _cmd_data(args) -> int:
     with warnings.catch_warnings(record=True) as caught:  # printed as one line each
         warnings.simplefilter("always", DataWarning)
         try:
-            ds = load_dataset(paths.data_dir(args.store), source=args.source, image_folder=args.data_dir,
-                              image_size=args.image_size, split_seed=args.seed, progress=True)
+            ds = load_dataset(paths.data_dir(args.data_dir), source=args.source,
+                              image_folder=args.image_folder, image_size=args.image_size,
+                              split_seed=args.seed, progress=True)
         except DataError as exc:
             error = exc
-        except OSError as exc:  # e.g. --store on a read-only disk
-            error = (f"{exc}: check that the data folder ({paths.data_dir(args.store)}) is a "
+        except OSError as exc:  # e.g. --data-dir on a read-only disk
+            error = (f"{exc}: check that the data folder ({paths.data_dir(args.data_dir)}) is a "
                      "folder you can write to")
     for w in caught:
         kind = "" if issubclass(w.category, DataWarning) else f"{w.category.__name__}: "
@@ -175,10 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="get, verify, split and cache EuroSAT (or any ImageFolder)")
     d.add_argument("--source", help="a EuroSAT zip or extracted folder to use instead of searching")
-    d.add_argument("--data-dir", help="any other ImageFolder root (class folders of images); "
-                   "an alternative to --source")
-    d.add_argument("--store", help="where extracted data, splits and caches go (default: the "
-                   "project's data/ from any directory, or $HW2_DATA_DIR)")
+    d.add_argument("--image-folder", help="any other ImageFolder root (class folders of "
+                   "images); an alternative to --source")
+    d.add_argument("--data-dir", help="where extracted data, splits and caches go (default: the "
+                   "project's data/ from any directory, or $HW2_DATA_DIR), as the notebooks' "
+                   "data_dir")
     d.add_argument("--image-size", type=int, default=64,
                    help="side in pixels of the square every image is decoded to (default 64)")
     d.add_argument("--seed", type=int, default=0, help="split seed")

@@ -6,7 +6,8 @@
 - `small_folder`: a fresh 3-class × 4-image ImageFolder of 16×16 JPEGs per test;
   `small_ds`: per test module, 3 classes × 20 JPEGs of 32×32, split and cached at 32×32.
 - `real_eurosat_zip`: ../shared/data/EuroSAT.zip (or $HW2_EUROSAT_ZIP); the test is skipped, with
-  the reason, where it is absent.
+  the reason, where it is absent. `real_eurosat`: (that dataset, its data_dir), extracted once a
+  session.
 """
 
 from __future__ import annotations
@@ -87,3 +88,13 @@ def real_eurosat_zip() -> Path:
         pytest.skip("real EuroSAT archive not found: ../shared/data/EuroSAT.zip is absent and "
                     "$HW2_EUROSAT_ZIP is not set")
     return p
+
+
+@pytest.fixture(scope="session")
+def real_eurosat(real_eurosat_zip, tmp_path_factory):
+    """(the real EuroSAT dataset, its data_dir): extracted, verified, split and cached once for
+    the whole session."""
+    from hw2lib import data as D
+
+    data_dir = tmp_path_factory.mktemp("eurosat-real") / "data"
+    return D.load_dataset(data_dir, source=real_eurosat_zip, progress=False), data_dir

@@ -14,31 +14,17 @@ from hw2lib import data as D
 # --------------------------------------------------------------------------- constants
 
 
-def test_constants():
-    assert list(D.EUROSAT_CLASSES) == sorted(D.EUROSAT_COUNTS) and len(D.EUROSAT_CLASSES) == 10
-    assert sum(D.EUROSAT_COUNTS.values()) == 27_000
-    assert D.EUROSAT_MD5 == "c8fa014336c82ac7804f0398fcb19387" and D.EUROSAT_URL.endswith(".zip")
-    assert D.AUGMENT_PRESETS == ("none", "basic", "color", "d4")
-    assert issubclass(D.DataError, RuntimeError)
-    assert issubclass(D.DataArgumentError, D.DataError)
-    assert issubclass(D.DataArgumentError, ValueError)
-    assert issubclass(D.DataWarning, UserWarning)
-
-
 def test_public_api_is_complete_and_shared_constants_are_the_same_objects():
     from hw2lib import constants
 
-    for name in D.__all__:
-        assert getattr(D, name) is not None, name
     used = ["load_dataset", "long_tail_indices", "BatchLoader", "DataError", "EUROSAT_MEAN",
-            "EUROSAT_STD", "augment_batch", "textbook_loader", "prepare_eurosat",
+            "EUROSAT_STD", "textbook_loader", "prepare_eurosat",
             "verify_imagefolder", "AUGMENT_PRESETS", "Dataset", "SPLITS", "ENV_ZIP",
             "subsample_per_class", "split_indices"]
     assert set(used) <= set(D.__all__)
     assert D.EUROSAT_MEAN is constants.EUROSAT_MEAN and D.EUROSAT_STD is constants.EUROSAT_STD
     assert D.SPLITS is constants.SPLITS and D.AUGMENT_PRESETS is constants.AUGMENT_PRESETS
     assert not hasattr(D, "IMAGENET_MEAN")  # the pretrained models' business (hw2lib.constants)
-    assert not any(hasattr(m, "_atomic_write_bytes") for m in (D.cache, D.splits, D.folders))
 
 
 def test_nothing_at_import_time():

@@ -6,7 +6,6 @@ Synthetic ImageFolders (conftest and the fixtures here); the real archive for th
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import numpy as np
@@ -120,17 +119,14 @@ def test_damaged_cache_is_rebuilt(small_folder, tmp_path):
 # --------------------------------------------------------------------------- real EuroSAT
 
 
-@pytest.fixture(scope="module")
-def real_ds(real_eurosat_zip, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("eurosat-real") / "data"
-    t0 = time.perf_counter()
-    ds = D.load_dataset(data_dir, source=real_eurosat_zip, progress=False)
-    return ds, data_dir, time.perf_counter() - t0
+@pytest.fixture
+def real_ds(real_eurosat):
+    return real_eurosat
 
 
 @pytest.mark.realdata
 def test_real_extraction_and_verification(real_ds):
-    ds, data_dir, _ = real_ds
+    ds, data_dir = real_ds
     assert ds.root == data_dir / "eurosat" / "2750"
     assert ds.classes == list(D.EUROSAT_CLASSES) and len(ds) == 27_000
     counts = np.bincount(ds.y.numpy(), minlength=10).tolist()
@@ -156,7 +152,7 @@ def test_real_cache_content(real_ds):
 
 @pytest.mark.realdata
 def test_real_second_load_uses_marker_and_cache(real_ds, real_eurosat_zip, monkeypatch):
-    ds, data_dir, _ = real_ds
+    ds, data_dir = real_ds
 
     def forbidden(*a, **k):
         raise AssertionError("decoded again")

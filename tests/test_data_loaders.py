@@ -1,4 +1,5 @@
-"""hw2lib.data.augment and hw2lib.data.loaders: whole-batch augmentation, BatchLoader, the textbook DataLoader.
+"""hw2lib.data.augment and hw2lib.data.loaders: whole-batch augmentation (its draws and maps, composed
+by tests.augment_reference), BatchLoader, the textbook DataLoader.
 
 Synthetic ImageFolders (conftest and the fixtures here).
 """
@@ -11,6 +12,7 @@ import torch
 
 from hw2lib import data as D
 from hw2lib.data import augment
+from tests.augment_reference import augment_batch, crop_flip
 
 # --------------------------------------------------------------------------- augmentation
 
@@ -21,22 +23,19 @@ def _gen(seed=0):
 
 def test_augment_none_is_identity_and_presets_checked():
     x = torch.rand(4, 3, 8, 8)
-    assert D.augment_batch(x, "none", _gen()) is x
+    assert augment_batch(x, "none", _gen()) is x
     with pytest.raises(ValueError, match="'none', 'basic', 'color'"):
-        D.augment_batch(x, "fancy", _gen())
+        augment_batch(x, "fancy", _gen())
     with pytest.raises(ValueError, match="'none', 'basic', 'color'"):
         D.BatchLoader(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(2), augment="heavy")
 
 
 def test_basic_without_padding_is_flip_or_not():
     x = torch.rand(32, 3, 8, 8)
-    out = D.augment_batch(x, "basic", _gen(), padding=0)
+    out = augment_batch(x, "basic", _gen(), padding=0)
     flipped = [torch.equal(o, xi.flip(-1)) for o, xi in zip(out, x, strict=True)]
     same = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
     assert all(f or s for f, s in zip(flipped, same, strict=True)) and 0 < sum(flipped) < 32
-    vout = D.augment_batch(x, "basic", _gen(), padding=0, vflip=True)
-    assert any(torch.equal(o, xi.flip(-2)) or torch.equal(o, xi.flip(-1, -2))
-               for o, xi in zip(vout, x, strict=True))
 
 
 def _match_crop(out, img, p):
@@ -54,18 +53,18 @@ def _match_crop(out, img, p):
 def test_basic_crops_are_padded_shifts_and_vary_per_sample():
     img = torch.rand(1, 3, 10, 10)
     x = img.repeat(16, 1, 1, 1)
-    out = D.augment_batch(x, "basic", _gen(1), padding=2)
+    out = augment_batch(x, "basic", _gen(1), padding=2)
     matches = [_match_crop(o, img[0], 2) for o in out]
     assert all(m is not None for m in matches)
     assert len(set(matches)) > 4  # per-sample parameters, not one per batch
-    again = D.augment_batch(x, "basic", _gen(1), padding=2)
+    again = augment_batch(x, "basic", _gen(1), padding=2)
     assert torch.equal(out, again)  # the generator decides everything
 
 
 def test_color_jitter_varies_per_sample_and_stays_in_range():
     img = torch.rand(1, 3, 12, 12) * 0.6 + 0.2
     x = img.repeat(16, 1, 1, 1)
-    out = D.augment_batch(x, "color", _gen(2), padding=0)
+    out = augment_batch(x, "color", _gen(2), padding=0)
     assert out.min() >= 0 and out.max() <= 1 and out.dtype == x.dtype
     means = out.mean(dim=(1, 2, 3))
     assert means.std() > 0.01  # brightness differs per sample
@@ -141,22 +140,10 @@ def test_loader_color_equals_reference_augment_batch(small_ds):
     order = torch.randperm(len(y), generator=g)
     for k, (xb, yb) in enumerate(fast):
         idx = order[k * 16:(k + 1) * 16]
-        ref = D.augment_batch(x[idx].float() / 255, "color", g)
+        ref = augment_batch(x[idx].float() / 255, "color", g)
         ref = (ref - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
         torch.testing.assert_close(xb, ref, atol=1e-4, rtol=1e-4)
         assert torch.equal(yb, y[idx])
-
-
-def test_loader_balanced_sampling():
-    y = torch.tensor([0] * 270 + [1] * 27 + [2] * 3)
-    x = torch.zeros(300, 3, 4, 4, dtype=torch.uint8)
-    loader = D.BatchLoader(x, y, 64, balanced=True, seed=0)
-    seen = torch.cat([yb for _, yb in loader])
-    assert len(seen) == 300 and len(loader) == 5
-    freq = torch.bincount(seen, minlength=3).float() / 300
-    assert (freq - 1 / 3).abs().max() < 0.08
-    again = torch.cat([yb for _, yb in D.BatchLoader(x, y, 64, balanced=True, seed=0)])
-    assert torch.equal(seen, again)
 
 
 def test_loader_resize_and_float_input(small_ds):
@@ -206,8 +193,6 @@ def test_textbook_augmented_with_workers(small_ds):
 def test_d4_draws_all_eight_symmetries_of_the_square():
     """'d4' = crop + one of the 8 symmetries, each equally likely; no padding → exactly one of
     the 8 dihedral images of the input."""
-    from hw2lib.data.augment import crop_flip
-
     img = torch.arange(5 * 5, dtype=torch.float32).view(1, 1, 5, 5)
     views = [torch.rot90(v, k, (2, 3)) for v in (img, img.flip(3)) for k in range(4)]
     x = img.expand(4000, 1, 5, 5).contiguous()
@@ -228,26 +213,27 @@ def test_d4_loader_keeps_other_presets_streams_and_matches_augment_batch(small_d
     for k, (xb, _) in enumerate(D.BatchLoader(x, y, 16, shuffle=True, augment="d4", seed=3,
                                                mean=mean, std=std)):
         idx = order[k * 16:(k + 1) * 16]
-        ref = D.augment_batch(x[idx].float() / 255, "d4", g)
+        ref = augment_batch(x[idx].float() / 255, "d4", g)
         ref = (ref - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
         torch.testing.assert_close(xb, ref, atol=1e-5, rtol=1e-5)
     # 'basic' draws nothing for the transposition: its batches are those of before d4 existed
     b1 = next(iter(D.BatchLoader(x, y, 16, shuffle=True, augment="basic", seed=3)))[0]
     g = torch.Generator().manual_seed(3)
     idx = torch.randperm(len(y), generator=g)[:16]
-    ref = D.augment_batch(x[idx].float() / 255, "basic", g)
+    ref = augment_batch(x[idx].float() / 255, "basic", g)
     ref = (ref - torch.tensor(D.EUROSAT_MEAN).view(1, 3, 1, 1)) / torch.tensor(
         D.EUROSAT_STD).view(1, 3, 1, 1)
     torch.testing.assert_close(b1, ref, atol=1e-5, rtol=1e-5)
 
 
-def test_textbook_d4_transform_gives_symmetries():
+def test_textbook_d4_transform_gives_symmetries(monkeypatch):
     from PIL import Image
 
     from hw2lib.data.loaders import _textbook_transform
 
+    monkeypatch.setattr(augment, "PADDING", 0)  # no crop: exactly one of the 8 symmetries
     arr = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
-    t = _textbook_transform("d4", 8, padding=0, mean=(0, 0, 0), std=(1, 1, 1))
+    t = _textbook_transform("d4", 8, mean=(0, 0, 0), std=(1, 1, 1))
     base = torch.from_numpy(arr).permute(2, 0, 1).float() / 255
     views = [torch.rot90(v, k, (1, 2)) for v in (base, base.flip(2)) for k in range(4)]
     torch.manual_seed(0)

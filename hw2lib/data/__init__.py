@@ -14,7 +14,7 @@ One module per step:
 - `splits`: the stratified split file, per-class subsets (`subsample_per_class`, `split_indices`)
   and the long-tailed training subset (`long_tail_indices`).
 - `cache`: every image decoded once into a uint8 tensor; `load_dataset` returns a `Dataset`.
-- `augment`: `augment_batch`, whole-batch augmentation with torch ops.
+- `augment`: whole-batch augmentation with torch ops (the draws and maps `BatchLoader` fuses).
 - `loaders`: `BatchLoader`, the fast path; `textbook_loader`, the torchvision one.
 
 Nothing here runs at import time. Generated files are written atomically (temp file + rename); no
@@ -23,7 +23,7 @@ message that names the file and the fix; conversions and gaps the data survives 
 """
 
 from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD, SPLITS
-from hw2lib.data.augment import AUGMENT_PRESETS, augment_batch
+from hw2lib.data.augment import AUGMENT_PRESETS
 from hw2lib.data.cache import Dataset, load_dataset
 from hw2lib.data.common import IMAGE_EXTENSIONS, DataArgumentError, DataError, DataWarning
 from hw2lib.data.folders import verify_imagefolder
@@ -41,7 +41,7 @@ from hw2lib.data.splits import SPLIT_HEADER, long_tail_indices, split_indices, s
 __all__ = [
     "AUGMENT_PRESETS", "ENV_ZIP", "EUROSAT_CLASSES", "EUROSAT_COUNTS", "EUROSAT_MD5",
     "EUROSAT_MEAN", "EUROSAT_STD", "EUROSAT_URL", "IMAGE_EXTENSIONS", "SPLITS", "SPLIT_HEADER",
-    "BatchLoader", "DataArgumentError", "DataError", "DataWarning", "Dataset", "augment_batch",
+    "BatchLoader", "DataArgumentError", "DataError", "DataWarning", "Dataset",
     "load_dataset", "long_tail_indices", "prepare_eurosat", "split_indices", "subsample_per_class",
     "textbook_loader", "verify_imagefolder",
 ]

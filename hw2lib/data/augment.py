@@ -22,6 +22,10 @@ def check_preset(preset: str) -> None:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {AUGMENT_PRESETS}")
 
 
+PADDING = 4  # random crops are taken from the image zero-padded by this many pixels
+JITTER = 0.4  # colour jitter: brightness, contrast, saturation factors uniform in 1 ± JITTER
+
+
 def draw_crop_flip(b: int, generator: torch.Generator, padding: int, vflip: bool,
                    transpose: bool = False) -> dict[str, torch.Tensor]:
     """The random parameters of `crop_flip` for `b` samples, on the generator's device, in the
@@ -56,19 +60,6 @@ def apply_crop_flip(x: torch.Tensor, params: dict, padding: int, aranges=None) -
     return xp.flatten(2).gather(2, index).view(b, c, h, w)
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator, padding: int, vflip: bool,
-              transpose: bool = False) -> torch.Tensor:
-    """Random crop of each sample from its zero-padded image plus a random horizontal (and
-    optionally vertical) flip, and optionally a random transposition, as one gather; any dtype,
-    any device. With `vflip` and `transpose` each of the 8 symmetries of the square (the dihedral
-    group D4: rotations by 0/90/180/270° with or without a mirror) is equally likely."""
-    b, c, h, w = x.shape
-    if transpose and h != w:
-        raise ValueError(f"transposition needs square images, got {h}×{w}")
-    params = draw_crop_flip(b, generator, padding, vflip, transpose)
-    return apply_crop_flip(x, {k: v.to(x.device) for k, v in params.items()}, padding)
-
-
 def draw_color(b: int, generator: torch.Generator, strength: float) -> torch.Tensor:
     """The colour jitter's factors for `b` samples (3×b: brightness, contrast, saturation, each
     uniform in [1 − strength, 1 + strength]), on the generator's device."""
@@ -82,14 +73,6 @@ def color_affine_from(x, factors, gray=None):
     fb, fc, fs = factors
     gray = torch.tensor(_GRAY, device=x.device) if gray is None else gray
     return color_matrix(fb, fc, fs, x.float().mean((2, 3)) @ gray, gray=gray)
-
-
-def color_affine(x, generator, strength: float):
-    """Per-sample colour jitter as one affine map of each pixel's colour: brightness (×fb), contrast
-    (blend with the image's mean gray), saturation (blend with the pixel's gray), the factors
-    uniform in [1 − strength, 1 + strength]. Returns (M B×3×3, t B×3) for `x`'s pixel scale
-    (clip after applying). Only x's mean gray is read."""
-    return color_affine_from(x, draw_color(x.shape[0], generator, strength).to(x.device))
 
 
 def color_matrix(fb, fc, fs, mean_gray, gray=None):
@@ -108,25 +91,3 @@ def apply_affine(x, mat, shift):
     """y = mat · x + shift for each pixel's colour: x B×C×H×W, mat B×C×C, shift B×C."""
     b, c, h, w = x.shape
     return torch.baddbmm(shift.unsqueeze(2), mat, x.reshape(b, c, h * w)).view(b, c, h, w)
-
-
-def augment_batch(x, preset, generator, *, padding=4, vflip=False, jitter=0.4) -> torch.Tensor:
-    """Augment a whole batch with per-sample random parameters from `generator` (a torch.Generator
-    on any device; parameters are moved to x's device): `x` float B×3×H×W in [0, 1], any device.
-
-    - "none": `x` itself (the identity).
-    - "basic": random crop from the image zero-padded by `padding` + horizontal flip (and a
-      vertical one if `vflip`).
-    - "color": basic + colour jitter (brightness, contrast, saturation factors each uniform in
-      [1 − jitter, 1 + jitter], applied in that order, clipped to [0, 1] once at the end).
-    - "d4": random crop + one of the 8 symmetries of the square (flips and 90° rotations), each
-      equally likely: aerial tiles have no "up".
-    """
-    check_preset(preset)
-    if preset == "none":
-        return x
-    x = crop_flip(x, generator, padding, vflip or preset == "d4", transpose=preset == "d4")
-    if preset == "color":
-        mat, shift = color_affine(x, generator, jitter)
-        x = apply_affine(x, mat.to(x.dtype), shift.to(x.dtype)).clamp_(0, 1)
-    return x

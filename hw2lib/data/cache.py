@@ -215,7 +215,7 @@ def load_dataset(data_dir="data", *, source=None, image_folder=None, image_size=
     image_size = _check_image_size(image_size)
     fractions = check_fractions(fractions)
     if data_dir.exists() and not data_dir.is_dir():
-        raise DataError(f"data_dir {data_dir} (`hw2 data --store`) is a file, not a folder: give "
+        raise DataError(f"data_dir {data_dir} (`hw2 data --data-dir`) is a file, not a folder: give "
                         "the folder where extracted data, splits and caches go")
     if image_folder is not None:
         listing = verified(Path(image_folder), None, data_dir, progress)

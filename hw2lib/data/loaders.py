@@ -19,10 +19,10 @@ class BatchLoader:
     """Batches from an in-memory uint8 tensor, augmented whole on the device.
 
     Iterating yields (xb float32 normalized B×3×H×W — or resize×resize — on `device`, yb int64 on
-    `device`); len() is the number of batches per epoch. Shuffling (a new order every epoch),
-    class-balanced sampling (`balanced`: each epoch draws `num_samples` indices with replacement,
-    every class equally likely) and the augmentation's per-sample parameters all come from
-    `self.generator` (CPU, seeded with `seed`), so a seed gives the same batches everywhere.
+    `device`); len() is the number of batches per epoch. Shuffling (a new order every epoch) and
+    the augmentation's per-sample parameters (crops from the image zero-padded by `A.PADDING`,
+    colour jitter of ±`A.JITTER`) all come from `self.generator` (CPU, seeded with `seed`), so a
+    seed gives the same batches everywhere.
     On any device but the CPU the whole tensor is moved there once. `x` may also be float in [0, 1].
     The augmentation is `augment_batch`'s, with the normalization folded into the colour jitter.
 
@@ -33,8 +33,7 @@ class BatchLoader:
     """
 
     def __init__(self, x, y, batch_size=128, *, shuffle=False, augment="none", device="cpu",
-                 mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, drop_last=False, seed=0,
-                 balanced=False, vflip=False, padding=4, jitter=0.4):
+                 mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, drop_last=False, seed=0):
         A.check_preset(augment)
         if x.ndim != 4 or x.shape[0] != len(y):
             raise ValueError(f"x must be N×C×H×W with N = len(y); got {tuple(x.shape)} and "
@@ -46,7 +45,6 @@ class BatchLoader:
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
-        self.balanced, self.vflip, self.padding, self.jitter = balanced, vflip, padding, jitter
         self.resize = resize
         self.targets = torch.as_tensor(y).to("cpu", torch.int64)
         self.num_samples = len(self.targets)
@@ -68,10 +66,6 @@ class BatchLoader:
         self._gray = A.luma_weights(self.device)
         h, w = x.shape[-2:]
         self._aranges = (torch.arange(h, device=self.device), torch.arange(w, device=self.device))
-        self._weights = None
-        if balanced:
-            counts = torch.bincount(self.targets).double()
-            self._weights = (1.0 / counts)[self.targets]
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size
@@ -79,8 +73,6 @@ class BatchLoader:
 
     def _order(self) -> torch.Tensor:
         n = self.num_samples
-        if self.balanced:
-            return torch.multinomial(self._weights, n, replacement=True, generator=self.generator)
         if self.shuffle:
             return torch.randperm(n, generator=self.generator)
         return torch.arange(n)
@@ -97,9 +89,9 @@ class BatchLoader:
         d4 = self.augment == "d4"
         parts: dict[str, list[torch.Tensor]] = {}
         for b in sizes:
-            drawn = A.draw_crop_flip(b, self.generator, self.padding, self.vflip or d4, d4)
+            drawn = A.draw_crop_flip(b, self.generator, A.PADDING, d4, d4)
             if self.augment == "color":
-                drawn["color"] = A.draw_color(b, self.generator, self.jitter)
+                drawn["color"] = A.draw_color(b, self.generator, A.JITTER)
             for k, v in drawn.items():
                 parts.setdefault(k, []).append(v)
         return {k: to_device_once(torch.cat(v, dim=-1), self.device) for k, v in parts.items()}
@@ -110,7 +102,7 @@ class BatchLoader:
         if xb.device != self.device:
             xb = xb.to(self.device, non_blocking=True)
         if self.augment != "none":
-            xb = A.apply_crop_flip(xb, params, self.padding, self._aranges)
+            xb = A.apply_crop_flip(xb, params, A.PADDING, self._aranges)
         xf = xb.to(torch.float32)
         if self.augment == "color":
             # jitter and normalization as one per-sample affine map, then a per-channel clip
@@ -169,7 +161,7 @@ def _pil_transpose(im):
 
 
 def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN, std=EUROSAT_STD,
-                        resize=None, padding=4, vflip=False, jitter=0.4):
+                        resize=None):
     """The classic torchvision pipeline of a preset on the PIL image, then to a normalized float
     tensor. The image is first resized to image_size if it has another size (as the cache is).
 
@@ -184,13 +176,13 @@ def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN,
     A.check_preset(preset)
     t = [v2.Resize((image_size, image_size))]  # a no-op at that size already
     if preset in ("basic", "color", "d4"):
-        t += [v2.RandomCrop(image_size, padding=padding), v2.RandomHorizontalFlip()]
-        if vflip or preset == "d4":
+        t += [v2.RandomCrop(image_size, padding=A.PADDING), v2.RandomHorizontalFlip()]
+        if preset == "d4":
             t.append(v2.RandomVerticalFlip())
     if preset == "d4":  # a random transposition completes the 8 symmetries
         t.append(v2.RandomApply([v2.Lambda(_pil_transpose)], p=0.5))
     if preset == "color":
-        t.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+        t.append(v2.ColorJitter(brightness=A.JITTER, contrast=A.JITTER, saturation=A.JITTER))
     t += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if resize is not None:
         t.append(v2.Resize((resize, resize), antialias=True))
@@ -199,7 +191,7 @@ def _textbook_transform(preset: str, image_size: int = 64, *, mean=EUROSAT_MEAN,
 
 def textbook_loader(ds: Dataset, split, *, batch_size=128, augment="none", num_workers=2,
                     shuffle=False, mean=EUROSAT_MEAN, std=EUROSAT_STD, resize=None, seed=0,
-                    vflip=False, drop_last=False, pin_memory=False):
+                    drop_last=False, pin_memory=False):
     """The reference path: the split's images read from disk with PIL, the preset as
     torchvision.transforms.v2 (see `_textbook_transform` for how it differs from BatchLoader's),
     and a `torch.utils.data.DataLoader` with `num_workers` (persistent) worker processes. Batches
@@ -211,7 +203,7 @@ def textbook_loader(ds: Dataset, split, *, batch_size=128, augment="none", num_w
     files = [str(ds.root / ds.paths[r]) for r in rows]
     targets = ds.y[torch.from_numpy(rows)].tolist()
     transform = _textbook_transform(augment, int(ds.x.shape[-1]), mean=mean, std=std,
-                                    resize=resize, vflip=vflip)
+                                    resize=resize)
     return torch.utils.data.DataLoader(
         _FileDataset(files, targets, transform), batch_size=batch_size, shuffle=shuffle,
         num_workers=num_workers, persistent_workers=num_workers > 0, drop_last=drop_last,
