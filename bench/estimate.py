@@ -16,18 +16,16 @@ from __future__ import annotations
 import tempfile
 import time
 
+from hw2lib.recipes import DEFAULTS, LABELS, resolve
+
 # What sets a training's speed (the schedule does not: it is taken from the first row of a key)
 PROBE_KEYS = ("model", "stem", "size", "batch_size", "augment", "mix", "ema", "optimizer", "tta")
 
 
 def _probe_cfg(row: dict, image_size: int) -> dict:
-    return {**{k: row.get(k) for k in PROBE_KEYS if k != "size"}, "schedule": row.get("schedule"),
-            "size": row.get("resize") or image_size, "ema": float(row.get("ema") or 0.0),
-            "pretrained": bool(row.get("pretrained")), "resize": row.get("resize"),
-            "loss": row.get("loss", "ce"), "loss_kw": row.get("loss_kw") or {},
-            "mix_alpha": row.get("mix_alpha", 1.0), "lr": row.get("lr", 0.01),
-            "momentum": row.get("momentum", 0.9), "weight_decay": row.get("weight_decay", 0.0),
-            "gamma": row.get("gamma") or 0.1, "warmup_epochs": row.get("warmup_epochs", 0)}
+    """A plan row's recipe (its settings, the defaults where a row lacks one) and input size."""
+    return {**DEFAULTS, **{k: row[k] for k in DEFAULTS if k in row},
+            "size": row.get("resize") or image_size}
 
 
 def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
@@ -70,17 +68,16 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
     model = build_model(cfg["model"], num_classes, stem=cfg.get("stem") or "imagenet")
     crit = build_loss(cfg.get("loss") or "ce", class_counts=[max(1, steps * bs // num_classes)] *
                       num_classes, **(cfg.get("loss_kw") or {}))
-    schedule = cfg.get("schedule") or "none"
+    # the recipe itself, for two epochs (its milestones and warm-up within them)
+    probe = resolve({**{k: v for k, v in cfg.items()
+                        if k in DEFAULTS and k not in LABELS and v is not None},
+                     "name": "probe", "seed": 0, "epochs": 2, "batch_size": bs,
+                     "milestones": None,  # multistep: rescaled to the 2 epochs
+                     "warmup_epochs": min(int(cfg.get("warmup_epochs") or 0), 1)})
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="hw2-probe-") as tmp:
-        hist = E.fit(model, train, val, epochs=2, optimizer=cfg.get("optimizer") or "sgd",
-                     lr=cfg.get("lr", 0.01), momentum=cfg.get("momentum", 0.9),
-                     weight_decay=cfg.get("weight_decay", 0.0), schedule=schedule,
-                     milestones=[1] if schedule == "multistep" else (), gamma=cfg.get("gamma", 0.1),
-                     warmup_epochs=min(int(cfg.get("warmup_epochs") or 0), 1), criterion=crit,
-                     device=dev, out_dir=tmp, progress=False, mix=cfg.get("mix") or "none",
-                     mix_alpha=cfg.get("mix_alpha", 1.0), ema=float(cfg.get("ema") or 0.0),
-                     amp=precision == "bf16", seed=0)
+        hist = E.fit(model, (train, val), probe, out_dir=tmp, device=dev, progress=False,
+                     criterion=crit, amp=precision == "bf16")
         fit_wall = time.perf_counter() - t0
     second = hist[-1]
     train_s = steps * bs / second["images_per_s"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,7 +42,6 @@ from hw2lib.io import CorruptFileError
 
 LAST, BEST, HISTORY = "last.pt", "best.pt", "history.jsonl"
 CHECKPOINT_EVERY_S = 60.0  # fit's default: at most one checkpoint write a minute
-_OLD_TEMP = re.compile(r"\..+\.tmp\d+")  # temp names of hw2lib.engine before hw2lib.io
 
 
 def _map_tensors(obj, fn):
@@ -164,40 +162,28 @@ def history_text(history: Iterable[dict]) -> str:
     return "".join(json.dumps(rec) + "\n" for rec in history)
 
 
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Temp files of writes killed half-way: `.<name>.tmp-XXXX` (hw2lib.io) and the older
-    `.<name>.tmp<pid>` of `hw2lib.engine`'s earlier versions."""
-    gone = io.remove_stale_temps(folder)
-    old = [p for p in folder.iterdir() if p.is_file() and _OLD_TEMP.fullmatch(p.name)]
-    for p in old:
-        p.unlink(missing_ok=True)
-    return gone + old
+def check_same_training(ckpt: dict, stored: dict, path: Path) -> None:
+    """A last.pt continues only the training that wrote it: the same recipe (but for `epochs`,
+    which may grow) and step cap. (A run folder is named by its identity's hash, so this guards
+    `fit(out_dir=...)` called by hand on a folder of another training.)"""
+    def settings(rec: dict) -> dict:
+        return {**{f"recipe.{k}": v for k, v in (rec.get("config") or {}).items()
+                   if k != "epochs"}, "max_steps": rec.get("max_steps")}
 
-
-def check_same_run(ckpt: dict, fit_args: dict, config: dict, path: Path) -> None:
-    old_args = {k: v for k, v in ckpt.get("fit_args", {}).items() if k != "epochs"}
-    new_args = {k: v for k, v in fit_args.items() if k != "epochs"}
-    old_cfg = {k: v for k, v in ckpt.get("config", {}).items() if k != "epochs"}
-    new_cfg = {k: v for k, v in config.items() if k != "epochs"}
-    diff = sorted({k for k in old_args.keys() | new_args.keys()
-                   if old_args.get(k) != new_args.get(k)}
-                  | {f"config.{k}" for k in old_cfg.keys() | new_cfg.keys()
-                     if old_cfg.get(k) != new_cfg.get(k)})
+    old, new = settings(ckpt), settings(stored)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
-        raise ValueError(f"cannot resume from {path}: it was written with different settings "
-                         f"({', '.join(diff)}). Use another out_dir for these settings (or, to "
-                         "start over here, delete the folder or pass resume=False).")
+        raise ValueError(f"cannot resume from {path}: it was written by another training "
+                         f"({', '.join(diff)} differ). Use another out_dir for this recipe, or "
+                         "delete the folder to start over there.")
 
 
 def last_good(out: Path, epoch: int) -> str:
     """What a diverged run leaves to fall back on: the previous epoch's last.pt when it is there
-    and finite, else none (and whether an earlier run's files are still in the folder)."""
+    and finite, else none."""
     path = out / LAST
     if epoch == 1:
-        earlier = [n for n in ("best.pt", "last.pt") if (out / n).exists()]
-        kept = (f"; an earlier run's {' and '.join(earlier)} in {out} were left as they were"
-                if earlier else "")
-        return f"none (it diverged in the first epoch{kept})"
+        return "none (it diverged in the first epoch)"
     if not path.exists():
         return f"none ({path} is missing)"
     try:
@@ -211,7 +197,7 @@ def last_good(out: Path, epoch: int) -> str:
 
 
 def write_run_json(out: Path, info: dict, *, resumed_from: int = 0) -> None:
-    """`out/run.json`: `info` (seed, versions, device, config, fit arguments) with the time the
+    """`out/run.json`: `info` (seed, versions, device, recipe, step cap) with the time the
     run started; a resumed run (`resumed_from` epochs done) keeps the first start and appends
     the resume (epoch, time, device) to `resumes`."""
     path = Path(out) / "run.json"

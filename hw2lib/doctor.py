@@ -265,17 +265,17 @@ def count_syncs(device):
     box["count"] = sum("synchroniz" in str(w.message) for w in caught)
 
 
-def best_recipe_config(epochs: int, batch_size: int | None = None) -> dict:
+def best_recipe_config(epochs: int, batch_size: int | None = None):
     """Track 2's best recipe as `hw2 plan --profile full` resolves it, for `epochs` epochs."""
-    from hw2lib import experiment as X
     from hw2lib.plan import plan
+    from hw2lib.recipes import DEFAULTS, resolve
 
     row = next(r for r in plan("full", ["B-ablation"]) if r["name"] == "best" and r["seed"] == 0)
-    spec = {k: row[k] for k in X.DEFAULTS}
-    spec.update(name="best", milestones=None)  # rescaled to `epochs` where multistep
+    spec = {k: row[k] for k in DEFAULTS if k in row}
+    spec.update(name="best", epochs=epochs, seed=0, milestones=None)  # rescaled where multistep
     if batch_size:
         spec["batch_size"] = batch_size
-    return X.experiment_config(spec, epochs=epochs, seed=0)
+    return resolve(spec)
 
 
 def train_track2(gpu: bool, data: dict, epochs: int, tmp: Path) -> dict:
@@ -303,14 +303,9 @@ def train_track2(gpu: bool, data: dict, epochs: int, tmp: Path) -> dict:
     precision = precision_for(dev)
     t0 = time.perf_counter()
     with count_syncs(dev) as syncs:
-        hist = E.fit(model, train, val, epochs=cfg["epochs"], optimizer=cfg["optimizer"],
-                     lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
-                     weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
-                     milestones=cfg["milestones"] or (), gamma=cfg["gamma"],
-                     warmup_epochs=cfg["warmup_epochs"],
-                     criterion=build_loss(cfg["loss"], class_counts=counts, **cfg["loss_kw"]),
-                     device=dev, out_dir=tmp / "track2", progress=False, mix=cfg["mix"],
-                     mix_alpha=cfg["mix_alpha"], ema=cfg["ema"], amp=precision == "bf16", seed=0)
+        hist = E.fit(model, (train, val), cfg, out_dir=tmp / "track2", device=dev,
+                     progress=False, amp=precision == "bf16",
+                     criterion=build_loss(cfg.loss, class_counts=counts, **cfg.loss_kw))
     fit_s = time.perf_counter() - t0
     load_checkpoint(tmp / "track2" / "best.pt", model)
     res: dict = {}

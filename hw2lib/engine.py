@@ -5,8 +5,8 @@ Shaped like torchvision's `references/classification`: `train_step`, `train_one_
 `evaluate` are plain functions; `fit` is a short loop over named steps (`_setup`, `_resume`,
 `_train_and_check`, `_save_epoch`; its progress lines are `hw2lib.progress`'s). Device-agnostic:
 on CUDA it trains under bf16 autocast (the classifier head in float32), channels_last where the
-model gains from it (`runtime.channels_last_for`), fused optimizers and cudnn.benchmark
-(optionally `torch.compile`d); on the CPU in plain float32.
+model gains from it (`runtime.channels_last_for`), fused optimizers and cudnn.benchmark; on the
+CPU in float32 or, where the CPU probe chose it, bf16 autocast (`run_experiment` passes `amp`).
 
 Checkpoints (`last.pt` to resume exactly, `best.pt` to evaluate, never a non-finite epoch), the
 history and run.json are described and written in `hw2lib.checkpoints`; the LR schedule is a
@@ -28,12 +28,13 @@ from hw2lib import checkpoints, io, runtime, schedules
 from hw2lib import progress as prog
 from hw2lib.divergence import TrainingDiverged, check_epoch
 from hw2lib.ema import EMA
+from hw2lib.losses import build_loss
+from hw2lib.metrics import balanced_accuracy
 from hw2lib.mixing import Mixer, check_mix
 from hw2lib.nn_utils import eval_mode, keep_head_fp32, model_device
+from hw2lib.recipes import Recipe
 
-HISTORY_KEYS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_bal_acc",
-                "seconds", "images_per_s")
-
+CHECK_EVERY = 50  # steps between the checks of the training loss (each one a host sync)
 
 # --------------------------------------------------------------------------- train / evaluate
 
@@ -61,7 +62,7 @@ def train_step(model: nn.Module, criterion, optimizer, xb, yb, device: torch.dev
 
 def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torch.device, *,
                     epoch: int = 1, amp: bool = False, channels_last: bool = False,
-                    max_steps: int | None = None, bar=None, check_every: int = 50, mix=None,
+                    max_steps: int | None = None, bar=None, mix=None,
                     ema=None, scheduler=None) -> dict:
     """One pass over `loader` (at most `max_steps` batches) of `train_step`s: dict(loss, acc,
     images, seconds) — loss the sample-weighted mean, acc a fraction (on mixed batches, against
@@ -69,8 +70,8 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
     step; `scheduler`: the LR schedule, stepped after every optimizer step.
 
     Loss sum and correct count accumulate on the device; the losses are checked for NaN/inf in
-    batches of `check_every` steps and at the end (the only host syncs), so a `TrainingDiverged`
-    comes at most `check_every - 1` steps late but still names the first bad step.
+    batches of `CHECK_EVERY` steps and at the end (the only host syncs), so a `TrainingDiverged`
+    comes at most `CHECK_EVERY - 1` steps late but still names the first bad step.
     """
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -106,7 +107,7 @@ def train_one_epoch(model: nn.Module, criterion, optimizer, loader, device: torc
         pending.append(loss.float())
         loss_sum += loss.double() * n
         correct += (out.argmax(1) == yb).sum()
-        if step % check_every == 0:
+        if step % CHECK_EVERY == 0:
             check(step)
         if bar is not None:
             bar.update(1)
@@ -154,8 +155,6 @@ def evaluate(model: nn.Module, loader, criterion=None, device=None, *, amp="auto
     `device=None` uses the model's device; `amp="auto"` evaluates in bf16 on CUDA. Loss sum,
     predictions and targets accumulate on the device: one host sync at the end.
     """
-    from hw2lib.metrics import balanced_accuracy  # lazily: it imports scikit-learn
-
     device = model_device(model) if device is None else runtime.resolve_device(device)
     amp = runtime.resolve_flag(amp, "amp", device)
     criterion = nn.CrossEntropyLoss() if criterion is None else criterion
@@ -211,28 +210,20 @@ def _predict(model, loader, device, amp, *, tta: bool):
 
 
 @dataclass
-class _Run:
+class _Fit:
     """The state of one `fit` call, shared by its steps."""
 
     model: nn.Module
-    net: nn.Module  # `model`, or its torch.compile'd wrapper
+    recipe: Recipe
     criterion: object
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     amp: bool
     channels_last: bool
-    compile: bool
-    epochs: int
     max_steps: int | None
     out: Path | None
-    fit_args: dict
-    config: dict
-    seed: int | None
-    mix_kind: str = "none"
-    mix_alpha: float = 1.0
     ema: object = None  # an ema.EMA, or None
-    steps_per_epoch: int = 1  # optimizer steps an epoch: the LR table's epoch length
     writer: checkpoints.CheckpointWriter | None = None  # best.pt / last.pt (with an out_dir)
     history: list[dict] = field(default_factory=list)
     best_val_acc: float = -math.inf
@@ -240,53 +231,55 @@ class _Run:
     start: int = 0  # epochs already done (a resumed run)
 
     @property
+    def epochs(self) -> int:
+        return int(self.recipe.epochs)
+
+    @property
     def last_path(self) -> Path | None:
-        return None if self.out is None else self.out / "last.pt"
+        return None if self.out is None else self.out / checkpoints.LAST
+
+    @property
+    def stored(self) -> dict:
+        """What identifies this training inside its checkpoints: the recipe and the step cap."""
+        return {"config": self.recipe.as_dict(), "max_steps": self.max_steps}
 
 
-def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimizer: str = "sgd",
-        lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
-        weight_decay: float = 5e-4, schedule: str = "none", milestones=(), gamma: float = 0.1,
-        warmup_epochs: int = 0, criterion=None, device=None, out_dir=None, resume: bool = False,
-        amp="auto", channels_last="auto", compile: bool = False, config: dict | None = None,
-        seed: int | None = None, progress="auto", max_steps: int | None = None,
-        eta_min: float = 0.0, mix: str = "none", mix_alpha: float = 1.0,
-        ema: float = 0.0, checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S) -> list[dict]:
-    """Train `model` for `epochs` epochs, evaluating on `val_loader` after each; return the history.
+def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, progress="auto",
+        criterion=None, max_steps: int | None = None, amp="auto",
+        checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S) -> list[dict]:
+    """Train `model` on `data` = (train loader, val loader or None) by `recipe` (a
+    `recipes.Recipe`: optimizer, LR table, epochs, mixing, EMA, seed), evaluating on the val
+    loader after each epoch; return the history.
 
-    - `train_loader`: any iterable of (x, y) batches with `len()` — the fast `BatchLoader` or a
-      `torch.utils.data.DataLoader`. Its `generator` (a torch.Generator), if any, is checkpointed.
-    - Optimizer and schedule: see `schedules.build_optimizer` / `schedules.build_scheduler`: the
-      LR is a per-step table (one value an epoch, except `onecycle`'s warm-up + cosine), the
-      scheduler stepped after every optimizer step; `eta_min` is the cosine's floor. Only
-      parameters with `requires_grad` are trained.
-    - `criterion`: any `(logits, targets) -> loss` (default cross-entropy), moved to the device.
+    - Loaders: any iterable of (x, y) batches with `len()` — the fast `BatchLoader` or a
+      `torch.utils.data.DataLoader`. The train loader's `generator` (a torch.Generator), if any,
+      is checkpointed (and draws the mixing). The recipe's batch and augmentation settings are the
+      loaders' (`experiment.make_loader` builds them from it).
+    - Optimizer and LR: `schedules.build_optimizer` / `schedules.build_scheduler`: the LR is a
+      per-step table, the scheduler stepped after every optimizer step. Only parameters with
+      `requires_grad` are trained.
+    - `criterion`: any `(logits, targets) -> loss`; default the recipe's loss (`losses.build_loss`
+      of `recipe.loss` and `recipe.loss_kw`; a loss that needs class counts must be passed).
     - `device`: None/"auto" = CUDA if available. `amp` "auto": bf16 autocast on CUDA (the
-      classifier head in float32), plain float32 on the CPU. `channels_last` "auto": on CUDA
-      where `runtime.channels_last_for` chooses it for the model (`config["model"]` names it),
-      never on the CPU. `compile`: `torch.compile`. On CUDA the optimizer is fused and
-      cudnn.benchmark is on during the call.
+      classifier head in float32), float32 on the CPU (`run_experiment` passes the CPU probe's
+      choice). channels_last on CUDA where `runtime.channels_last_for` chooses it for
+      `recipe.model`, never on the CPU. On CUDA the optimizer is fused and cudnn.benchmark is on
+      during the call.
     - `out_dir`: writes `best.pt` (best val_acc, ties keep the earlier epoch; without a val loader
       the last epoch), then `last.pt` (the commit point) — at most once every `checkpoint_every`
       seconds, always after this call's first and last epoch and when it stops on an error or
       Ctrl-C (`hw2lib.checkpoints.CheckpointWriter`; 0: every epoch) —, and after every epoch
-      `history.jsonl` (one JSON record per epoch); `run.json` (seed, versions, device, config,
-      fit arguments) with the first epoch. Temp files of killed writes are removed at the start.
-      A fresh run (resume=False) replaces an earlier run's files only as its own first epoch
-      completes: until then they stay as they were.
-    - `resume=True` continues from `out_dir/last.pt` (model, optimizer, scheduler, history, RNG
-      states), so on the CPU the resumed epochs equal an uninterrupted run's exactly. When all
-      `epochs` are already done it returns the stored history without training (and loads the
-      last weights into `model`); more `epochs` than were done extend the run; fewer is an error,
-      as is resuming with different hyperparameters or `config` (other than `epochs`).
-    - `config`: the experiment's settings (built-in types), stored in checkpoints and run.json.
-      `seed` is recorded only: seed with `seed_everything` before building model and loaders.
+      `history.jsonl` (one JSON record per epoch); `run.json` (seed, versions, device, recipe)
+      with the first epoch. Temp files of killed writes are removed at the start.
+    - Resume: an `out_dir` holding a `last.pt` is continued from it (model, optimizer, scheduler,
+      history, RNG states), so on the CPU the resumed epochs equal an uninterrupted run's
+      exactly. When all epochs are done it returns the stored history without training (and
+      loads the last weights into `model`); a recipe with more `epochs` extends the run, fewer is
+      an error, and so is a last.pt of another recipe or step cap.
     - `progress`: "auto" (a tqdm bar per epoch when stderr is a terminal, else one line per epoch
       on stdout — papermill, notebooks, logs), "bar", "line", or False (silent).
     - `max_steps`: at most this many batches per epoch (smoke runs, benchmarks).
-    - `mix`: "none", "mixup", "cutmix" or "both" with Beta(`mix_alpha`, ·) factors (see
-      `hw2lib.mixing`), drawn from the train loader's generator.
-    - `ema`: a decay in (0, 1) keeps an exponential moving average of the weights (see
+    - `recipe.ema`: a decay in (0, 1) keeps an exponential moving average of the weights (see
       `hw2lib.ema`); it is what is evaluated each epoch and saved as best.pt (last.pt keeps both).
       The raw weights are evaluated too (`val_loss_raw`, `val_acc_raw` in the history) and their
       best epoch saved as `best_raw.pt`: the EMA never feeds back into training, so "without EMA"
@@ -294,23 +287,18 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
 
     History records (flat): epoch (1-based), lr (its first step's), train_loss, train_acc,
     val_loss, val_acc, val_bal_acc (None without a val loader), seconds (the epoch's wall time,
-    train + eval), images_per_s (training images per second). Accuracies are fractions in [0, 1].
+    train + eval), images_per_s (training images per second); with an EMA also val_loss_raw and
+    val_acc_raw. Accuracies are fractions in [0, 1].
 
     Divergence raises `TrainingDiverged` naming the epoch: a NaN/inf training loss (and its step),
     a NaN/inf mean train or val loss, or NaN/inf in the weights, BatchNorm running statistics or
     optimizer state after an epoch. That epoch is never saved; the message names the last good
     checkpoint, if any.
     """
-    hyper = {"epochs": int(epochs), "optimizer": str(optimizer).lower(), "lr": lr,
-             "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay,
-             "schedule": str(schedule).lower(), "milestones": list(milestones or ()),
-             "gamma": gamma, "warmup_epochs": warmup_epochs, "eta_min": eta_min,
-             "max_steps": max_steps, "criterion": type(criterion).__name__
-             if criterion is not None else "CrossEntropyLoss"}
-    if mix != "none":  # only when used: checkpoints of runs without them resume as before
-        hyper.update(mix=str(mix), mix_alpha=float(mix_alpha))
-    if ema:
-        hyper["ema"] = float(ema)
+    train_loader, val_loader = data
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"fit takes a recipes.Recipe, got {type(recipe).__name__}: build one "
+                        "with recipes.Recipe(...) or recipes.resolve(spec)")
     mode = prog.progress_mode(progress)
     n_steps = len(train_loader) if hasattr(train_loader, "__len__") else None
     if n_steps is not None and max_steps is not None:
@@ -318,10 +306,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     if not n_steps:
         raise ValueError("fit needs a train loader with a len() (the LR schedule is a table of "
                          "optimizer steps, stepped after each): pass a BatchLoader or DataLoader")
-    run = _setup(model, hyper, criterion=criterion, device=device, out_dir=out_dir, resume=resume,
-                 amp=amp, channels_last=channels_last, compile=compile, config=config, seed=seed,
-                 steps_per_epoch=n_steps, checkpoint_every=checkpoint_every)
-    if resume and _resume(run, train_loader):
+    run = _setup(model, recipe, criterion=criterion, device=device, out_dir=out_dir, amp=amp,
+                 max_steps=max_steps, steps_per_epoch=n_steps, checkpoint_every=checkpoint_every)
+    if _resume(run, train_loader):
         return run.history  # every epoch was already done
     try:
         with runtime.cudnn_benchmark(run.device):
@@ -336,64 +323,51 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, epochs: int, optimiz
     return run.history
 
 
-def _setup(model, hyper: dict, *, criterion, device, out_dir, resume, amp, channels_last, compile,
-           config, seed, steps_per_epoch: int = 1,
-           checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S) -> _Run:
+def _setup(model, recipe: Recipe, *, criterion, device, out_dir, amp, max_steps,
+           steps_per_epoch: int, checkpoint_every: float) -> _Fit:
     """Check the arguments; put model and criterion on the device; build optimizer and schedule;
     create `out_dir` and clear temp files of killed writes from it."""
     device = runtime.resolve_device(device)
     amp = runtime.resolve_flag(amp, "amp", device)
-    if channels_last == "auto":  # a per-model choice (runtime.CHANNELS_LAST_ON_CUDA)
-        channels_last = runtime.channels_last_for(model, device, (config or {}).get("model"))
-    channels_last = runtime.resolve_flag(channels_last, "channels_last", device)
-    max_steps = hyper["max_steps"]
+    channels_last = runtime.channels_last_for(model, device, recipe.model)
     if max_steps is not None and int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
-    if resume and out_dir is None:
-        raise ValueError("resume=True needs out_dir (where last.pt lives)")
+    check_mix(recipe.mix, recipe.mix_alpha)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if amp:  # logits in float32 under autocast (before the EMA copy is made)
         keep_head_fp32(model)
-    criterion = nn.CrossEntropyLoss() if criterion is None else criterion
+    if criterion is None:
+        criterion = build_loss(recipe.loss, **recipe.loss_kw)
     if isinstance(criterion, nn.Module):
         criterion = criterion.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters (all requires_grad=False)")
-    opt = schedules.build_optimizer(hyper["optimizer"], params, lr=hyper["lr"],
-                                    momentum=hyper["momentum"], nesterov=hyper["nesterov"],
-                                    weight_decay=hyper["weight_decay"], device=device)
-    sched = schedules.build_scheduler(hyper["schedule"], opt, epochs=hyper["epochs"],
-                                      steps_per_epoch=steps_per_epoch,
-                                      milestones=hyper["milestones"], gamma=hyper["gamma"],
-                                      warmup_epochs=hyper["warmup_epochs"],
-                                      eta_min=hyper["eta_min"])
+    opt = schedules.build_optimizer(params=params, device=device,
+                                    **schedules.optimizer_kwargs(recipe))
+    sched = schedules.build_scheduler(optimizer=opt, steps_per_epoch=steps_per_epoch,
+                                      **schedules.schedule_kwargs(recipe))
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        checkpoints.remove_stale_temps(out)
-    check_mix(hyper.get("mix", "none"), hyper.get("mix_alpha", 1.0))
-    return _Run(model=model, net=torch.compile(model) if compile else model, criterion=criterion,
-                opt=opt, sched=sched, device=device, amp=amp, channels_last=channels_last,
-                compile=bool(compile), epochs=hyper["epochs"], max_steps=max_steps, out=out,
-                fit_args=io.to_builtin(hyper),
-                config=io.to_builtin(config) if config is not None else {}, seed=seed,
-                mix_kind=hyper.get("mix", "none"), mix_alpha=hyper.get("mix_alpha", 1.0),
-                ema=EMA(model, hyper["ema"]) if hyper.get("ema") else None,
-                steps_per_epoch=steps_per_epoch,
+        io.remove_stale_temps(out)  # of writes killed half-way
+    return _Fit(model=model, recipe=recipe, criterion=criterion, opt=opt, sched=sched,
+                device=device, amp=amp, channels_last=channels_last,
+                max_steps=None if max_steps is None else int(max_steps), out=out,
+                ema=EMA(model, recipe.ema) if recipe.ema else None,
                 writer=(checkpoints.CheckpointWriter(out, checkpoint_every)
                         if out is not None else None))
 
 
-def _resume(run: _Run, train_loader) -> bool:
+def _resume(run: _Fit, train_loader) -> bool:
     """Load `last.pt` (when there is one) into the run; True when all its epochs are done."""
     path = run.last_path
-    if not path.exists():
+    if path is None or not path.exists():
         return False
     ckpt = checkpoints.load_checkpoint(path)
-    checkpoints.check_same_run(ckpt, run.fit_args, run.config, path)
+    checkpoints.check_same_training(ckpt, run.stored, path)
     done = int(ckpt["epoch"])
     if done > run.epochs:
         raise ValueError(
@@ -407,40 +381,37 @@ def _resume(run: _Run, train_loader) -> bool:
     run.best_val_acc = float(ckpt["best_val_acc"])
     run.best_raw_val_acc = max((h["val_acc_raw"] for h in run.history
                                 if h.get("val_acc_raw") is not None), default=-math.inf)
-    io.atomic_write_text(run.out / "history.jsonl", checkpoints.history_text(run.history))
+    io.atomic_write_text(run.out / checkpoints.HISTORY, checkpoints.history_text(run.history))
     if done == run.epochs:
         return True
     run.opt.load_state_dict(ckpt["optimizer"])
     run.sched.load_state_dict(ckpt["scheduler"])
-    if run.sched.last_epoch == done != 0 and run.steps_per_epoch > 1:
-        # a last.pt of the per-epoch rule (stepped once an epoch): the same LR, now by steps
-        schedules.at_step(run.sched, done * run.steps_per_epoch)
     runtime.set_rng_state(ckpt["rng"], train_loader)
     return False
 
 
-def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar,
+def _train_and_check(run: _Fit, epoch: int, train_loader, val_loader, bar,
                      n_steps: int | None = None) -> dict:
     """Train one epoch (`n_steps` batches, when known), evaluate, and check that loss and state
     are finite: the epoch's history record, or `TrainingDiverged` naming the last good
     checkpoint (the pending one written first)."""
     t0, lr = time.perf_counter(), float(run.opt.param_groups[0]["lr"])
     mixer = None
-    if run.mix_kind != "none":
+    if run.recipe.mix != "none":
         gen = runtime.loader_generator(train_loader)
         if gen is None:
             raise ValueError("mix needs a train loader with a torch.Generator `generator` (the "
                              "BatchLoader): its draws must resume with the run")
-        mixer = Mixer(run.mix_kind, run.mix_alpha, gen, batches=n_steps)
-    evaluated = run.net if run.ema is None else run.ema.model
+        mixer = Mixer(run.recipe.mix, run.recipe.mix_alpha, gen, batches=n_steps)
+    evaluated = run.model if run.ema is None else run.ema.model
     try:
-        tr = train_one_epoch(run.net, run.criterion, run.opt, train_loader, run.device,
+        tr = train_one_epoch(run.model, run.criterion, run.opt, train_loader, run.device,
                              epoch=epoch, amp=run.amp, channels_last=run.channels_last,
                              max_steps=run.max_steps, bar=bar, mix=mixer, ema=run.ema,
                              scheduler=run.sched)
         val = (evaluate(evaluated, val_loader, run.criterion, run.device, amp=run.amp)
                if val_loader is not None else None)
-        raw = (evaluate(run.net, val_loader, run.criterion, run.device, amp=run.amp)
+        raw = (evaluate(run.model, val_loader, run.criterion, run.device, amp=run.amp)
                if val is not None and run.ema is not None else None)  # the EMA lever's row
         losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}
         check_epoch(epoch, losses, run.model, run.opt, run.device)
@@ -458,7 +429,7 @@ def _train_and_check(run: _Run, epoch: int, train_loader, val_loader, bar,
             "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
 
 
-def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
+def _save_epoch(run: _Fit, rec: dict, train_loader) -> None:
     """Append the record to the history; with an out_dir hand best.pt (when best) and last.pt (the
     epoch's commit point) to the run's `CheckpointWriter` (written now or later, by time), and
     write history.jsonl — and run.json with this call's first epoch."""
@@ -470,12 +441,9 @@ def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
     if run.out is None:
         return
     if rec["epoch"] == run.start + 1:
-        if run.start == 0:  # a fresh run: an earlier run's last.pt must not look resumable
-            run.last_path.unlink(missing_ok=True)  # (its best.pt is replaced just below)
         _write_run_json(run)
     common = {"model": run.model.state_dict(), "epoch": rec["epoch"],
-              "best_val_acc": run.best_val_acc, "config": run.config, "fit_args": run.fit_args,
-              "history": run.history, "seed": run.seed}
+              "best_val_acc": run.best_val_acc, **run.stored, "history": run.history}
     best = None
     if is_best:  # written before last.pt: last.pt is the commit point of an epoch
         evaluated = run.model if run.ema is None else run.ema.model  # the weights evaluated
@@ -488,11 +456,10 @@ def _save_epoch(run: _Run, rec: dict, train_loader) -> None:
     last = {**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
             "rng": runtime.rng_state(train_loader), **extra}
     run.writer.epoch(last, best, force=rec["epoch"] == run.epochs, others=others)
-    io.atomic_write_text(run.out / "history.jsonl", checkpoints.history_text(run.history))
+    io.atomic_write_text(run.out / checkpoints.HISTORY, checkpoints.history_text(run.history))
 
 
-def _write_run_json(run: _Run) -> None:
-    info = {"seed": run.seed, **runtime.run_info(run.device), "amp": "bf16" if run.amp else None,
-            "channels_last": run.channels_last, "compile": run.compile, "config": run.config,
-            "fit_args": run.fit_args}
+def _write_run_json(run: _Fit) -> None:
+    info = {"seed": run.recipe.seed, **runtime.run_info(run.device),
+            "amp": "bf16" if run.amp else None, "channels_last": run.channels_last, **run.stored}
     checkpoints.write_run_json(run.out, info, resumed_from=run.start)

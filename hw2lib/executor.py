@@ -232,7 +232,7 @@ def _ray_task(job: dict, ds, fingerprint: dict, threads: int, weights_file) -> d
             job["weights"] = str(path)
         out = _run_one(job)
         if not out.get("failed") and not out.get("reused"):
-            out["files"] = folder_files(out["run_dir"])
+            out["files"] = folder_files(out["run_folder"])
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -354,10 +354,10 @@ def _bring_back(out: dict, run_root) -> dict:
     """A task's result with its run folder under the driver's `run_root`."""
     if out.get("failed"):
         return out
-    dest = Path(run_root) / Path(out["run_dir"]).name
+    dest = Path(run_root) / Path(out["run_folder"]).name
     if "files" in out:
         store_folder(dest, out.pop("files"))
-    return {**out, "run_dir": str(dest)}
+    return {**out, "run_folder": str(dest)}
 
 
 def split_failed(results: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -370,5 +370,5 @@ def split_failed(results: list[dict]) -> tuple[list[dict], list[dict]]:
         names = ", ".join(f"{r['config']['name']} (seed {r['config']['seed']})" for r in failed)
         raise AllRunsFailed(f"all {len(failed)} runs failed: {names}; first error: "
                             f"{failed[0]['error']}")
-    done = [{**r, "history": read_history(r["run_dir"])} for r in results if not r.get("failed")]
+    done = [{**r, "history": read_history(r["run_folder"])} for r in results if not r.get("failed")]
     return done, failed

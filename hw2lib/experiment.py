@@ -17,39 +17,26 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2lib import io
+from hw2lib import __version__, io
+from hw2lib import data as D
+from hw2lib.checkpoints import load_checkpoint
 from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD
+from hw2lib.cpu_probe import precision_for
+from hw2lib.engine import fit, predict, predict_tta
+from hw2lib.losses import build_loss
+from hw2lib.metrics import accuracy, balanced_accuracy, per_class_accuracy
+from hw2lib.models import (
+    WeightsUnavailable,
+    build_model,
+    count_parameters,
+    pretrained_preprocessing,
+)
+from hw2lib.recipes import Recipe, from_stored
+from hw2lib.runtime import eval_batch_size, resolve_device, seed_everything
 
-# The recipe's settings and their defaults; an experiment names only what differs.
-DEFAULTS = dict(model="resnet18", stem="imagenet", optimizer="sgd", lr=0.05, momentum=0.9,
-                nesterov=False, weight_decay=5e-4, schedule="none", milestones=None, gamma=None,
-                warmup_epochs=0, augment="basic", loss="ce", loss_kw={}, model_kw={},
-                pretrained=False, resize=None, batch_size=128, mix="none", mix_alpha=1.0,
-                ema=0.0, tta=False)
-REQUIRED = ("name", "epochs", "seed")
-LABELS = ("group", "label", "track")  # presentation only: not part of a run's identity
 RANDOM_INIT_PREFIX = "ImageNet weights for "
 IDENTITY_FILE = "identity.json"
 RESULT_FILE = "result.json"
-
-
-def experiment_config(spec: dict, **common) -> dict:
-    """Spec ∪ common settings ∪ defaults, resolved (milestones, gamma) and as built-in types."""
-    cfg = {**DEFAULTS, **common, **spec}
-    unknown = set(cfg) - set(DEFAULTS) - set(REQUIRED) - set(LABELS)
-    if unknown:
-        raise ValueError(f"experiment {spec.get('name')!r}: unknown keys {sorted(unknown)}; "
-                         f"known: {sorted(DEFAULTS)} + {', '.join(REQUIRED + LABELS)}")
-    missing = [k for k in REQUIRED if k not in cfg]
-    if missing:
-        raise ValueError(f"experiment {spec.get('name')!r}: missing {missing}")
-    if cfg["milestones"] is None and cfg["schedule"] == "multistep":
-        # the study's [80, 120, 160] of 200 epochs, scaled to the epoch budget; on a short budget
-        # two milestones may round to one epoch: kept once (a double one would divide by 25)
-        cfg["milestones"] = sorted({max(1, round(cfg["epochs"] * f)) for f in (0.4, 0.6, 0.8)})
-    if cfg["gamma"] is None:  # multistep: the study's ×0.2; exponential: ÷100 over the run
-        cfg["gamma"] = 0.2 if cfg["schedule"] != "exponential" else 0.01 ** (1 / cfg["epochs"])
-    return io.to_builtin(cfg)
 
 
 # --------------------------------------------------------------------------- identity
@@ -79,15 +66,12 @@ def weights_identity(cfg: dict, weights, warning: str | None) -> dict | None:
     return None
 
 
-def run_identity(cfg: dict, data: dict, *, weights: dict | None, max_steps,
+def run_identity(recipe: Recipe, data: dict, *, weights: dict | None, max_steps,
                  precision: str | None = None) -> dict:
     """The canonical record of everything that determines a run's result. `precision` ("fp32" or
     "bf16", see `cpu_probe.precision_for`) is the arithmetic it trains in: recorded when given."""
-    from hw2lib import __version__
-
-    recipe = {k: v for k, v in cfg.items() if k not in LABELS and k != "name"}
     extra = {} if precision is None else {"precision": precision}
-    return io.to_builtin({"recipe": recipe, "data": data, "weights": weights,
+    return io.to_builtin({"recipe": recipe.identity(), "data": data, "weights": weights,
                           "max_steps": max_steps, "hw2lib": __version__, **extra})
 
 
@@ -95,7 +79,7 @@ def identity_hash(identity: dict) -> str:
     return io.sha256_text(io.canonical(identity))
 
 
-def run_folder(run_root, cfg: dict, identity: dict) -> Path:
+def run_folder(run_root, cfg: Recipe, identity: dict) -> Path:
     """`<run_root>/<name>-s<seed>-<hash8>`: readable, and unique to the identity."""
     return Path(run_root) / f"{cfg['name']}-s{cfg['seed']}-{identity_hash(identity)[:8]}"
 
@@ -104,27 +88,23 @@ def run_folder(run_root, cfg: dict, identity: dict) -> Path:
 
 
 def load_backbone(name: str, num_classes: int, *, pretrained: bool, weights=None,
-                  allow_random_init: bool = False, stem: str = "imagenet", **kw):
+                  allow_random_init: bool = False, stem: str = "imagenet"):
     """`build_model`, with the offline rule: no ImageNet weights → random init only where allowed,
     and then a warning string the notebook must show. Returns (model, warning or None)."""
-    from hw2lib.models import WeightsUnavailable, build_model
-
     try:
-        return build_model(name, num_classes, pretrained=pretrained, weights=weights, stem=stem,
-                           **kw), None
+        return build_model(name, num_classes, pretrained=pretrained, weights=weights,
+                           stem=stem), None
     except WeightsUnavailable as exc:
         if not allow_random_init:
             raise
         msg = (f"{RANDOM_INIT_PREFIX}{name} could not be had, so this run trains from RANDOM "
                f"INITIALIZATION: its numbers are not those of a pretrained model. ({exc})")
         warnings.warn(msg, stacklevel=2)
-        return build_model(name, num_classes, pretrained=False, stem=stem, **kw), msg
+        return build_model(name, num_classes, pretrained=False, stem=stem), msg
 
 
 def normalization(cfg: dict):
     """Mean/std that go with the model: ImageNet's for pretrained backbones, EuroSAT's otherwise."""
-    from hw2lib.models import pretrained_preprocessing
-
     if cfg.get("pretrained"):
         pre = pretrained_preprocessing(cfg["model"])
         return pre["mean"], pre["std"]
@@ -132,11 +112,8 @@ def normalization(cfg: dict):
 
 
 def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | None = None):
-    """The fast batch loader over dataset rows, with the experiment's preprocessing. An evaluation
+    """The fast batch loader over dataset rows, with the recipe's preprocessing. An evaluation
     loader's batch is `runtime.eval_batch_size`'s (larger on CUDA) unless `batch_size` is given."""
-    from hw2lib import data as D
-    from hw2lib.runtime import eval_batch_size
-
     rows = np.asarray(rows)
     bs = batch_size or (cfg["batch_size"] if train or device is None
                         else eval_batch_size(cfg["batch_size"], device))
@@ -148,32 +125,30 @@ def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | N
 
 
 def load_trained(checkpoint, device="cpu"):
-    """Rebuild a model trained by `run_experiment` from its checkpoint: (model in eval mode, config)."""
-    from hw2lib.checkpoints import load_checkpoint
-    from hw2lib.models import build_model
-
+    """Rebuild a model trained by `run_experiment` from its checkpoint: (model in eval mode, its
+    recipe)."""
     ckpt = load_checkpoint(checkpoint)
-    cfg = ckpt["config"]
+    cfg = from_stored(ckpt["config"])
     fc = [v for k, v in ckpt["model"].items() if k.endswith("fc.weight")]
     num_classes = fc[-1].shape[0] if fc else 10
-    model = build_model(cfg["model"], num_classes, stem=cfg["stem"], **cfg.get("model_kw", {}))
+    model = build_model(cfg.model, num_classes, stem=cfg.stem)
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg
 
 
-def load_predictions(run_dir) -> dict:
+def load_predictions(folder) -> dict:
     """The val/test logits and targets saved by `run_experiment`."""
-    with np.load(Path(run_dir) / "predictions.npz") as z:
+    with np.load(Path(folder) / "predictions.npz") as z:
         return {k: z[k] for k in z.files}
 
 
-def per_image_correct(run_dir, split: str = "test", variant: str = ""):
+def per_image_correct(folder, split: str = "test", variant: str = ""):
     """(one correctness flag per image, the targets) of a run on `split` from its saved
     predictions; `variant` "_no_tta" (the plain forward of a TTA run), "_raw" (the raw weights of
     an EMA run) or "_raw_no_tta". None when the run saved no such predictions."""
-    if run_dir is None or not (Path(run_dir) / "predictions.npz").exists():
+    if folder is None or not (Path(folder) / "predictions.npz").exists():
         return None
-    p = load_predictions(run_dir)
+    p = load_predictions(folder)
     logits = p.get(f"{split}_logits{variant}")
     if logits is None:
         return None
@@ -197,7 +172,7 @@ def _finished(folder: Path, identity: dict) -> dict | None:
 # --------------------------------------------------------------------------- the run
 
 
-def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, device=None,
+def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, device=None,
                    class_counts=None, weights=None, allow_random_init=False, progress="auto",
                    max_steps=None, force: bool = False, fingerprint: dict | None = None,
                    finished: dict | None = None) -> dict:
@@ -208,20 +183,13 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     Where the dataset's files are not at hand (a Ray task on another node), `fingerprint` is its
     `data_fingerprint` computed where they are, and `finished` maps folder names to the results of
     finished runs kept there (the driver's `run_root`): one of this identity is reused."""
-    from hw2lib.checkpoints import load_checkpoint
-    from hw2lib.cpu_probe import precision_for
-    from hw2lib.engine import fit
-    from hw2lib.losses import build_loss
-    from hw2lib.models import count_parameters
-    from hw2lib.runtime import resolve_device, seed_everything
-
     device = resolve_device(device)
     seed_everything(cfg["seed"])
     # The model is built before the reuse check: whether ImageNet weights could be had (or random
     # init replaced them) is part of the identity.
     model, warn = load_backbone(cfg["model"], ds.num_classes, pretrained=cfg["pretrained"],
                                 weights=weights, allow_random_init=allow_random_init,
-                                stem=cfg["stem"], **cfg["model_kw"])
+                                stem=cfg["stem"])
     data = {**(fingerprint or data_fingerprint(ds)), "train_rows": _rows_digest(train_idx),
             "val_rows": _rows_digest(val_idx), "test_rows": _rows_digest(test_idx),
             "n_train": len(train_idx), "class_counts": class_counts}
@@ -235,23 +203,18 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
     if done is None and not force and folder.name in (finished or {}):
         done = finished[folder.name] if finished[folder.name].get("identity") == identity else None
     if done is not None:
-        return {**done, "run_dir": str(folder), "reused": True}
+        return {**done, "run_folder": str(folder), "reused": True}
     io.write_json(folder / IDENTITY_FILE, identity)
 
     train_loader = make_loader(ds, train_idx, cfg, device, train=True)
     val_loader = make_loader(ds, val_idx, cfg, device, train=False)
     criterion = build_loss(cfg["loss"], class_counts=class_counts, **cfg["loss_kw"])
     t0 = time.perf_counter()
-    history = fit(model, train_loader, val_loader, epochs=cfg["epochs"], optimizer=cfg["optimizer"],
-                  lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
-                  weight_decay=cfg["weight_decay"], schedule=cfg["schedule"],
-                  milestones=cfg["milestones"] or (), gamma=cfg["gamma"],
-                  warmup_epochs=cfg["warmup_epochs"], criterion=criterion, device=device,
-                  out_dir=folder, resume=True, config=cfg, seed=cfg["seed"], progress=progress,
-                  max_steps=max_steps, mix=cfg["mix"], mix_alpha=cfg["mix_alpha"], ema=cfg["ema"],
+    history = fit(model, (train_loader, val_loader), cfg, out_dir=folder, device=device,
+                  progress=progress, criterion=criterion, max_steps=max_steps,
                   amp=precision == "bf16")
     load_checkpoint(folder / "best.pt", model)
-    out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg,
+    out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg.as_dict(),
            "params": count_parameters(model), "warning": warn,
            "train_seconds": round(sum(h["seconds"] for h in history), 1),
            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
@@ -262,7 +225,7 @@ def run_experiment(cfg: dict, ds, run_root, *, train_idx, val_idx, test_idx, dev
                                   device, out))
     np.savez_compressed(folder / "predictions.npz", **preds)
     io.write_json(folder / RESULT_FILE, out)
-    return {**out, "run_dir": str(folder), "reused": False}
+    return {**out, "run_folder": str(folder), "reused": False}
 
 
 def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict:
@@ -271,9 +234,6 @@ def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict
     are the 8-view TTA's, and the plain forward's accuracies are kept as `<split>_acc_no_tta`
     and `<split>_bal_acc_no_tta`, its logits as `<split>_logits_no_tta` (the same pass: the
     plain view is one of the 8)."""
-    from hw2lib.engine import predict, predict_tta
-    from hw2lib.metrics import accuracy, balanced_accuracy, per_class_accuracy
-
     preds = {}
     for split, idx in rows.items():
         loader = make_loader(ds, idx, cfg, device, train=False)
@@ -298,8 +258,6 @@ def evaluate_raw(model, folder: Path, ds, rows: dict, cfg: dict, device, out: di
     """An EMA run's raw weights at their own val-chosen epoch (`best_raw.pt`, written by `fit`),
     scored like best.pt: `<split>_acc_raw` (and `_raw_no_tta` with TTA) into `out`, the logits
     as `<split>_logits_raw` (`…_raw_no_tta`). Loads those weights into `model`."""
-    from hw2lib.checkpoints import load_checkpoint
-
     ckpt = load_checkpoint(folder / "best_raw.pt", model)
     raw: dict = {}
     preds = evaluate_splits(model, ds, rows, cfg, device, raw)
@@ -336,7 +294,9 @@ def summarize(records: list[dict], by=("name",)) -> list[dict]:
         row["val_n"], row["test_n"] = rs[0].get("val_n"), rs[0].get("test_n")
         n_train = {(r.get("identity") or {}).get("data", {}).get("n_train") for r in rs}
         row["n_train"] = n_train.pop() if len(n_train) == 1 else None
-        row["run_dirs"] = [r.get("run_dir") for r in rs]
+        precision = {(r.get("identity") or {}).get("precision") for r in rs}
+        row["precision"] = precision.pop() if len(precision) == 1 else None  # fp32 / bf16
+        row["run_folders"] = [r.get("run_folder") for r in rs]
         row["wall_s"] = float(sum(r["wall_seconds"] for r in rs))
         row["run_ids"] = " ".join(r["run_id"] for r in rs)
         rows.append(row)

@@ -31,7 +31,7 @@ def images_of(key: str = KEY):
         k = row.get("_images_key", key)
         split = k.split("_", 1)[0]
         suffix = next((v for v in ("_raw_no_tta", "_raw", "_no_tta") if k.endswith(v)), "")
-        dirs = row.get("run_dirs") or []
+        dirs = row.get("run_folders") or []
         if seed not in row.get("seed_ids", []) or len(dirs) != len(row["seed_ids"]):
             return None
         return per_image_correct(dirs[row["seed_ids"].index(seed)], split, suffix)

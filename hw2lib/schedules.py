@@ -4,7 +4,7 @@ Every schedule is a closed form of the 0-based optimizer step (as airbench's `tr
 nanoGPT's `get_lr`), and `fit` steps its scheduler after every optimizer step. The per-epoch
 schedules (``none``, ``multistep``, ``cosine``, ``exponential``) are constant within an epoch:
 step ``s`` of an epoch of ``n`` steps trains at the LR of epoch ``s // n``. ``onecycle`` is a
-linear warm-up then a cosine to ``eta_min``, both counted in steps (not torch's `OneCycleLR`:
+linear warm-up then a cosine to 0, both counted in steps (not torch's `OneCycleLR`:
 the config value keeps its name so that existing runs keep their identity). `lr_table` reads the
 table off the very scheduler `fit` builds, so a plot of it is what training used.
 """
@@ -21,8 +21,7 @@ from hw2lib.runtime import optimizer_options
 
 
 def build_optimizer(name: str, params, *, lr: float, momentum: float = 0.9, nesterov: bool = False,
-                    weight_decay: float = 0.0, betas=(0.9, 0.999),
-                    device=None) -> torch.optim.Optimizer:
+                    weight_decay: float = 0.0, device=None) -> torch.optim.Optimizer:
     """`sgd` (momentum, optional Nesterov, L2 weight decay), `adam` (L2 weight decay) or `adamw`
     (decoupled weight decay). `params`: parameters or parameter groups. `device`: where they
     live, for `runtime.optimizer_options` (fused on CUDA)."""
@@ -39,11 +38,11 @@ def build_optimizer(name: str, params, *, lr: float, momentum: float = 0.9, nest
         return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov,
                                weight_decay=weight_decay, **opts)
     cls = torch.optim.Adam if key == "adam" else torch.optim.AdamW
-    return cls(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, **opts)
+    return cls(params, lr=lr, weight_decay=weight_decay, **opts)
 
 
 def _factor(name: str, *, base_lr: float, epochs: int, milestones, gamma: float,
-            warmup_epochs: int, eta_min: float):
+            warmup_epochs: int):
     """The multiplicative LR factor of period e (0-based) of `epochs` periods — see
     `build_scheduler`."""
     w, total = warmup_epochs, max(epochs - warmup_epochs, 1)
@@ -54,12 +53,8 @@ def _factor(name: str, *, base_lr: float, epochs: int, milestones, gamma: float,
         t = max(e - w, 0)
         if name == "multistep":
             main = gamma ** sum(1 for m in ms if m <= e)
-        elif name == "cosine":
-            if base_lr == 0:
-                main = 1.0
-            else:
-                main = (eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * t / total)) / 2
-                        ) / base_lr
+        elif name == "cosine":  # lr·(1 + cos)/2 over lr, rounded as the table always was
+            main = (base_lr * (1 + math.cos(math.pi * t / total)) / 2) / base_lr if base_lr else 1.0
         elif name == "exponential":
             main = gamma**t
         else:
@@ -81,8 +76,7 @@ def _step_factor(name: str, *, steps_per_epoch: int, epochs: int, warmup_epochs:
 
 def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
                     steps_per_epoch: int, milestones=(), gamma: float = 0.1,
-                    warmup_epochs: int = 0,
-                    eta_min: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+                    warmup_epochs: int = 0) -> torch.optim.lr_scheduler.LRScheduler:
     """The LR schedule as a per-step table: call `.step()` after every optimizer step
     (`steps_per_epoch` of them an epoch).
 
@@ -96,14 +90,12 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
     - ``none``: ``main = 1`` (constant LR).
     - ``multistep``: ``main = gamma ** #{m in milestones : m <= e}`` — milestones are absolute
       0-based epochs (as in `MultiStepLR`): [80, 120, 160] decays from epoch 80 on.
-    - ``cosine``: ``lr·main = eta_min + (lr - eta_min)·(1 + cos(pi·t/T))/2`` — `CosineAnnealingLR`
-      with ``T_max = T`` after the warmup, one value per epoch: the first epoch after warmup
-      trains at ``lr``.
+    - ``cosine``: ``main = (1 + cos(pi·t/T))/2`` — `CosineAnnealingLR` (to 0) with ``T_max = T``
+      after the warmup, one value per epoch: the first epoch after warmup trains at ``lr``.
     - ``exponential``: ``main = gamma ** t`` — gamma is the factor per epoch.
     - ``onecycle`` (a warm-up + cosine, not torch's `OneCycleLR`): ``cosine`` with its warm-up,
       counted in steps instead of epochs (a linear ramp over ``w·steps_per_epoch`` steps, then a
-      cosine to ``eta_min`` at the last step), which suits short runs (the LR reaches ``eta_min``
-      within the run).
+      cosine to 0 at the last step), which suits short runs (the LR reaches 0 within the run).
 
     Implemented as one `LambdaLR` of that closed form, so its `state_dict` (built-in types only)
     resumes exactly.
@@ -130,7 +122,7 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
     factors = [
         _step_factor(key, steps_per_epoch=steps, base_lr=g.get("initial_lr", g["lr"]),
                      epochs=epochs, milestones=milestones, gamma=float(gamma),
-                     warmup_epochs=warmup_epochs, eta_min=float(eta_min))
+                     warmup_epochs=warmup_epochs)
         for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
@@ -138,7 +130,7 @@ def build_scheduler(name: str, optimizer: torch.optim.Optimizer, *, epochs: int,
 def lr_table(name: str, *, lr: float, epochs: int, steps_per_epoch: int = 1, **kw) -> list[float]:
     """The LR of every optimizer step (``epochs * steps_per_epoch`` of them), read off the
     scheduler `fit` builds, stepped on a dummy optimizer; with ``steps_per_epoch=1`` one value an
-    epoch. Keywords: those of `build_scheduler` (milestones, gamma, warmup_epochs, eta_min)."""
+    epoch. Keywords: those of `build_scheduler` (milestones, gamma, warmup_epochs)."""
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
     sched = build_scheduler(name, opt, epochs=epochs, steps_per_epoch=steps_per_epoch, **kw)
     out = []
@@ -149,20 +141,20 @@ def lr_table(name: str, *, lr: float, epochs: int, steps_per_epoch: int = 1, **k
     return out
 
 
-def schedule_args(cfg: dict) -> dict:
-    """The schedule's keywords of `lr_table` from an experiment's config (the keys
-    `run_experiment` passes to `fit`)."""
-    return {"name": cfg["schedule"], "lr": cfg["lr"], "epochs": cfg["epochs"],
-            "milestones": cfg["milestones"] or (), "gamma": cfg["gamma"],
-            "warmup_epochs": cfg["warmup_epochs"]}
+def schedule_kwargs(recipe) -> dict:
+    """The keywords of `build_scheduler` / `lr_table` a `recipes.Recipe` gives."""
+    return {"name": recipe["schedule"], "epochs": int(recipe["epochs"]),
+            "milestones": recipe["milestones"] or (), "gamma": recipe["gamma"],
+            "warmup_epochs": recipe["warmup_epochs"]}
 
 
-def at_step(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> None:
-    """Move `scheduler` (and its optimizer's LRs) to optimizer step `step` of its table — for a
-    last.pt written when per-epoch schedules were stepped once an epoch (its count is epochs)."""
-    scheduler.last_epoch = int(step)
-    lrs = [base * f(scheduler.last_epoch)
-           for base, f in zip(scheduler.base_lrs, scheduler.lr_lambdas, strict=True)]
-    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr
-    scheduler._last_lr = lrs
+def optimizer_kwargs(recipe) -> dict:
+    """The keywords of `build_optimizer` a `recipes.Recipe` gives."""
+    return {"name": recipe["optimizer"], "lr": recipe["lr"], "momentum": recipe["momentum"],
+            "nesterov": recipe["nesterov"], "weight_decay": recipe["weight_decay"]}
+
+
+def recipe_lr_table(recipe, steps_per_epoch: int = 1) -> list[float]:
+    """The LR of every optimizer step of `recipe` with `steps_per_epoch` steps an epoch: the
+    table `fit` trains it with."""
+    return lr_table(lr=recipe["lr"], steps_per_epoch=steps_per_epoch, **schedule_kwargs(recipe))

@@ -82,9 +82,9 @@ def test_probe_runs_fit_with_the_recipe(monkeypatch):
     calls, real_fit, tta = [], E.fit, []
     real_tta = E.predict_tta
 
-    def spy(model, train, val, **kw):
-        calls.append((train, val, kw))
-        hist = real_fit(model, train, val, **kw)
+    def spy(model, data, recipe, **kw):
+        calls.append((*data, recipe))
+        hist = real_fit(model, data, recipe, **kw)
         assert (Path(kw["out_dir"]) / "last.pt").exists()  # checkpoints written inside the probe
         return hist
 
@@ -94,9 +94,9 @@ def test_probe_runs_fit_with_the_recipe(monkeypatch):
     cfg = estimate._probe_cfg(best, 16)
     res = estimate.probe_recipe(cfg, device="cpu", steps=1, batch_size=4, val_images=8,
                                 image_size=16)
-    (train, val, kw), = calls
-    assert (train.augment, kw["mix"], kw["ema"], kw["epochs"]) == ("d4", "both", 0.999, 2)
-    assert train.drop_last and len(train) == 1 and kw["schedule"] == "onecycle"
+    (train, val, recipe), = calls
+    assert (train.augment, recipe.mix, recipe.ema, recipe.epochs) == ("d4", "both", 0.999, 2)
+    assert train.drop_last and len(train) == 1 and recipe.schedule == "onecycle"
     assert tta == [1] and res["precision"] == "fp32"  # the suite pins fp32 (conftest)
     for k in ("train_img_s", "eval_img_s"):
         assert res[k] > 0

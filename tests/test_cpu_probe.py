@@ -15,6 +15,7 @@ from hw2lib import engine as E
 from hw2lib import experiment as X
 from hw2lib.hooks import capture
 from hw2lib.models import build_model
+from hw2lib.recipes import resolve
 
 AVX512_BF16 = "model name\t: AMD EPYC 9xx4\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
 NO_AVX512 = "model name\t: Old Xeon\nflags\t\t: fpu sse avx avx2\n"
@@ -124,27 +125,20 @@ def test_autocast_really_runs_bf16_on_the_cpu_when_chosen():
         assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-@pytest.fixture(scope="module")
-def tiny_ds(tmp_path_factory, make_imagefolder):
-    base = tmp_path_factory.mktemp("probe-ds")
-    root = make_imagefolder(base / "images", ("a", "b", "c"), per_class=6, size=16)
-    return D.load_dataset(base / "data", image_folder=root, image_size=16, progress=False)
-
-
-def test_the_precision_is_part_of_the_run_identity(tiny_ds, tmp_path, monkeypatch):
-    cfg = X.experiment_config({"name": "p", "model": "resnet18"}, epochs=1, seed=0, batch_size=8)
-    idx = D.split_indices(tiny_ds)
+def test_the_precision_is_part_of_the_run_identity(small_ds, tmp_path, monkeypatch):
+    cfg = resolve({"name": "p", "model": "resnet18"}, epochs=1, seed=0, batch_size=8)
+    idx = D.split_indices(small_ds)
     runs = {}
     for prec in ("fp32", "bf16"):
         monkeypatch.setenv(C.ENV, prec)
-        runs[prec] = X.run_experiment(cfg, tiny_ds, tmp_path, train_idx=idx["train"],
+        runs[prec] = X.run_experiment(cfg, small_ds, tmp_path, train_idx=idx["train"],
                                       val_idx=idx["val"], test_idx=idx["test"], progress=False)
         assert runs[prec]["identity"]["precision"] == prec
         run_json = json.loads((tmp_path / f"p-s0-{runs[prec]['run_id']}" / "run.json").read_text())
         assert run_json["amp"] == ("bf16" if prec == "bf16" else None)  # fit really used it
     assert runs["fp32"]["run_id"] != runs["bf16"]["run_id"]
     monkeypatch.setenv(C.ENV, "fp32")
-    again = X.run_experiment(cfg, tiny_ds, tmp_path, train_idx=idx["train"], val_idx=idx["val"],
+    again = X.run_experiment(cfg, small_ds, tmp_path, train_idx=idx["train"], val_idx=idx["val"],
                              test_idx=idx["test"], progress=False)
     assert again["reused"] and again["run_id"] == runs["fp32"]["run_id"]
 

@@ -4,17 +4,18 @@ the GPU, the best recipe's levers there). Skipped without a GPU; run on one with
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from hw2lib import checkpoints as C
 from hw2lib import data as D
 from hw2lib import engine as E
 from hw2lib import runtime as R
 from hw2lib import schedules as S
+from hw2lib.hooks import capture
 from hw2lib.models import build_model
-from tests.nets import RecordsBenchmarkFlag
-from tests.test_engine import CrashAfter
+from tests.nets import CrashAfter, RecordsBenchmarkFlag, fit
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
@@ -43,12 +44,15 @@ def test_fit_uses_bf16_autocast_and_channels_last(tmp_path):
     train = D.BatchLoader(x, y, 16, shuffle=True, augment="basic", device="cuda", seed=0)
     val = D.BatchLoader(x, y, 32, device="cuda")
     model = build_model("resnet18", 4)
-    hist = E.fit(model, train, val, epochs=2, lr=0.05, device="cuda", out_dir=tmp_path,
-                 progress=False)
+    with capture(model, "layer1.0.conv1") as cap:  # the last step's activations, seen by a hook
+        hist = fit(model, train, val, epochs=2, lr=0.05, device="cuda", out_dir=tmp_path,
+                   progress=False)
+    assert cap.output.dtype == torch.bfloat16  # autocast ran inside fit's steps
+    assert cap.output.is_contiguous(memory_format=torch.channels_last)
     assert len(hist) == 2 and all(h["val_acc"] is not None for h in hist)
     assert R.is_channels_last(model)
-    run = (tmp_path / "run.json").read_text()
-    assert '"amp": "bf16"' in run and '"channels_last": true' in run
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["amp"] == "bf16" and run["channels_last"] is True
     logits, targets = E.predict(model, val)
     assert logits.dtype == torch.float32 and logits.shape == (64, 4) and not logits.is_cuda
 
@@ -63,19 +67,20 @@ def test_resume_on_the_gpu_equals_an_uninterrupted_run_within_bf16(tmp_path):
     kw = dict(epochs=3, lr=0.05, device="cuda", progress=False, schedule="onecycle",
               warmup_epochs=1, mix="both", ema=0.9)
     torch.manual_seed(0)
-    straight = E.fit(build_model("resnet18", 4), *loaders(3), out_dir=tmp_path / "a", **kw)
+    straight = fit(build_model("resnet18", 4), *loaders(3), out_dir=tmp_path / "a", **kw)
     torch.manual_seed(0)
     train, val = loaders(3)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        E.fit(build_model("resnet18", 4), CrashAfter(train, 1), val, out_dir=tmp_path / "b",
+        fit(build_model("resnet18", 4), CrashAfter(train, 1), val, out_dir=tmp_path / "b",
               **kw)
     torch.manual_seed(5)
-    resumed = E.fit(build_model("resnet18", 4), *loaders(99), out_dir=tmp_path / "b",
-                    resume=True, **kw)
+    resumed = fit(build_model("resnet18", 4), *loaders(99), out_dir=tmp_path / "b",
+                    **kw)
+    # the same batches and draws (the RNG states resume); only cuDNN's kernel choice may differ
     for a, b in zip(straight, resumed, strict=True):
         assert a["lr"] == b["lr"]
-        assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * max(1.0, a["train_loss"])
-        assert abs(a["val_acc"] - b["val_acc"]) <= 0.1
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=0.01)
+        assert abs(a["val_acc"] - b["val_acc"]) <= 2 / 64 + 1e-9  # at most two of 64 images
 
 
 def test_tta_on_the_gpu_matches_the_cpu_within_bf16():
@@ -146,8 +151,8 @@ def test_channels_last_is_chosen_per_model_and_survives_mixing():
         model = build_model(name, 4)
         train = D.BatchLoader(x, y, 16, shuffle=True, augment="basic", device="cuda", seed=0)
         with capture(model, "conv1", what="input", detach=True) as first:
-            E.fit(model, train, None, epochs=1, lr=0.05, device="cuda", progress=False,
-                  config={"model": name}, mix="mixup", mix_alpha=1.0)
+            fit(model, train, None, epochs=1, lr=0.05, device="cuda", progress=False,
+                model=name, mix="mixup", mix_alpha=1.0)
         assert R.is_channels_last(model) is want, name
         xb = first.output  # the last training step's (mixed) input
         assert (xb.is_contiguous(memory_format=torch.channels_last)
@@ -174,7 +179,7 @@ def test_fit_turns_cudnn_benchmark_on_for_its_duration():
     try:
         train = RecordsBenchmarkFlag(
             D.BatchLoader(x, y, 16, shuffle=True, augment="basic", device="cuda", seed=0))
-        E.fit(build_model("resnet18", 4), train, None, epochs=2, lr=0.05, device="cuda",
+        fit(build_model("resnet18", 4), train, None, epochs=2, lr=0.05, device="cuda",
               progress=False)
         assert train.flags == [True, True] and torch.backends.cudnn.benchmark is False
     finally:
@@ -194,7 +199,7 @@ def test_loader_colour_and_resize_on_the_gpu_match_the_cpu():
 def test_a_gpu_written_checkpoint_loads_and_resumes_on_the_cpu(tmp_path):
     x, y = _data()
     kw = dict(lr=0.01, optimizer="adamw", ema=0.9, progress=False, checkpoint_every=0)
-    E.fit(build_model("resnet18", 4),
+    fit(build_model("resnet18", 4),
           D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cuda", seed=0), None,
           epochs=1, device="cuda", out_dir=tmp_path, **kw)
 
@@ -210,9 +215,9 @@ def test_a_gpu_written_checkpoint_loads_and_resumes_on_the_cpu(tmp_path):
     for name in ("last.pt", "best.pt"):
         found = tensors(torch.load(tmp_path / name, weights_only=True))  # no map_location
         assert found and all(t.device.type == "cpu" for t in found), name
-    hist = E.fit(build_model("resnet18", 4),
+    hist = fit(build_model("resnet18", 4),
                  D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cpu", seed=0),
-                 None, epochs=2, device="cpu", out_dir=tmp_path, resume=True, **kw)
+                 None, epochs=2, device="cpu", out_dir=tmp_path, **kw)
     assert [h["epoch"] for h in hist] == [1, 2]
 
 
@@ -250,29 +255,6 @@ def test_every_loss_under_autocast_is_float32_finite_and_close_to_the_cpu():
         torch.testing.assert_close(loss.cpu(), ref, atol=0.05, rtol=0.05, msg=name)
 
 
-def test_compiled_fit_trains_and_its_checkpoint_loads_into_a_plain_model(tmp_path):
-    """fit(compile=True) on CUDA: finite epochs, and best.pt holds the plain model's keys (no
-    `_orig_mod.` prefix), so it loads into an uncompiled model and predicts the same."""
-    import math
-
-    x, y = _data()
-    model = build_model("resnet18", 4)
-    train = D.BatchLoader(x, y, 16, shuffle=True, augment="d4", device="cuda", seed=0,
-                          drop_last=True)
-    val = D.BatchLoader(x, y, 32, device="cuda")
-    hist = E.fit(model, train, val, epochs=2, lr=0.05, device="cuda", out_dir=tmp_path,
-                 compile=True, progress=False)
-    assert len(hist) == 2 and all(math.isfinite(h["train_loss"]) for h in hist)
-    ckpt = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert not any(k.startswith("_orig_mod.") for k in ckpt["model"])
-    plain = build_model("resnet18", 4)
-    C.load_checkpoint(tmp_path / "best.pt", plain)
-    model.load_state_dict(ckpt["model"])
-    a, _ = E.predict(plain.cuda(), val)
-    b, _ = E.predict(model, val)
-    torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)  # bf16; memory formats may differ
-
-
 def test_a_fit_epoch_syncs_a_few_times_not_once_a_step():
     """fit's whole epoch (loader with colour jitter, mixup/CutMix, EMA, the per-epoch evaluation of
     the EMA and the raw weights, the divergence checks) under sync debug "warn": the host waits a
@@ -286,7 +268,7 @@ def test_a_fit_epoch_syncs_a_few_times_not_once_a_step():
         train = D.BatchLoader(x, y, 16, shuffle=True, augment="color", device="cuda", seed=0,
                               drop_last=True)
         val = D.BatchLoader(x, y, 64, device="cuda")
-        E.fit(build_model("resnet18", 4), train, val, epochs=epochs, lr=0.05, device="cuda",
+        fit(build_model("resnet18", 4), train, val, epochs=epochs, lr=0.05, device="cuda",
               progress=False, mix="both", ema=0.9)
         return len(train)
 

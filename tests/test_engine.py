@@ -14,79 +14,19 @@ from hw2lib import checkpoints as C
 from hw2lib import engine as E
 from hw2lib import runtime as R
 from hw2lib import schedules as S
-
-# --------------------------------------------------------------------------- fixtures
-
-
-def make_data(n=24, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % classes
-    x = torch.randn(n, 3, 2, 2, generator=g) + 2.0 * nn.functional.one_hot(
-        y, 12)[:, :12].reshape(n, 3, 2, 2).float()
-    return x, y
-
-
-def make_loader(x, y, *, batch_size=8, shuffle=True, seed=0):
-    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle,
-                      generator=torch.Generator().manual_seed(seed))
-
-
-def make_model(seed=0, dropout=0.3):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Dropout(dropout),
-                         nn.Linear(16, 3))
-
-
-def loader_pair(seed=0):
-    x, y = make_data()
-    return make_loader(x, y, seed=seed), make_loader(x, y, shuffle=False)
-
-
-FIT_KW = dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3,
-              schedule="cosine", warmup_epochs=1, device="cpu", progress=False)
-
-
-class CrashAfter:
-    """Wraps a loader; the (n+1)-th epoch's iteration raises (a simulated interruption)."""
-
-    def __init__(self, loader, n):
-        self.loader, self.left = loader, n
-        self.generator = loader.generator
-
-    def __len__(self):
-        return len(self.loader)
-
-    def __iter__(self):
-        if self.left == 0:
-            raise RuntimeError("simulated crash")
-        self.left -= 1
-        return iter(self.loader)
-
-
-class NeverIterate:
-    generator = None
-
-    def __len__(self):
-        return 1
-
-    def __iter__(self):
-        raise AssertionError("training ran although all epochs were done")
-
-
-class NaNAt(nn.Module):
-    """Identity in eval mode; in training, outputs NaN at the `at`-th forward call."""
-
-    def __init__(self, at):
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-            if self.calls == self.at:
-                return x * float("nan")
-        return x
-
+from hw2lib.recipes import Recipe
+from tests.nets import (
+    FIT_KW,
+    HISTORY_KEYS,
+    CrashAfter,
+    NaNAt,
+    NeverIterate,
+    fit,
+    loader_pair,
+    make_data,
+    make_loader,
+    make_model,
+)
 
 BUILTIN = (dict, list, tuple, str, int, float, bool, type(None), torch.Tensor)
 
@@ -111,16 +51,15 @@ def test_multistep_schedule_milestones_and_gamma():
 
 
 def test_cosine_schedule_formula_and_endpoints():
-    lr, eta_min, epochs = 0.1, 0.001, 6
-    lrs = S.lr_table("cosine", lr=lr, epochs=epochs, eta_min=eta_min)
-    expected = [eta_min + (lr - eta_min) * (1 + math.cos(math.pi * e / epochs)) / 2
-                for e in range(epochs)]
+    lr, epochs = 0.1, 6
+    lrs = S.lr_table("cosine", lr=lr, epochs=epochs)
+    expected = [lr * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
     assert lrs == pytest.approx(expected, rel=1e-12)
     assert lrs[0] == pytest.approx(lr)
     assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
-    # the same as torch's CosineAnnealingLR; reaches eta_min after the last epoch's step
+    # the same as torch's CosineAnnealingLR; reaches 0 after the last epoch's step
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
-    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs, eta_min=eta_min)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     ref_lrs = []
     for _ in range(epochs):
         ref_lrs.append(opt.param_groups[0]["lr"])
@@ -128,11 +67,11 @@ def test_cosine_schedule_formula_and_endpoints():
         ref.step()
     assert lrs == pytest.approx(ref_lrs, rel=1e-9)
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = S.build_scheduler("cosine", opt, epochs=epochs, steps_per_epoch=1, eta_min=eta_min)
+    sched = S.build_scheduler("cosine", opt, epochs=epochs, steps_per_epoch=1)
     for _ in range(epochs):
         opt.step()
         sched.step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(eta_min, rel=1e-12)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-15)
 
 
 def test_exponential_and_constant_schedules():
@@ -193,8 +132,8 @@ def test_build_optimizer_choices():
     assert isinstance(sgd, torch.optim.SGD)
     g = sgd.param_groups[0]
     assert (g["momentum"], g["nesterov"], g["weight_decay"]) == (0.8, True, 1e-4)
-    adam = S.build_optimizer("Adam", params, lr=1e-3, betas=(0.8, 0.9))
-    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["betas"] == (0.8, 0.9)
+    adam = S.build_optimizer("Adam", params, lr=1e-3, weight_decay=0.01)
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["weight_decay"] == 0.01
     assert isinstance(S.build_optimizer("adamw", params, lr=1e-3, weight_decay=0.05),
                       torch.optim.AdamW)
     with pytest.raises(ValueError, match="sgd, adam, adamw"):
@@ -235,20 +174,19 @@ def test_tiny_model_overfits_tiny_batch():
     x, y = make_data(n=16)
     loader = make_loader(x, y, batch_size=16)
     model = make_model(dropout=0.0)
-    hist = E.fit(model, loader, loader, epochs=60, optimizer="adam", lr=0.02, weight_decay=0.0,
+    hist = fit(model, loader, loader, epochs=60, optimizer="adam", lr=0.02, weight_decay=0.0,
                  device="cpu", progress=False)
     assert len(hist) == 60
     first, last = hist[0]["train_loss"], hist[-1]["train_loss"]
     assert first / last >= 10, f"loss fell only {first / last:.1f}x ({first:.3f} -> {last:.4f})"
     assert hist[-1]["train_acc"] == 1.0 and hist[-1]["val_acc"] == 1.0
-    assert set(hist[0]) == set(E.HISTORY_KEYS)
+    assert set(hist[0]) == HISTORY_KEYS
 
 
 def test_history_checkpoints_and_run_json(tmp_path):
     train, val = loader_pair()
     model = make_model()
-    cfg = {"name": "tiny", "model": "mlp", "epochs": 3, "milestones": (1, 2)}
-    hist = E.fit(model, train, val, epochs=3, out_dir=tmp_path, config=cfg, seed=11, **FIT_KW)
+    hist = fit(model, train, val, name="tiny", epochs=3, out_dir=tmp_path, seed=11, **FIT_KW)
     # history.jsonl equals the returned history
     assert C.read_history(tmp_path) == hist
     assert [json.loads(s) for s in (tmp_path / "history.jsonl").read_text().splitlines()] == hist
@@ -264,7 +202,9 @@ def test_history_checkpoints_and_run_json(tmp_path):
     assert {"model", "optimizer", "scheduler", "epoch", "best_val_acc", "config", "history",
             "rng"} <= set(last)
     assert last["epoch"] == 3 and last["history"] == hist
-    assert last["config"] == {**cfg, "milestones": [1, 2]}
+    assert last["config"] == Recipe(name="tiny", epochs=3, seed=11, **{
+        k: v for k, v in FIT_KW.items() if k not in ("device", "progress")}).as_dict()
+    assert last["max_steps"] is None
     assert last["best_val_acc"] == max(h["val_acc"] for h in hist)
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert_plain(best, "best.pt")
@@ -283,7 +223,7 @@ def test_history_checkpoints_and_run_json(tmp_path):
 
 def test_no_val_loader_last_is_best(tmp_path):
     train, _ = loader_pair()
-    hist = E.fit(make_model(), train, None, epochs=2, out_dir=tmp_path, **FIT_KW)
+    hist = fit(make_model(), train, None, epochs=2, out_dir=tmp_path, **FIT_KW)
     assert hist[-1]["val_acc"] is None and hist[-1]["val_loss"] is None
     assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 2
 
@@ -292,20 +232,20 @@ def test_resume_equals_uninterrupted_run_exactly(tmp_path):
     epochs = 4
     train, val = loader_pair(seed=3)
     straight_model = make_model(seed=1)
-    straight = E.fit(straight_model, train, val, epochs=epochs, out_dir=tmp_path / "a", **FIT_KW)
+    straight = fit(straight_model, train, val, epochs=epochs, out_dir=tmp_path / "a", **FIT_KW)
 
     train, val = loader_pair(seed=3)
     model = make_model(seed=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        E.fit(model, CrashAfter(train, 2), val, epochs=epochs, out_dir=tmp_path / "b", **FIT_KW)
+        fit(model, CrashAfter(train, 2), val, epochs=epochs, out_dir=tmp_path / "b", **FIT_KW)
     assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 2
 
     # a new process: other initial weights, another loader seed, the global RNG moved on
     train, val = loader_pair(seed=99)
     resumed_model = make_model(seed=42)
     torch.manual_seed(12345)
-    resumed = E.fit(resumed_model, train, val, epochs=epochs, out_dir=tmp_path / "b",
-                    resume=True, **FIT_KW)
+    resumed = fit(resumed_model, train, val, epochs=epochs, out_dir=tmp_path / "b",
+                    **FIT_KW)
 
     assert len(resumed) == epochs
     for a, b in zip(straight, resumed, strict=True):
@@ -319,25 +259,25 @@ def test_resume_equals_uninterrupted_run_exactly(tmp_path):
 
     # all epochs done: the stored history comes back without training, weights loaded
     again = make_model(seed=7)
-    done = E.fit(again, NeverIterate(), val, epochs=epochs, out_dir=tmp_path / "b", resume=True,
+    done = fit(again, NeverIterate(), val, epochs=epochs, out_dir=tmp_path / "b",
                  **FIT_KW)
     assert done == resumed
     for a, b in zip(again.state_dict().values(), resumed_model.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
 
-    with pytest.raises(ValueError, match="different settings.*lr"):
-        E.fit(make_model(), train, val, epochs=epochs, out_dir=tmp_path / "b", resume=True,
+    with pytest.raises(ValueError, match=r"another training \(recipe.lr differ\)"):
+        fit(make_model(), train, val, epochs=epochs, out_dir=tmp_path / "b",
               **{**FIT_KW, "lr": 0.5})
 
 
 def test_nan_after_resume_leaves_last_pt_byte_identical(tmp_path):
     train, val = loader_pair()  # 3 steps per epoch
     model = nn.Sequential(make_model(), NaNAt(at=3 + 2))  # epoch 2, step 2
-    E.fit(model, train, val, epochs=1, out_dir=tmp_path, **FIT_KW)  # epoch 1 completes
+    fit(model, train, val, epochs=1, out_dir=tmp_path, **FIT_KW)  # epoch 1 completes
     before = (tmp_path / "last.pt").read_bytes()
     with pytest.raises(E.TrainingDiverged, match=r"epoch 2, step 2\b"):
-        E.fit(model, train, val, epochs=3, out_dir=tmp_path, resume=True, **FIT_KW)
+        fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
@@ -345,7 +285,7 @@ def test_nan_loss_mid_run_keeps_last_good_checkpoint(tmp_path):
     train, val = loader_pair()  # 3 steps per epoch
     model = nn.Sequential(make_model(), NaNAt(at=3 + 2))  # epoch 2, step 2
     with pytest.raises(E.TrainingDiverged, match=r"epoch 2, step 2\b") as err:
-        E.fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+        fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
     assert "nan" in str(err.value) and "last.pt (epoch 1) is kept" in str(err.value)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["epoch"] == 1
@@ -356,13 +296,13 @@ def test_nan_loss_mid_run_keeps_last_good_checkpoint(tmp_path):
 def test_huge_lr_diverges_with_clear_error():
     x, y = make_data()
     with pytest.raises(E.TrainingDiverged, match=r"epoch 1, step \d+"):
-        E.fit(make_model(dropout=0.0), make_loader(x, y), None, epochs=2, optimizer="sgd",
+        fit(make_model(dropout=0.0), make_loader(x, y), None, epochs=2, optimizer="sgd",
               lr=1e30, device="cpu", progress=False)
 
 
 def test_progress_line_mode_prints_one_line_per_epoch(capsys):
     train, val = loader_pair()
-    E.fit(make_model(), train, val, epochs=3, **{**FIT_KW, "progress": "line"})
+    fit(make_model(), train, val, epochs=3, **{**FIT_KW, "progress": "line"})
     out, err = capsys.readouterr()
     lines = out.splitlines()
     assert len(lines) == 3 and "\r" not in out and "\r" not in err
@@ -370,17 +310,17 @@ def test_progress_line_mode_prints_one_line_per_epoch(capsys):
         assert line.startswith(f"epoch {i}/3  lr ")
         assert " train " in line and " val " in line and "(bal " in line and "img/s" in line
     # "auto" is line mode when stderr is not a terminal (papermill, CI); False is silent
-    E.fit(make_model(), train, val, epochs=2, **{**FIT_KW, "progress": "auto"})
+    fit(make_model(), train, val, epochs=2, **{**FIT_KW, "progress": "auto"})
     assert len(capsys.readouterr().out.splitlines()) == 2
-    E.fit(make_model(), train, val, epochs=2, **FIT_KW)
+    fit(make_model(), train, val, epochs=2, **FIT_KW)
     assert capsys.readouterr() == ("", "")
     with pytest.raises(ValueError, match="progress"):
-        E.fit(make_model(), train, val, epochs=1, **{**FIT_KW, "progress": "verbose"})
+        fit(make_model(), train, val, epochs=1, **{**FIT_KW, "progress": "verbose"})
 
 
 def test_progress_bar_mode_writes_to_stderr_only(capsys):
     train, val = loader_pair()
-    E.fit(make_model(), train, val, epochs=2, **{**FIT_KW, "progress": "bar"})
+    fit(make_model(), train, val, epochs=2, **{**FIT_KW, "progress": "bar"})
     out, err = capsys.readouterr()
     assert out == ""
     assert "epoch 1/2" in err and "epoch 2/2" in err and "img/s" in err
@@ -397,7 +337,7 @@ def test_max_steps_caps_steps_per_epoch():
             return x
 
     model = nn.Sequential(make_model(), Count())
-    E.fit(model, make_loader(x, y, batch_size=4), None, epochs=2, max_steps=2, device="cpu",
+    fit(model, make_loader(x, y, batch_size=4), None, epochs=2, max_steps=2, device="cpu",
           progress=False)
     assert len(calls) == 4
 
@@ -461,7 +401,7 @@ def test_huge_finite_loss_with_nan_val_loss_writes_no_checkpoint(tmp_path):
     # blown up); before, this epoch was saved as best.pt and last.pt and training went on
     train, val = loader_pair()
     with pytest.raises(E.TrainingDiverged) as err:
-        E.fit(bn_model(), train, val, epochs=2, optimizer="sgd", lr=1e6, weight_decay=0.0,
+        fit(bn_model(), train, val, epochs=2, optimizer="sgd", lr=1e6, weight_decay=0.0,
               device="cpu", progress=False, out_dir=tmp_path)
     msg = str(err.value)
     assert "diverged at epoch 1" in msg and "val loss nan" in msg
@@ -475,7 +415,7 @@ def test_nonfinite_buffer_is_never_saved_and_names_the_tensor(tmp_path):
     train, val = loader_pair()  # 3 steps per epoch
     model = nn.Sequential(make_model(), InfBufferAt(at=3 + 1))  # inf during epoch 2
     with pytest.raises(E.TrainingDiverged) as err:
-        E.fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+        fit(model, train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
     msg = str(err.value)
     assert "diverged at epoch 2" in msg and "model.1.stat" in msg
     assert f"Last good checkpoint: {tmp_path / 'last.pt'} (epoch 1) is kept." in msg
@@ -491,54 +431,27 @@ def test_divergence_message_does_not_call_a_poisoned_last_pt_good(tmp_path):
     # a last.pt with an inf BatchNorm variance (as earlier versions wrote them): resuming from
     # it diverges, and the message must not offer it as the last good checkpoint
     train, val = loader_pair()
-    E.fit(bn_model(), train, val, epochs=1, out_dir=tmp_path, **FIT_KW)
+    fit(bn_model(), train, val, epochs=1, out_dir=tmp_path, **FIT_KW)
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     ckpt["model"]["2.running_var"][0] = math.inf
     torch.save(ckpt, tmp_path / "last.pt")
     before = (tmp_path / "last.pt").read_bytes()
     with pytest.raises(E.TrainingDiverged) as err:
-        E.fit(bn_model(), train, val, epochs=2, out_dir=tmp_path, resume=True, **FIT_KW)
+        fit(bn_model(), train, val, epochs=2, out_dir=tmp_path, **FIT_KW)
     msg = str(err.value)
     assert "diverged at epoch 2" in msg and "model.2.running_var" in msg
     assert "Last good checkpoint: none" in msg and "not a finite checkpoint of epoch 1" in msg
     assert (tmp_path / "last.pt").read_bytes() == before
 
 
-def test_fresh_run_keeps_old_best_until_it_has_a_replacement(tmp_path):
-    train, val = loader_pair()
-    old_hist = E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path, **FIT_KW)
-    files = {n: (tmp_path / n).read_bytes()
-             for n in ("best.pt", "last.pt", "history.jsonl", "run.json")}
-    model = nn.Sequential(make_model(), NaNAt(at=1))  # a fresh run diverging in epoch 1
-    with pytest.raises(E.TrainingDiverged, match=r"epoch 1, step 1\b") as err:
-        E.fit(model, train, val, epochs=2, out_dir=tmp_path, **FIT_KW)
-    assert ("none (it diverged in the first epoch; an earlier run's best.pt and last.pt in "
-            f"{tmp_path} were left as they were)") in str(err.value)
-    for name, data in files.items():
-        assert (tmp_path / name).read_bytes() == data, name
-    assert C.read_history(tmp_path) == old_hist
-
-    # a fresh run that completes an epoch replaces them all, and is interrupted in epoch 2
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        E.fit(make_model(seed=3), CrashAfter(train, 1), val, epochs=5, out_dir=tmp_path,
-              **FIT_KW)
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
-    last = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert best["epoch"] == last["epoch"] == 1 and last["fit_args"]["epochs"] == 5
-    new_hist = C.read_history(tmp_path)
-    assert len(new_hist) == 1 and new_hist == last["history"] and new_hist[0] != old_hist[0]
-    assert json.loads((tmp_path / "run.json").read_text())["fit_args"]["epochs"] == 5
-
-
 def test_stale_temp_files_removed_when_fit_starts(tmp_path):
-    stale = [".last.pt.tmp-k3j2h1", ".best.pt.tmp-0a9z", ".history.jsonl.tmp-q",
-             ".last.pt.tmp4242", ".run.json.tmp17"]  # new scheme (hw2lib.io) and the old one
+    stale = [".last.pt.tmp-k3j2h1", ".best.pt.tmp-0a9z", ".history.jsonl.tmp-q"]  # hw2lib.io's
     keep = ["notes.txt", ".hidden", "last.pt.tmp-not-hidden", ".last.pt.tmpx"]
     for name in stale + keep:
         (tmp_path / name).write_bytes(b"half a file")
     train, val = loader_pair()
     with pytest.raises(RuntimeError, match="simulated crash"):  # no epoch runs at all
-        E.fit(make_model(), CrashAfter(train, 0), val, epochs=1, out_dir=tmp_path, **FIT_KW)
+        fit(make_model(), CrashAfter(train, 0), val, epochs=1, out_dir=tmp_path, **FIT_KW)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
 
 
@@ -546,7 +459,7 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
     from hw2lib.io import CorruptFileError
 
     train, val = loader_pair()
-    E.fit(make_model(), train, val, epochs=1, out_dir=tmp_path / "run", **FIT_KW)
+    fit(make_model(), train, val, epochs=1, out_dir=tmp_path / "run", **FIT_KW)
     data = (tmp_path / "run" / "last.pt").read_bytes()
     half = len(data) // 2
     cases = {"empty.pt": (b"", "empty (0 bytes)"),
@@ -563,7 +476,7 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
     # fit(resume=True) over a truncated last.pt says the same
     (tmp_path / "run" / "last.pt").write_bytes(data[:100])
     with pytest.raises(CorruptFileError, match="last.pt is truncated.*Delete it"):
-        E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path / "run", resume=True,
+        fit(make_model(), train, val, epochs=2, out_dir=tmp_path / "run",
               **FIT_KW)
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CorruptFileError, match="not a checkpoint written by"):
@@ -572,63 +485,57 @@ def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
 
 def test_resume_with_fewer_epochs_than_done_is_an_error(tmp_path):
     train, val = loader_pair()
-    hist = E.fit(make_model(), train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    hist = fit(make_model(), train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
     before = (tmp_path / "last.pt").read_bytes()
     with pytest.raises(ValueError, match=r"epochs=2: that run has already done 3 epochs.*"
                                          r"epochs >= 3.*another out_dir"):
-        E.fit(make_model(), train, val, epochs=2, out_dir=tmp_path, resume=True, **FIT_KW)
+        fit(make_model(), train, val, epochs=2, out_dir=tmp_path, **FIT_KW)
     assert (tmp_path / "last.pt").read_bytes() == before
     assert C.read_history(tmp_path) == hist
     # equal epochs: the stored history; more: extended
-    assert E.fit(make_model(), NeverIterate(), val, epochs=3, out_dir=tmp_path, resume=True,
+    assert fit(make_model(), NeverIterate(), val, epochs=3, out_dir=tmp_path,
                  **FIT_KW) == hist
-    longer = E.fit(make_model(), train, val, epochs=4, out_dir=tmp_path, resume=True, **FIT_KW)
+    longer = fit(make_model(), train, val, epochs=4, out_dir=tmp_path, **FIT_KW)
     assert longer[:3] == hist and longer[3]["epoch"] == 4
-    with pytest.raises(ValueError, match="different settings.*Use another out_dir"):
-        E.fit(make_model(), train, val, epochs=4, out_dir=tmp_path, resume=True,
+    with pytest.raises(ValueError,
+                       match=r"another training \(recipe.momentum differ\).*Use another out_dir"):
+        fit(make_model(), train, val, epochs=4, out_dir=tmp_path,
               **{**FIT_KW, "momentum": 0.5})
 
 
 # --------------------------------------------------------------------------- the train step
 
 
-def test_history_values_unchanged_by_device_side_accumulation():
-    # computed with the engine before losses were accumulated on the device (per-step checks)
-    train, val = loader_pair(seed=3)
-    hist = E.fit(make_model(seed=1), train, val, epochs=3, **FIT_KW)
-    expected = [[1.0581387281417847, 0.5, 0.9430851936340332, 0.7083333333333334],
-                [0.8714272181193033, 0.7083333333333334, 0.7018436193466187, 0.8333333333333334],
-                [0.6884486873944601, 0.8333333333333334, 0.575346310933431, 0.9583333333333334]]
-    got = [[h["train_loss"], h["train_acc"], h["val_loss"], h["val_acc"]] for h in hist]
-    for g, e in zip(got, expected, strict=True):
-        assert g == pytest.approx(e, rel=1e-6)
-    x, y = make_data(n=40)
-    hist = E.fit(make_model(seed=2), make_loader(x, y, batch_size=4, seed=5), None, epochs=2,
-                 max_steps=7, optimizer="adam", lr=0.01, device="cpu", progress=False)
-    assert [h["train_loss"] for h in hist] == pytest.approx(
-        [1.1255868673324585, 1.0255937491144453], rel=1e-6)
-    assert [h["train_acc"] for h in hist] == [2 / 7, 11 / 28]
+def test_history_train_loss_is_the_sample_weighted_mean_of_the_step_losses():
+    """train_loss / train_acc of an epoch are those of its steps (an uneven last batch weighted
+    by its size), recomputed here by a plain loop of the same SGD steps on a copy."""
+    x, y = make_data(n=20)
+    loader = make_loader(x, y, batch_size=8, shuffle=False)  # batches of 8, 8, 4
+    model, ref = make_model(seed=4, dropout=0.0), make_model(seed=4, dropout=0.0)
+    hist = fit(model, loader, None, epochs=2, optimizer="sgd", lr=0.1, momentum=0.0,
+               weight_decay=0.0, device="cpu", progress=False)
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    for h in hist:
+        losses, hits, sizes = [], 0, []
+        for xb, yb in loader:
+            out = ref(xb)
+            loss = nn.functional.cross_entropy(out, yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            hits += int((out.argmax(1) == yb).sum())
+            sizes.append(len(yb))
+        assert sizes == [8, 8, 4]
+        assert h["train_loss"] == pytest.approx(np.dot(losses, sizes) / 20, rel=1e-6)
+        assert h["train_acc"] == hits / 20
 
 
-def test_train_one_epoch_checks_losses_in_batches(monkeypatch):
+def test_a_nan_loss_is_named_at_its_own_step():
+    """Losses are checked in batches of CHECK_EVERY steps (host syncs), yet the first bad step
+    is the one named."""
     x, y = make_data(n=120)
     loader = [(x[i:i + 1], y[i:i + 1]) for i in range(120)]  # 120 steps
-    model = make_model()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    calls = {"item": 0, "nonzero": 0}
-    for name in calls:
-        orig = getattr(torch.Tensor, name)
-
-        def counted(self, *a, _orig=orig, _name=name, **kw):
-            calls[_name] += 1
-            return _orig(self, *a, **kw)
-
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    res = E.train_one_epoch(model, nn.CrossEntropyLoss(), opt, loader, torch.device("cpu"))
-    monkeypatch.undo()
-    assert res["images"] == 120
-    assert calls == {"nonzero": 3, "item": 2}  # checks after steps 50, 100, 120; loss and acc
-    # the first bad step is still the one named, though found up to 49 steps later
     model = nn.Sequential(make_model(), NaNAt(at=7))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     with pytest.raises(E.TrainingDiverged, match=r"epoch 4, step 7\b"):
@@ -652,3 +559,19 @@ def test_train_step_is_one_sgd_step():
     assert torch.equal(targets, y)
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.detach(), q.detach() - 0.1 * q.grad)
+
+
+def test_run_json_records_each_resume_and_keeps_the_first_start(tmp_path):
+    train, val = loader_pair(seed=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(make_model(), CrashAfter(train, 1), val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    first = json.loads((tmp_path / "run.json").read_text())
+    assert "resumes" not in first
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(make_model(), CrashAfter(train, 1), val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    fit(make_model(), train, val, epochs=3, out_dir=tmp_path, **FIT_KW)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["started"] == first["started"]
+    assert [r["epoch"] for r in run["resumes"]] == [1, 2]  # epochs done at each resume
+    assert all(r["device"] == "cpu" for r in run["resumes"])
+

@@ -22,7 +22,8 @@ from hw2lib.executor import (
     split_failed,
     store_folder,
 )
-from hw2lib.experiment import experiment_config, load_predictions
+from hw2lib.experiment import load_predictions
+from hw2lib.recipes import resolve
 
 
 def _jobs(ds, root, *, broken=False):
@@ -31,7 +32,7 @@ def _jobs(ds, root, *, broken=False):
              dict(name="tiny_b", model="resnet18", optimizer="adam", lr=1e-3, augment="d4")]
     if broken:
         specs.insert(1, dict(name="tiny_broken", model="resnet18", lr=0.05, loss="zipf"))
-    cfgs = [experiment_config(s, epochs=1, batch_size=8, seed=3) for s in specs]
+    cfgs = [resolve(s, epochs=1, batch_size=8, seed=3) for s in specs]
     return [dict(cfg=c, ds=ds, run_root=root, train_idx=rows["train"], val_idx=rows["val"],
                  test_idx=rows["test"], device="cpu", max_steps=2, progress=False)
             for c in cfgs]
@@ -74,11 +75,11 @@ def test_ray_executor_equals_local_on_the_cpu(small_ds, tmp_path, ray_local, cap
         assert a["run_id"] == b["run_id"] and a["identity"] == b["identity"]
         for key in ("val_acc", "test_acc", "val_bal_acc", "params", "epochs_run"):
             assert a[key] == b[key], key
-        pa, pb = load_predictions(a["run_dir"]), load_predictions(b["run_dir"])
+        pa, pb = load_predictions(a["run_folder"]), load_predictions(b["run_folder"])
         for k in pa:
             assert np.array_equal(pa[k], pb[k]), k  # bit for bit
         # the task's folder came back to the driver's run_root: the same files as a local run
-        ra, rb = Path(a["run_dir"]), Path(b["run_dir"])
+        ra, rb = Path(a["run_folder"]), Path(b["run_folder"])
         assert rb.parent == tmp_path / "ray" and ra.name == rb.name
         assert sorted(p.name for p in ra.iterdir()) == sorted(p.name for p in rb.iterdir())
         assert (ra / "identity.json").read_bytes() == (rb / "identity.json").read_bytes()
@@ -90,7 +91,7 @@ def test_ray_executor_reuses_the_drivers_finished_runs(small_ds, tmp_path, ray_l
     forced = run_experiments([{**j, "force": True} for j in _jobs(small_ds, tmp_path)],
                              executor="ray")
     assert [o["reused"] for o in again] == [True, True]
-    assert [o["run_dir"] for o in again] == [o["run_dir"] for o in first]
+    assert [o["run_folder"] for o in again] == [o["run_folder"] for o in first]
     assert [o["reused"] for o in forced] == [False, False]
     assert [o["test_acc"] for o in forced] == [o["test_acc"] for o in first]
     assert capsys.readouterr().out.count("(reused)") == 2

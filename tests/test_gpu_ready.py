@@ -22,8 +22,17 @@ from hw2lib.ema import EMA
 from hw2lib.hooks import capture
 from hw2lib.mixing import Mixer, mix_batch
 from hw2lib.nn_utils import Fp32Linear, keep_head_fp32
-from tests.nets import RecordsBenchmarkFlag, Tiny
-from tests.test_engine import FIT_KW, CrashAfter, loader_pair, make_model
+from tests.augment_reference import augment_batch
+from tests.nets import (
+    FIT_KW,
+    CrashAfter,
+    NaNAt,
+    RecordsBenchmarkFlag,
+    Tiny,
+    fit,
+    loader_pair,
+    make_model,
+)
 
 
 def _uint8_data(n=40, classes=4, size=8, seed=0):
@@ -78,7 +87,7 @@ def test_loader_last_short_batch_gets_its_own_slice():
     order = torch.randperm(21, generator=g)
     for k, (xb, _) in enumerate(D.BatchLoader(x, y, 8, shuffle=True, augment="d4", seed=1)):
         idx = order[8 * k:8 * k + 8]
-        ref = D.augment_batch(x[idx].float() / 255, "d4", g)
+        ref = augment_batch(x[idx].float() / 255, "d4", g)
         mean, std = torch.tensor(loader.mean), torch.tensor(loader.std)
         torch.testing.assert_close(xb, (ref - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1),
                                    atol=1e-5, rtol=1e-5)
@@ -212,14 +221,14 @@ def _saved_epochs(monkeypatch):
 def test_fit_writes_last_pt_by_time_and_at_the_end(tmp_path, monkeypatch):
     saved = _saved_epochs(monkeypatch)
     train, val = loader_pair()
-    hist = E.fit(make_model(), train, val, epochs=4, out_dir=tmp_path, checkpoint_every=3600,
+    hist = fit(make_model(), train, val, epochs=4, out_dir=tmp_path, checkpoint_every=3600,
                  **FIT_KW)
     assert [e for n, e in saved if n == "last.pt"] == [1, 4]  # the first and the last epoch
     best_epoch = max(hist, key=lambda h: h["val_acc"])["epoch"]
     assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == best_epoch
     assert len(C.read_history(tmp_path)) == 4  # the history is still written every epoch
     saved.clear()
-    E.fit(make_model(), train, val, epochs=3, out_dir=tmp_path / "every", checkpoint_every=0,
+    fit(make_model(), train, val, epochs=3, out_dir=tmp_path / "every", checkpoint_every=0,
           **FIT_KW)
     assert [e for n, e in saved if n == "last.pt"] == [1, 2, 3]
 
@@ -228,16 +237,16 @@ def test_interrupted_fit_writes_its_last_epoch_and_resumes_exactly(tmp_path, mon
     kw = {**FIT_KW, "checkpoint_every": 3600}
     train, val = loader_pair(seed=3)
     straight_model = make_model(seed=1)
-    straight = E.fit(straight_model, train, val, epochs=5, out_dir=tmp_path / "a", **kw)
+    straight = fit(straight_model, train, val, epochs=5, out_dir=tmp_path / "a", **kw)
     saved = _saved_epochs(monkeypatch)
     train, val = loader_pair(seed=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        E.fit(make_model(seed=1), CrashAfter(train, 3), val, epochs=5, out_dir=tmp_path / "b",
+        fit(make_model(seed=1), CrashAfter(train, 3), val, epochs=5, out_dir=tmp_path / "b",
               **kw)
     assert [e for n, e in saved if n == "last.pt"] == [1, 3]  # epoch 3 written on the crash
     train, val = loader_pair(seed=99)
     resumed_model = make_model(seed=42)
-    resumed = E.fit(resumed_model, train, val, epochs=5, out_dir=tmp_path / "b", resume=True,
+    resumed = fit(resumed_model, train, val, epochs=5, out_dir=tmp_path / "b",
                     **kw)
     assert resumed == [{**h, "seconds": r["seconds"], "images_per_s": r["images_per_s"]}
                        for h, r in zip(straight, resumed, strict=True)]
@@ -267,19 +276,18 @@ class _InterruptAt:
 def test_ctrl_c_mid_epoch_writes_the_last_completed_epoch(tmp_path):
     train, val = loader_pair()  # 3 batches an epoch
     with pytest.raises(KeyboardInterrupt):
-        E.fit(make_model(), _InterruptAt(train, 3 * 2 + 2), val, epochs=5, out_dir=tmp_path,
+        fit(make_model(), _InterruptAt(train, 3 * 2 + 2), val, epochs=5, out_dir=tmp_path,
               checkpoint_every=3600, **FIT_KW)
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["epoch"] == 2 and len(last["history"]) == 2
 
 
 def test_divergence_after_unwritten_epochs_names_the_flushed_checkpoint(tmp_path):
-    from tests.test_engine import NaNAt
 
     train, val = loader_pair()  # 3 steps per epoch
     model = nn.Sequential(make_model(), NaNAt(at=3 * 2 + 2))  # epoch 3, step 2
     with pytest.raises(E.TrainingDiverged) as err:
-        E.fit(model, train, val, epochs=4, out_dir=tmp_path, checkpoint_every=3600, **FIT_KW)
+        fit(model, train, val, epochs=4, out_dir=tmp_path, checkpoint_every=3600, **FIT_KW)
     assert "last.pt (epoch 2) is kept" in str(err.value)
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
 
@@ -334,11 +342,12 @@ def test_evaluate_and_predict_accumulate_on_the_device(monkeypatch):
 
 
 def test_eval_batch_size_is_larger_only_on_cuda(small_ds):
-    from hw2lib.experiment import experiment_config, make_loader
+    from hw2lib.experiment import make_loader
+    from hw2lib.recipes import resolve
 
     assert R.eval_batch_size(128, "cuda") == 128 * R.EVAL_BATCH_FACTOR
     assert R.eval_batch_size(128, torch.device("cpu")) == 128
-    cfg = experiment_config({"name": "t", "epochs": 1, "seed": 0, "batch_size": 16})
+    cfg = resolve({"name": "t", "epochs": 1, "seed": 0, "batch_size": 16})
     rows = small_ds.indices("val")
     assert make_loader(small_ds, rows, cfg, "cpu", train=False).batch_size == 16
     assert make_loader(small_ds, rows, cfg, "cpu", train=False, batch_size=5).batch_size == 5
@@ -372,7 +381,7 @@ def test_fit_on_the_cpu_is_not_fused_and_leaves_cudnn_benchmark(monkeypatch):
     before = torch.backends.cudnn.benchmark
     train, val = loader_pair()
     rec = RecordsBenchmarkFlag(train)
-    E.fit(make_model(), rec, val, epochs=1, **FIT_KW)
+    fit(make_model(), rec, val, epochs=1, **FIT_KW)
     assert seen == [None] or seen == [False]
     assert rec.flags == [before] and torch.backends.cudnn.benchmark == before
 
@@ -454,7 +463,7 @@ def test_predict_and_fit_under_cpu_autocast_give_fp32_logits(tmp_path):
     assert logits.dtype == torch.float32
     assert not torch.equal(logits, logits.bfloat16().float())  # not bf16-rounded
     fitted = Tiny()
-    E.fit(fitted, D.BatchLoader(x, y, 8, shuffle=True, seed=0), D.BatchLoader(x, y, 8),
+    fit(fitted, D.BatchLoader(x, y, 8, shuffle=True, seed=0), D.BatchLoader(x, y, 8),
           epochs=1, lr=0.01, device="cpu", amp=True, ema=0.9, progress=False, out_dir=tmp_path)
     assert type(fitted.head[3]) is Fp32Linear
     last = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -471,14 +480,13 @@ def test_an_epoch_of_the_fast_path_with_mixing_and_ema_on_the_cpu(tmp_path):
     generator)."""
     x, y = _uint8_data(n=32, classes=3)
 
-    def run(out, crash=None, resume=False):
+    def run(out, crash=None):
         torch.manual_seed(0)
         train = D.BatchLoader(x, y, 8, shuffle=True, augment="color", seed=5, drop_last=True)
         loader = CrashAfter(train, crash) if crash is not None else train
         model = Tiny()
-        hist = E.fit(model, loader, D.BatchLoader(x, y, 16), epochs=3, lr=0.05, device="cpu",
-                     mix="both", ema=0.9, progress=False, out_dir=out, resume=resume,
-                     checkpoint_every=3600)
+        hist = fit(model, loader, D.BatchLoader(x, y, 16), epochs=3, lr=0.05, device="cpu",
+                   mix="both", ema=0.9, progress=False, out_dir=out, checkpoint_every=3600)
         return hist, model
 
     a, model_a = run(tmp_path / "a")
@@ -487,7 +495,7 @@ def test_an_epoch_of_the_fast_path_with_mixing_and_ema_on_the_cpu(tmp_path):
     assert [[h[k] for k in keys] for h in a] == [[h[k] for k in keys] for h in b]
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "c", crash=2)
-    c, model_c = run(tmp_path / "c", resume=True)
+    c, model_c = run(tmp_path / "c")
     assert [[h[k] for k in keys] for h in a] == [[h[k] for k in keys] for h in c]
     for p, q in itertools.zip_longest(model_a.parameters(), model_c.parameters()):
         assert torch.equal(p, q)

@@ -118,15 +118,16 @@ DRIVER = """
 import hashlib, json, sys, time
 from pathlib import Path
 import numpy as np
-from hw2lib import data, task_b
+from hw2lib import data, run, task_b
 
 ds = data.load_dataset("data", image_folder="images", image_size=32, progress=False)
 idx = {t: data.split_indices(ds, train_per_class=6, val_per_class=3, test_per_class=3)
        for t in ("hw2", "best")}
-cfgs = task_b.configs(["resnet18", "resnext18", "best"], seeds=[0], ablation_seeds=[0],
-                      epochs=1, best_epochs=1, batch_size=16, lr_sgd=0.05)
+p = {k: v.default for k, v in run.notebook_parameters("B-ablation").items()}
+cfgs = task_b.configs({**p, "experiments": ["resnet18", "resnext18", "best"], "seeds": [0],
+                       "ablation_seeds": [0], "epochs": 1, "best_epochs": 1, "batch_size": 16})
 kw = dict(device="cpu", max_steps=2)
-keys = ("run_id", "identity", "val_acc", "test_acc", "val_bal_acc", "test_bal_acc", "run_dir",
+keys = ("run_id", "identity", "val_acc", "test_acc", "val_bal_acc", "test_bal_acc", "run_folder",
         "reused")
 
 def digests(run_dir):  # the saved logits, bit for bit
@@ -135,8 +136,8 @@ def digests(run_dir):  # the saved logits, bit for bit
 
 def record(runs):
     return [{**{k: r[k] for k in keys}, "name": r["config"]["name"], "seed": r["config"]["seed"],
-             "files": sorted(p.name for p in Path(r["run_dir"]).iterdir()),
-             "logits": digests(r["run_dir"]), "epochs": len(r["history"])} for r in runs]
+             "files": sorted(p.name for p in Path(r["run_folder"]).iterdir()),
+             "logits": digests(r["run_folder"]), "epochs": len(r["history"])} for r in runs]
 
 out = {"split_csv": str(ds.split_csv)}
 t0 = time.perf_counter()
@@ -191,7 +192,7 @@ def test_an_existing_cluster_runs_the_smoke_ablation_like_the_local_executor(
         for k in ("val_acc", "test_acc", "val_bal_acc", "test_bal_acc"):
             assert a[k] == b[k], (a["name"], k)
         # the run folder came back to the driver: the same files as a local run
-        assert Path(b["run_dir"]).parent == Path("runs-ray") and not b["reused"]
+        assert Path(b["run_folder"]).parent == Path("runs-ray") and not b["reused"]
         assert a["files"] == b["files"] and b["epochs"] == 1
         assert a["logits"] == b["logits"] and "test_logits" in b["logits"], a["name"]
     assert leftovers == {c: [] for c in node_cwds}  # nothing written where the nodes run

@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from hw2lib import engine as E
 from hw2lib import schedules as S
 from hw2lib import task_b
-from hw2lib.experiment import experiment_config
 from hw2lib.plan import format_plan
+from hw2lib.recipes import resolve
+from tests.nets import fit
 
 
 def loaders(n=24, batch_size=4, seed=0):
@@ -32,22 +33,27 @@ def tiny(seed=0):
     return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
 
 
-def fit_recording(*args, **kw) -> tuple[list[float], list[dict]]:
-    """(the LR of every optimizer step `fit` took, read off its optimizer just before the step;
-    the history)."""
+def recording(train) -> tuple[list[float], list[dict]]:
+    """(the LR of every optimizer step `train()` took, read off its optimizer just before the
+    step; what it returned: fit's history)."""
     used = []
     handle = register_optimizer_step_pre_hook(
         lambda opt, args, kwargs: used.append(float(opt.param_groups[0]["lr"])))
     try:
-        hist = E.fit(*args, device="cpu", progress=False, **kw)
+        hist = train()
     finally:
         handle.remove()
     return used, hist
 
 
+def fit_recording(*args, **kw) -> tuple[list[float], list[dict]]:
+    """`recording` of `tests.nets.fit(*args, **kw)` on the CPU."""
+    return recording(lambda: fit(*args, device="cpu", progress=False, **kw))
+
+
 @pytest.mark.parametrize("schedule, extra", [
     ("none", {}), ("multistep", {"milestones": (1, 3), "gamma": 0.2}),
-    ("cosine", {"eta_min": 1e-3}), ("exponential", {"gamma": 0.5}), ("onecycle", {})])
+    ("cosine", {}), ("exponential", {"gamma": 0.5}), ("onecycle", {})])
 def test_fit_trains_with_the_table_step_by_step(schedule, extra):
     train, val = loaders()  # 6 steps an epoch
     kw = dict(lr=0.1, epochs=4, warmup_epochs=1, **extra)
@@ -68,14 +74,10 @@ def test_lr_curves_are_the_lrs_fit_uses():
     per_step = task_b.lr_curves(epochs, batch_size=4, steps_per_epoch=steps)
     per_epoch = task_b.lr_curves(epochs, batch_size=4)
     assert set(per_step) == {"multistep", "cosine", "exponential"}
-    for name in task_b.SCHEDULE_RUNS:  # fit called with the keys run_experiment passes it
-        c = experiment_config(task_b.with_epochs(task_b.experiment(name), epochs), batch_size=4,
-                              seed=0)
-        used, _ = fit_recording(
-            tiny(), train, val, epochs=c["epochs"], optimizer=c["optimizer"], lr=c["lr"],
-            momentum=c["momentum"], nesterov=c["nesterov"], weight_decay=c["weight_decay"],
-            schedule=c["schedule"], milestones=c["milestones"] or (), gamma=c["gamma"],
-            warmup_epochs=c["warmup_epochs"])
+    for name in task_b.SCHEDULE_RUNS:  # fit given the recipe run_experiment gives it
+        c = resolve(task_b.with_epochs(task_b.experiment(name), epochs), batch_size=4, seed=0)
+        used, _ = recording(lambda c=c: E.fit(tiny(), (train, val), c, device="cpu",
+                                              progress=False))
         assert used == per_step[c["schedule"]], name
         assert used[::steps] == per_epoch[c["schedule"]], name
         assert len(set(used)) > 1, name  # a schedule, not a constant
@@ -97,24 +99,6 @@ def test_onecycle_with_max_steps_counts_the_capped_steps(tmp_path):
     assert [h["lr"] for h in hist] == [used[0], used[2]]
 
 
-def test_last_pt_of_the_per_epoch_rule_resumes_exactly(tmp_path):
-    """A last.pt written when per-epoch schedules were stepped once an epoch (its scheduler at
-    step = epochs done) resumes at the LR an uninterrupted run trains with."""
-    kw = dict(lr=0.1, schedule="multistep", milestones=(1, 2), gamma=0.1, out_dir=None)
-    train, val = loaders()
-    straight, _ = fit_recording(tiny(), train, val, epochs=3, **kw)
-    kw["out_dir"] = tmp_path
-    train, val = loaders()
-    first, _ = fit_recording(tiny(), train, val, epochs=1, **kw)
-    last = torch.load(tmp_path / "last.pt", weights_only=True)
-    assert last["scheduler"]["last_epoch"] == len(train)
-    last["scheduler"]["last_epoch"] = last["scheduler"]["_step_count"] = 1  # the old rule's count
-    torch.save(last, tmp_path / "last.pt")
-    rest, hist = fit_recording(tiny(), train, val, epochs=3, resume=True, **kw)
-    assert first + rest == straight
-    assert [h["lr"] for h in hist] == pytest.approx([0.1, 0.01, 0.001], rel=1e-12)
-
-
 def test_build_scheduler_needs_the_steps_of_an_epoch():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises(ValueError, match="steps_per_epoch must be >= 1"):
@@ -126,15 +110,12 @@ def test_build_scheduler_needs_the_steps_of_an_epoch():
 def test_fit_needs_a_loader_with_a_length():
     train, val = loaders()
     with pytest.raises(ValueError, match="len"):
-        E.fit(tiny(), (b for b in train), val, epochs=1, device="cpu", progress=False)
+        fit(tiny(), (b for b in train), val, epochs=1, device="cpu", progress=False)
 
 
 def test_plan_names_onecycle_for_what_it_is():
     """The config value stays "onecycle" (run identities unchanged); the plan says what it is."""
-    row = dict(notebook="B-ablation", name="best", seed=0, track="best", model="resnet18",
-               optimizer="sgd", lr=0.1, weight_decay=5e-4, schedule="onecycle", milestones=None,
-               gamma=0.2, warmup_epochs=5, epochs=100, batch_size=128, augment="d4",
-               stem="small", pretrained=False, resize=None, mix="both", ema=0.999, tta=True,
-               loss="ce", loss_kw={}, n_train=16200, long_tail=None, image_steps=None)
+    row = dict(notebook="B-ablation", **resolve(task_b.experiment("best"), seed=0),
+               n_train=16200, long_tail=None, image_steps=None)
     text = format_plan([row])
     assert "onecycle (warm-up + cosine, per step) (+5 warm-up), 100 ep" in text
