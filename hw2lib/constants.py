@@ -19,7 +19,6 @@ SCHEDULE_LABELS = {"none": "constant", "multistep": "MultiStep", "cosine": "cosi
                    "exponential": "exponential", "onecycle": "warm-up + cosine, per step"}
 AUGMENT_PRESETS = ("none", "basic", "color", "d4")
 MIXES = ("none", "mixup", "cutmix", "both")  # batch mixing (mixup / CutMix / either at random)
-# Loss names (hw2lib.losses registers them) and Task C's backbones (hw2lib.task_c.backbones), here
-# so that the parameter check names the choices without importing torch.
+# Loss names (hw2lib.losses registers them), here so that the parameter check names the choices
+# without importing torch.
 LOSSES = ("ce", "balanced_softmax", "logit_adjusted", "class_balanced", "focal")
-C_BACKBONES = ("resnext18", "resnet18_pretrained", "best", "best_no_mix")

@@ -17,7 +17,6 @@ class Session:
     run_dir: Path
     device: object
     ds: object  # hw2lib.data.Dataset
-    seed: int
 
 
 def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data_dir=None,
@@ -59,7 +58,7 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     print("  ".join(f"{k}={v}" for k, v in run_info(dev).items()))
     ds = D.load_dataset(paths.data_dir(data_dir), source=source, image_folder=image_folder, image_size=image_size,
                         split_seed=split_seed, progress=False)
-    return Session(run_dir, dev, ds, seed)
+    return Session(run_dir, dev, ds)
 
 
 def show_warning(msg: str) -> None:
@@ -151,7 +150,10 @@ def show_note(text: str) -> None:
 
 
 def show(fig, note: str = ""):
-    """Show `note` (if any) and return `fig` for the cell to display (None shows nothing)."""
+    """Show `note` (if any) and return `fig` for the cell to display (None shows nothing). `fig`
+    may be a (figure, note) pair, as `task_b.curves` returns."""
+    if isinstance(fig, tuple):
+        fig, note = fig
     show_note(note)
     return fig
 

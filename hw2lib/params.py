@@ -23,7 +23,6 @@ from pathlib import Path
 
 from hw2lib.constants import (
     AUGMENT_PRESETS,
-    C_BACKBONES,
     LOSSES,
     OPTIMIZERS,
     SCHEDULES,
@@ -46,15 +45,22 @@ CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENT_PR
            "executor": ("local", "ray")}
 
 def _experiments() -> tuple[str, ...]:
-    """B's experiment names, from its catalogue (hw2lib.task_b imports no torch)."""
-    from hw2lib.task_b import EXPERIMENTS
+    """B's experiment names, from its catalogue (hw2lib.recipes imports no torch), and "all"."""
+    from hw2lib.recipes import B_EXPERIMENTS
 
-    return tuple(EXPERIMENTS)
+    return ("all", *B_EXPERIMENTS)
+
+
+def _backbones() -> tuple[str, ...]:
+    """C's backbone names, from its catalogue."""
+    from hw2lib.recipes import c_backbones
+
+    return tuple(c_backbones(lr_pretrained=1.0))
 
 
 # Items of list parameters: the names each item must be one of (read when the value is checked);
 # items that must be >= 0. No list parameter may be empty.
-ITEM_CHOICES = {"losses": lambda: LOSSES, "backbones": lambda: C_BACKBONES,
+ITEM_CHOICES = {"losses": lambda: LOSSES, "backbones": _backbones,
                 "experiments": _experiments}
 NON_NEGATIVE_ITEMS = {"seeds", "ablation_seeds", "lt_counts", "grid_channels"}
 # Path parameters, made absolute from the caller's working directory (A-vis's `train_results` is

@@ -2,8 +2,8 @@
 recipe (optimizer, lr, schedule with milestones, epochs, augmentation, loss, data, long-tail
 counts) and image-steps — without training anything or reading the images.
 
-The recipes come from the same functions the notebooks call (`task_a.finetune_config`,
-`task_b.configs`, `task_c.configs`) with the report's checked parameters (`run.plan_parameters`).
+The recipes come from the same functions the notebooks call (`task_a.config`, `task_b.configs`,
+`task_c.configs`) with the report's checked parameters (`run.plan_parameters`).
 Training-set sizes are computed from EuroSAT's class sizes and the split fractions (the split is
 stratified, so they are exact); for another ImageFolder they are unknown (None) until `hw2 data`.
 """
@@ -15,6 +15,7 @@ import functools
 import numpy as np
 
 from hw2lib.constants import NOTEBOOKS, SCHEDULE_LABELS, SPLIT_FRACTIONS
+from hw2lib.recipes import DEFAULTS, SETTINGS
 
 
 @functools.cache
@@ -60,49 +61,34 @@ def _row(nb: str, cfg: dict, per_class, max_steps, long_tail=None, n_eval=(None,
 
 
 def trainings(nb: str, p: dict) -> list[dict]:
-    """The trainings notebook `nb` runs with parameters `p` (every parameter resolved)."""
+    """The trainings notebook `nb` runs with parameters `p` (every parameter resolved): the
+    recipes of the task's own `config(s)`, the function its notebook calls."""
     from hw2lib import task_a, task_b, task_c
 
     train = None if p.get("image_folder") else eurosat_train_counts()
     ev, ms = _eval_sizes(p), p.get("max_steps")
     if nb == "A-train":
-        cfg = task_a.finetune_config(
-            model_name=p["model_name"], pretrained=p["pretrained"], resize=p["resize"],
-            optimizer=p["optimizer"], lr=p["lr"], momentum=p["momentum"],
-            weight_decay=p["weight_decay"], schedule=p["schedule"],
-            warmup_epochs=p["warmup_epochs"], augment=p["augment"], batch_size=p["batch_size"],
-            epochs=p["epochs"], seed=p["seed"])
-        return [_row(nb, {**cfg, "track": "hw2"}, _capped(train, p["train_per_class"]), ms,
-                     n_eval=ev)]
+        return [_row(nb, task_a.config(p), _capped(train, p["train_per_class"]), ms, n_eval=ev)]
     if nb == "B-ablation":
-        cfgs = task_b.configs(p["experiments"], seeds=p["seeds"],
-                              ablation_seeds=p["ablation_seeds"], epochs=p["epochs"],
-                              best_epochs=p["best_epochs"], best_stem=p["best_stem"],
-                              batch_size=p["batch_size"], lr_sgd=p["lr_sgd"])
-        caps = {"hw2": p["train_per_class"], "best": p["best_train_per_class"]}
-        return [_row(nb, c, _capped(train, caps[c["track"]]), ms, n_eval=ev) for c in cfgs]
+        caps = task_b.train_caps(p)
+        return [_row(nb, c, _capped(train, caps[c["track"]]), ms, n_eval=ev)
+                for c in task_b.configs(p)]
     if nb == "C-longtail":
-        cat = task_c.backbones(lr_pretrained=p["lr_pretrained"],
-                               pretrained_resize=p["pretrained_resize"])
-        cfgs = task_c.configs(cat, p["backbones"], p["losses"], epochs=p["epochs"],
-                              best_epochs=p["best_epochs"], best_stem=p["best_stem"],
-                              batch_size=p["batch_size"], seed=p["seed"])
         counts = None if train is None else long_tail_counts(train, p)
-        return [_row(nb, c, counts, ms, long_tail=p["long_tail"], n_eval=ev) for c in cfgs]
+        return [_row(nb, c, counts, ms, long_tail=p["long_tail"], n_eval=ev)
+                for c in task_c.configs(p)]
     return []  # A-vis trains nothing
 
 
 def long_tail_counts(train_counts, p: dict) -> list[int]:
-    """C-longtail's per-class training counts, as `task_c.long_tail` draws them."""
-    from hw2lib.data import EUROSAT_CLASSES, long_tail_indices
-    from hw2lib.task_c import hw2_counts
+    """C-longtail's per-class training counts, drawn by `task_c.long_tail_counts` from EuroSAT's
+    class sizes."""
+    from hw2lib.data import EUROSAT_CLASSES
+    from hw2lib.task_c import long_tail_counts as draw
+    from hw2lib.task_c import tail_settings
 
     labels = np.repeat(np.arange(len(train_counts)), train_counts)
-    explicit = p["lt_counts"]
-    if explicit is None and p["long_tail"] == "hw2":
-        explicit = hw2_counts(EUROSAT_CLASSES, labels, head_cap=p["n_max"])
-    return long_tail_indices(labels, len(train_counts), rho=p["rho"], n_max=p["n_max"],
-                             seed=p["lt_seed"], counts=explicit)[1]
+    return draw(EUROSAT_CLASSES, labels, **tail_settings(p))[1]
 
 
 def plan(profile: str, names=None, overrides: dict | None = None) -> list[dict]:
@@ -129,11 +115,10 @@ def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
         return np.bincount(ds.y[rows].numpy(), minlength=ds.num_classes).tolist()
 
     out = [_row("", c, per_class(c), max_steps, long_tail) for c in cfgs]
-    keep = ["name", "seed", "track", "model", "stem", "optimizer", "lr", "weight_decay",
-            "schedule", "milestones", "gamma", "warmup_epochs", "epochs", "augment", "loss",
-            "mix", "ema", "tta", "n_train", "image_steps"]
+    keep = ["name", "seed", "track", *SETTINGS, "n_train", "image_steps"]
     t = pd.DataFrame(out)[keep]
-    t["milestones"] = t["milestones"].map(lambda m: "" if m is None else str(m))
+    for col in ("milestones", "loss_kw", "resize"):  # lists, dicts and None as short text
+        t[col] = t[col].map(lambda v: "" if v in (None, {}, []) else str(v))
     return t.set_index(["name", "seed"])
 
 
@@ -158,6 +143,13 @@ def format_seconds(seconds: float) -> str:
     return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
 
 
+# The settings `format_plan` writes in its own words; any other one is written "name value" where
+# it differs from the recipe's default (so a new recipe field shows without touching this file).
+SHOWN = {"model", "optimizer", "lr", "weight_decay", "schedule", "milestones", "gamma",
+         "warmup_epochs", "epochs", "batch_size", "augment", "stem", "pretrained", "resize", "mix",
+         "ema", "tta", "loss", "loss_kw"}
+
+
 def format_plan(rows: list[dict]) -> str:
     """The plan as text: one line per training, then the totals."""
     lines = []
@@ -179,6 +171,7 @@ def format_plan(rows: list[dict]) -> str:
                 f"EMA {r['ema']:g}" if r["ema"] else "",
                 "TTA ×8" if r["tta"] else "",
                 f"loss {r['loss']}" + (f" {r['loss_kw']}" if r["loss_kw"] else ""),
+                *(f"{k} {r[k]}" for k in SETTINGS if k not in SHOWN and r[k] != DEFAULTS[k]),
             ) if x]
             data = "n_train ?" if r["n_train"] is None else f"n_train {r['n_train']:,}"
             if r["long_tail"]:

@@ -166,7 +166,7 @@ def _mean_std(runs: Sequence[Sequence[Mapping]], key: str):
 @_closes_on_error
 def plot_curves(histories: Mapping[str, Sequence[Mapping]], key: str = "val_acc",
                 bands: Mapping[str, Sequence[Sequence[Mapping]]] | None = None, *,
-                title: str | None = None, ax=None):
+                title: str | None = None):
     """One metric (`key`, e.g. "val_acc") across runs, one line per run.
 
     `bands`: run name -> the histories of several seeds of that run; such a run is drawn as the
@@ -174,11 +174,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping]], key: str = "val_acc"
     how many seeds. Other runs are drawn from `histories` as they are.
     """
     bands = dict(bands or {})
-    own = ax is None
-    if own:
-        fig, ax = _subplots(figsize=(6.4, 4.2))
-    else:
-        fig = ax.figure
+    fig, ax = _subplots(figsize=(6.4, 4.2))
     names = list(histories) + [n for n in bands if n not in histories]
     for color, name in zip(_colors(len(names)), names, strict=True):
         seeds = bands.get(name)
@@ -197,7 +193,7 @@ def plot_curves(histories: Mapping[str, Sequence[Mapping]], key: str = "val_acc"
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="best")
-    return _done(fig, ax, title, own)
+    return _done(fig, ax, title, True)
 
 
 def _done(fig, ax, title, own: bool):

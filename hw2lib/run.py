@@ -187,7 +187,8 @@ def read_status(out: Path) -> tuple[dict[str, dict], str | None]:
         return {}, f"{exc}. It was moved to {aside.name} and is rebuilt from this run."
 
 
-def _write_status(out: Path, record: dict) -> None:
+def write_status(out: Path, record: dict) -> None:
+    """Record one notebook's status (a `RunResult` as a dict) in `out/status.json`."""
     status, _ = read_status(out)
     status[record["notebook"]] = record
     io.write_json(Path(out) / "status.json", status)
@@ -296,7 +297,7 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
     # Order matters for a kill at any point: first the status says "running" (so a killed run is
     # never taken for a passed one and the next run repeats it), then the old results.json goes
     # (it must not outlive a failure of this run), then the notebook runs.
-    _write_status(out, asdict(RunResult(name, "running", 0.0, None, None,
+    write_status(out, asdict(RunResult(name, "running", 0.0, None, None,
                                         str(run_dir.relative_to(out)), params, None, started,
                                         profile, (prev.get(name) or {}).get("previous_html"))))
     if (run_dir / "results.json").exists():
@@ -334,7 +335,7 @@ def run_notebook(name: str, profile: str, params: dict, out: Path, *,
                        str(executed.relative_to(out)) if executed.exists() else None,
                        str(run_dir.relative_to(out)), params, error, started, profile,
                        previous_html)
-    _write_status(out, asdict(result))
+    write_status(out, asdict(result))
     said = {"passed": "passed", "interrupted": "INTERRUPTED"}.get(
         state, f"FAILED: {error} (the kernel's own log: {kernel_log})")
     print(f"[{name}] {said} in {duration:.0f} s", flush=True)
@@ -428,7 +429,7 @@ def _run_one(name: str, profile: str, params: dict, out: Path, force: bool) -> R
         kept = prev.get("html") if prev and prev.get("status") == "passed" else None
         res = RunResult(name, "skipped", 0.0, None, None, f"runs/{name}", params, blocked,
                         profile=profile, previous_html=kept)
-        _write_status(out, asdict(res))
+        write_status(out, asdict(res))
         print(f"[{name}] SKIPPED: {blocked}", flush=True)
         return res
     took = read_results(out, name)[0].get("inputs", {}) if inputs else {}

@@ -9,19 +9,23 @@ from pathlib import Path
 import numpy as np
 
 from hw2lib import io
-from hw2lib.experiment import experiment_config, load_trained, make_loader, normalization
+from hw2lib.experiment import load_trained, make_loader, normalization
+from hw2lib.recipes import Recipe, resolve
 
 # --------------------------------------------------------------------------- A-train
 
 
-def finetune_config(*, model_name, pretrained, resize, optimizer, lr, momentum, weight_decay,
-                    schedule, warmup_epochs, augment, batch_size, epochs, seed) -> dict:
-    """A-train's one experiment: the whole network trained, the head replaced for the classes."""
-    return experiment_config(dict(
-        name=model_name, model=model_name, pretrained=pretrained, resize=resize,
-        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        schedule=schedule, warmup_epochs=warmup_epochs, augment=augment,
-        batch_size=batch_size, epochs=epochs, seed=seed))
+def config(p) -> Recipe:
+    """A-train's one training with its parameters `p` (the notebook's: its globals in the
+    notebook, the checked parameters in `hw2 plan`): the whole network trained, the head replaced
+    for the classes."""
+    return resolve(dict(name=p["model_name"], model=p["model_name"], track="hw2",
+                        **{k: p[k] for k in FINETUNE_SETTINGS}))
+
+
+# A-train's parameters that are recipe settings, under the same names.
+FINETUNE_SETTINGS = ("pretrained", "resize", "optimizer", "lr", "momentum", "weight_decay",
+                     "schedule", "warmup_epochs", "augment", "batch_size", "epochs", "seed")
 
 
 # A's protocol as this study runs it (the report gives no recipe: see `reconstructions`): the
@@ -73,7 +77,7 @@ def tsne(res: dict, ds, rows, *, points: int, perplexity: float, seed: int, devi
     from hw2lib.data import subsample_per_class
     from hw2lib.features import extract_features, knn_predictions, tsne_embed
 
-    model, cfg = load_trained(Path(res["run_dir"]) / "best.pt", device)
+    model, cfg = load_trained(Path(res["run_folder"]) / "best.pt", device)
     rows = np.asarray(rows)
     rows = rows[subsample_per_class(ds.y[rows].numpy(), max(1, points // ds.num_classes),
                                     seed=seed)]
@@ -103,14 +107,6 @@ def summary_metrics(res: dict, emb: dict) -> dict:
     keys = ("val_acc", "val_bal_acc", "test_acc", "test_bal_acc", "params", "wall_seconds",
             "best_epoch")
     return {k: res[k] for k in keys} | {"tsne_knn_acc": emb["knn"]}
-
-
-def knn_per_class(emb, labels, *, k: int, num_classes: int) -> list[float]:
-    """Leave-one-out kNN accuracy of each class's points in the embedding (NaN for an empty
-    class): how cleanly each class forms its own island."""
-    from hw2lib.features import knn_predictions
-
-    return _per_class_hits(knn_predictions(emb, labels, k), np.asarray(labels), num_classes)
 
 
 def _per_class_hits(pred, labels, num_classes: int) -> list[float]:
@@ -290,6 +286,22 @@ def channel_grid(model, cfg, vis: dict, *, layer, size, am_steps, am_lr, am_para
             images.append(img)
             titles.append(f"{name} top: ch {ch}")
     return images, titles
+
+
+def vis_headline_rows(vis: dict, run_id: str) -> list[dict]:
+    """The index's rows for A-vis: each tile's activation-maximization gain from noise, with the
+    A-train run whose model it visualized."""
+    from hw2lib.notebook import headline
+
+    return [headline(f"{name}: act. max. gain (ch {v['channel']}, from noise)",
+                     v["traces"]["from noise"][-1] - v["traces"]["from noise"][0], run_id=run_id)
+            for name, v in vis.items()]
+
+
+def vis_metrics(vis: dict) -> dict:
+    """A-vis's results.json metrics: each tile's channel, top channels, prediction, traces."""
+    return {name: {"channel": v["channel"], "top_channels": v["top"], "predicted": v["predicted"],
+                   "traces": v["traces"]} for name, v in vis.items()}
 
 
 def vis_findings(vis: dict) -> list[str]:

@@ -1,5 +1,5 @@
-"""Task B's logic: the catalogue of from-scratch experiments, running them, and the tables,
-curves and findings that B-ablation shows."""
+"""Task B's logic: which of the from-scratch recipes (`recipes.B_EXPERIMENTS`, both tracks) a
+B-ablation run trains, running them, and the tables, curves and findings it shows."""
 
 from __future__ import annotations
 
@@ -8,84 +8,13 @@ import math
 import pandas as pd
 
 from hw2lib import stats
-from hw2lib.experiment import experiment_config, summarize
+from hw2lib.experiment import summarize
 from hw2lib.levers import KEY, TEST_LABEL, VAL_LABEL, cell, images_of, same_run_levers
 from hw2lib.levers import lever_table as _lever_table
 from hw2lib.levers import lever_view as _lever_view
+from hw2lib.recipes import B_EXPERIMENTS, LEVERS, Recipe, resolve, with_epochs
 from hw2lib.reference import REF_LABEL, reference_value
 
-_ADAM = dict(optimizer="adam", lr=1e-3, weight_decay=0.0)
-# Track "hw2" — the HW2 report's protocol. Where the report states a setting it is used; where it
-# is silent the choice is named here (and in B-ablation):
-# - baselines: SGD (lr `lr_sgd`: the report gives none), no LR schedule, crop + flip (the
-#   "original code's" augmentation), 100 epochs (the report's ResNeXt-50 number is "after 100
-#   epochs", before its LR tuning);
-# - its scheduled recipe (ResNeXt-18, val 0.8906): Adam from 1e-3, MultiStepLR at [80, 120, 160]
-#   ×0.2, 200 epochs, with crop + flip + ColorJitter (the ablation's "both": the report's final
-#   model is its best ablation cell);
-# - Figure 9 (ResNeXt-50 vs "my DLResNet", both scheduled, 200 epochs): the dilated DLResNet-18
-#   (the report found the two variants "basically the same"; the dilated one has half the weights);
-# - the schedule comparison and the 2×2 ablation run on ResNeXt-18, the model the report tuned its
-#   schedule on (its "0.88–0.89" for cosine/exponential matches ResNeXt-18's 0.8906, not the
-#   ≈0.80 of its ResNet-18).
-_HW2_BASELINE = dict(track="hw2", epochs=100)
-_HW2_SCHEDULED = dict(track="hw2", epochs=200, schedule="multistep", gamma=0.2, augment="color",
-                      **_ADAM)
-# Track "best" — a recipe for 64-px aerial tiles, from scratch: ResNet-18 with a 3×3 stride-1 stem
-# (no max-pool), SGD + Nesterov with a warm-up + cosine LR (schedule "onecycle": 5 warm-up epochs,
-# then a cosine to 0, both per step; not torch's OneCycleLR), the 8 symmetries of the square as
-# augmentation and as 8-view test-time averaging,
-# label smoothing 0.1, mixup or CutMix on every batch, an EMA of the weights; 100 epochs. Each
-# lever is measured by leaving it out; two need no training of their own: the 8-view TTA (the same
-# runs scored without it) and the EMA (it never feeds back into training, so "without EMA" is the
-# same runs' raw weights, evaluated each epoch beside the EMA's: `val_acc_raw`, `best_raw.pt`).
-BEST = dict(track="best", group="best", epochs=100, model="resnet18", stem="small",
-            optimizer="sgd", lr=0.1, nesterov=True, weight_decay=5e-4, schedule="onecycle",
-            warmup_epochs=5, augment="d4", loss_kw={"label_smoothing": 0.1}, mix="both",
-            mix_alpha=1.0, ema=0.999, tta=True)
-# Leave-one-out variants of BEST: name → (the lever left out, what replaces it).
-LEVERS = {
-    "best_no_d4": ("8 symmetries (crop + horizontal flip instead)", dict(augment="basic")),
-    "best_no_mix": ("mixup / CutMix", dict(mix="none")),
-    "best_no_label_smoothing": ("label smoothing", dict(loss_kw={})),
-    "best_multistep": ("the warm-up + cosine LR, per step (MultiStep ×0.2 at 40/60/80 %, no "
-                       "warm-up, instead)",
-                       dict(schedule="multistep", gamma=0.2, warmup_epochs=0)),
-    "best_torchvision_stem": ("the 64-px stem (torchvision's 7×7/2 + max-pool instead)",
-                              dict(stem="imagenet")),
-}
-# Every from-scratch experiment of Task B by name; B-ablation's `experiments` parameter picks from
-# these. `epochs` is the protocol's: a profile's `epochs` (track hw2) / `best_epochs` (track best)
-# replaces it, scaling milestones and warm-up with it.
-EXPERIMENTS: dict[str, dict] = {
-    "resnet18": dict(model="resnet18", group="baseline", **_HW2_BASELINE),
-    "resnet34": dict(model="resnet34", group="baseline", **_HW2_BASELINE),
-    "resnet50": dict(model="resnet50", group="baseline", **_HW2_BASELINE),
-    "dlresnet18_5x5_sgd": dict(model="dlresnet18_5x5", group="dlresnet", **_HW2_BASELINE),
-    "dlresnet18_dilated_sgd": dict(model="dlresnet18_dilated", group="dlresnet", **_HW2_BASELINE),
-    "resnet18_adam": dict(model="resnet18", group="dlresnet", **_HW2_BASELINE, **_ADAM),
-    "dlresnet18_5x5_adam": dict(model="dlresnet18_5x5", group="dlresnet", **_HW2_BASELINE,
-                                **_ADAM),
-    "dlresnet18_dilated_adam": dict(model="dlresnet18_dilated", group="dlresnet",
-                                    **_HW2_BASELINE, **_ADAM),
-    "resnext50_32x4d": dict(model="resnext50_32x4d", group="resnext", **_HW2_BASELINE),
-    "resnext50_sched": dict(model="resnext50_32x4d", group="resnext", **_HW2_SCHEDULED),
-    "dlresnet18_sched": dict(model="dlresnet18_dilated", group="resnext", **_HW2_SCHEDULED),
-    # the report's final model: also the schedule comparison's MultiStep and the ablation's "both"
-    "resnext18": dict(model="resnext18", group="schedule", **_HW2_SCHEDULED),
-    "resnext18_cosine": dict(model="resnext18", group="schedule",
-                             **{**_HW2_SCHEDULED, "schedule": "cosine"}),
-    "resnext18_exponential": dict(model="resnext18", group="schedule",
-                                  **{**_HW2_SCHEDULED, "schedule": "exponential"}),
-    "resnext18_aug_only": dict(model="resnext18", group="ablation",
-                               **{**_HW2_SCHEDULED, "schedule": "none"}),
-    "resnext18_lr_only": dict(model="resnext18", group="ablation",
-                              **{**_HW2_SCHEDULED, "augment": "none"}),
-    "resnext18_none": dict(model="resnext18", group="ablation",
-                           **{**_HW2_SCHEDULED, "schedule": "none", "augment": "none"}),
-    "best": dict(BEST),
-    **{name: {**BEST, **change} for name, (_, change) in LEVERS.items()},
-}
 SEEDED_GROUPS = ("schedule", "ablation", "best")  # these run with `ablation_seeds`
 # The 2×2 ablation {no aug, crop + flip + colour} × {constant, MultiStep} on ResNeXt-18.
 ABLATION_CELLS = {("none", "none"): "resnext18_none", ("none", "multistep"): "resnext18_lr_only",
@@ -152,41 +81,46 @@ RETIRED = {"best_no_ema": "the EMA lever is read from the `best` runs' raw weigh
 def experiment(name: str) -> dict:
     if name in RETIRED:
         raise ValueError(f"Task B experiment {name!r} is not trained any more: {RETIRED[name]}.")
-    if name not in EXPERIMENTS:
-        raise ValueError(f"Unknown Task B experiment {name!r}. Known: {', '.join(EXPERIMENTS)}")
-    return {"name": name, **EXPERIMENTS[name]}
+    if name not in B_EXPERIMENTS:
+        raise ValueError(f"Unknown Task B experiment {name!r}. Known: {', '.join(B_EXPERIMENTS)}")
+    return {"name": name, **B_EXPERIMENTS[name]}
 
 
-def with_epochs(spec: dict, epochs: int | None) -> dict:
-    """`spec` trained for `epochs` instead of its protocol's (None: the protocol's). Warm-up
-    scales with it (at least one epoch where the protocol has one); MultiStep milestones follow
-    from the epochs in `experiment_config` (40/60/80 %)."""
-    if epochs is None or int(epochs) == spec["epochs"]:
-        return spec
-    out = {**spec, "epochs": int(epochs)}
-    if spec.get("warmup_epochs"):
-        out["warmup_epochs"] = max(1, round(spec["warmup_epochs"] * int(epochs) / spec["epochs"]))
-    return out
+def experiment_names(names) -> list[str]:
+    """B-ablation's `experiments` parameter as names: "all" stands for every experiment of the
+    catalogue (in its order); each name once."""
+    return list(dict.fromkeys(n for item in names
+                              for n in (B_EXPERIMENTS if item == "all" else (item,))))
 
 
-def configs(names, *, seeds, ablation_seeds, epochs: int | None, batch_size: int,
-            lr_sgd: float, best_epochs: int | None = None,
-            best_stem: str | None = None) -> list[dict]:
-    """The resolved recipe of every (experiment, seed) to run, in order. `epochs` replaces the
-    protocol's epochs of the HW2-protocol runs, `best_epochs` those of the best recipe's, and
-    `best_stem` the best recipe's stem (None: as in the catalogue)."""
+def lever_names() -> list[str]:
+    """The best recipe and its leave-one-out variants (the lever runs)."""
+    return ["best", *LEVERS]
+
+
+def configs(p) -> list[Recipe]:
+    """The resolved recipe of every (experiment, seed) B-ablation trains with parameters `p` (the
+    notebook's: its globals in the notebook, the checked parameters in `hw2 plan`), in order:
+    `experiments`, `seeds` (`ablation_seeds` for the seeded groups), `epochs` replacing the
+    protocol's epochs of the HW2-protocol runs and `best_epochs` those of the best recipe's,
+    `best_stem` the best recipe's stem (None: as in the catalogue), `lr_sgd`, `batch_size`."""
     out = []
-    for name in names:
+    for name in experiment_names(p["experiments"]):
         spec = experiment(name)
         best = spec["track"] == "best"
         if spec.get("optimizer", "sgd") == "sgd" and not best:
-            spec.setdefault("lr", lr_sgd)
-        if best and best_stem is not None and name != "best_torchvision_stem":
-            spec["stem"] = best_stem
-        spec = with_epochs(spec, best_epochs if best else epochs)
-        for s in ablation_seeds if spec["group"] in SEEDED_GROUPS else seeds:
-            out.append(experiment_config(spec, batch_size=batch_size, seed=s))
+            spec.setdefault("lr", p["lr_sgd"])
+        if best and p["best_stem"] is not None and name != "best_torchvision_stem":
+            spec["stem"] = p["best_stem"]
+        spec = with_epochs(spec, p["best_epochs"] if best else p["epochs"])
+        for s in p["ablation_seeds"] if spec["group"] in SEEDED_GROUPS else p["seeds"]:
+            out.append(resolve(spec, batch_size=p["batch_size"], seed=s))
     return out
+
+
+def train_caps(p) -> dict:
+    """Images per class each track trains on (None: the whole split)."""
+    return {"hw2": p["train_per_class"], "best": p["best_train_per_class"]}
 
 
 def run_all(cfgs: list[dict], ds, idx: dict, run_root, *, device, max_steps=None,
@@ -235,12 +169,12 @@ def lr_curves(epochs: int | None, batch_size: int,
     """The LR of each schedule of the comparison (ResNeXt-18): the table `fit` trains with
     (`schedules.lr_table`), one value an optimizer step; with `steps_per_epoch=1` one an epoch
     (these schedules are constant within an epoch)."""
-    from hw2lib.schedules import lr_table, schedule_args  # torch: not at task_b's import
+    from hw2lib.schedules import recipe_lr_table  # torch: not at task_b's import
 
     out = {}
     for n in SCHEDULE_RUNS:
-        c = experiment_config(with_epochs(experiment(n), epochs), batch_size=batch_size, seed=0)
-        out[c["schedule"]] = lr_table(**schedule_args(c), steps_per_epoch=steps_per_epoch)
+        c = resolve(with_epochs(experiment(n), epochs), batch_size=batch_size, seed=0)
+        out[c["schedule"]] = recipe_lr_table(c, steps_per_epoch)
     return out
 
 
@@ -266,7 +200,7 @@ def reference_text(r: dict) -> str:
     if key is None:
         return "—"
     text = reference_value(key, text=True)
-    proto = EXPERIMENTS[r["name"]]["epochs"]
+    proto = B_EXPERIMENTS[r["name"]]["epochs"]
     return text if r["epochs"] == proto else f"{text} (at {proto} ep; this run {r['epochs']})"
 
 
@@ -281,7 +215,7 @@ def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
 
     out = []
     for r in rows:
-        out.append({"name": r["name"], "track": EXPERIMENTS[r["name"]]["track"],
+        out.append({"name": r["name"], "track": B_EXPERIMENTS[r["name"]]["track"],
                     "model": r["model"] + ("" if r["stem"] == "imagenet" else f" ({r['stem']} stem)"),
                     "params": f"{r['params']:,}", "optimizer": f"{r['optimizer']} {r['lr']:g}",
                     "schedule": r["schedule"], "augment": r["augment"], "seeds": r["seeds"],
@@ -348,10 +282,10 @@ def step_jumps_table(records: list[dict]):
     jumps = step_jumps(records)
     if jumps:
         short = sorted({f"{r['config']['name']} ({r['config']['epochs']} of "
-                        f"{EXPERIMENTS[r['config']['name']]['epochs']} epochs)" for r in records
+                        f"{B_EXPERIMENTS[r['config']['name']]['epochs']} epochs)" for r in records
                         if r["config"]["schedule"] == "multistep"
-                        and r["config"]["name"] in EXPERIMENTS
-                        and r["config"]["epochs"] < EXPERIMENTS[r["config"]["name"]]["epochs"]})
+                        and r["config"]["name"] in B_EXPERIMENTS
+                        and r["config"]["epochs"] < B_EXPERIMENTS[r["config"]["name"]]["epochs"]})
         note = ("" if not short else
                 f"Runs shorter than the protocol ({', '.join(short)}): their steps fall in the "
                 "first epochs, so these windows also hold ordinary early progress — a jump here "
@@ -384,7 +318,7 @@ def dlresnet_blocks(num_classes: int) -> str:
 def chosen_recipe(rows: list[dict]) -> dict | None:
     """Track 2's model: of the best-recipe runs (the recipe and its variants), the one with the
     highest validation accuracy. Its test accuracy is the one reported."""
-    cands = [r for r in rows if EXPERIMENTS[r["name"]]["track"] == "best"]
+    cands = [r for r in rows if B_EXPERIMENTS[r["name"]]["track"] == "best"]
     return max(cands, key=lambda r: r["val_acc"]) if cands else None
 
 
@@ -428,7 +362,7 @@ def headline_rows(rows: list[dict]) -> list[dict]:
         if r["name"] not in keep:
             continue
         key = REFERENCE_KEY.get(r["name"])
-        same = r["epochs"] == EXPERIMENTS[r["name"]]["epochs"]
+        same = r["epochs"] == B_EXPERIMENTS[r["name"]]["epochs"]
         ref = reference_value(key, text=True) if key and same else None
         note = (f"HW2 protocol: {r['optimizer']}, {r['schedule']}, {r['augment']}, "
                 f"{r['epochs']} ep, n={r['seeds']}, {_n(r)} training images; test acc "
@@ -445,7 +379,9 @@ def headline_rows(rows: list[dict]) -> list[dict]:
                             best["test_acc"], None,
                             f"val {best['val_acc']:.4f}, {best['epochs']} ep, n={best['seeds']}, "
                             f"{_n(best)} training images"
-                            + (", 8-view TTA" if best.get("val_acc_no_tta") is not None else ""),
+                            + (", 8-view TTA" if best.get("val_acc_no_tta") is not None else "")
+                            + (f", trained in {best['precision']}" if best.get("precision")
+                               else ""),
                             run_id=best["run_ids"]))
     return out
 
@@ -454,7 +390,8 @@ def _n(r: dict) -> str:
     return "?" if not r.get("n_train") else f"{r['n_train']:,}"
 
 
-__all__ = ["EXPERIMENTS", "ABLATION_CELLS", "COMPARISONS", "LEVERS", "BEST", "configs",
+__all__ = ["ABLATION_CELLS", "COMPARISONS", "LEVERS", "configs", "experiment_names", "lever_names",
+           "train_caps",
            "run_all", "curves", "lr_curves", "ablation_table", "results_table", "findings",
            "step_jumps", "step_jumps_table", "lever_table", "lever_view", "dlresnet_blocks",
            "chosen_recipe", "track_table", "headline_rows",

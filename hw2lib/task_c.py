@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 from hw2lib import metrics, stats
-from hw2lib.experiment import experiment_config, load_trained, make_loader
+from hw2lib.experiment import load_trained, make_loader
+from hw2lib.recipes import Recipe, c_backbones, resolve, with_epochs
 from hw2lib.reference import REF_LABEL, reference_value
 
 # The HW2 report's long tail, reconstructed: its text names classes 4, 6 and 7 (1-based:
@@ -24,28 +25,6 @@ POSTHOC_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 SAME_OBJECTIVE = {"logit_adjusted": "balanced_softmax"}
 
 
-def backbones(*, lr_pretrained: float, pretrained_resize=None) -> dict:
-    """The backbones and their recipes (with the protocol's epochs and track):
-    - resnext18: the HW2 protocol's from-scratch model, trained as in Task B (Adam 1e-3,
-      MultiStep [80, 120, 160] ×0.2, 200 epochs, crop + flip + colour);
-    - resnet18_pretrained: the report's ImageNet ResNet-18, fine-tuned 100 epochs ("only 100
-      epochs on resnet18"; optimizer and schedule are not stated: SGD + cosine chosen here);
-    - best: Task B's best recipe (track 2), without its label smoothing so that every loss of the
-      comparison is the loss as named; best_no_mix: the same without mixup/CutMix (for short
-      runs: the `quick` profile)."""
-    from hw2lib.task_b import BEST, EXPERIMENTS
-
-    best = {k: v for k, v in BEST.items() if k not in ("loss_kw", "group")}
-    return {
-        "resnext18": {k: v for k, v in EXPERIMENTS["resnext18"].items() if k != "group"},
-        "resnet18_pretrained": dict(track="hw2", epochs=100, model="resnet18", pretrained=True,
-                                    resize=pretrained_resize, optimizer="sgd", lr=lr_pretrained,
-                                    weight_decay=1e-4, schedule="cosine", augment="basic"),
-        "best": best,
-        "best_no_mix": {**best, "mix": "none"},
-    }
-
-
 def hw2_counts(classes, train_labels, *, head_cap: int | None = None) -> list[int]:
     """Per-class training counts of the `hw2` preset: the report's three tail classes at 19, 10
     and 36 images, the others at their full count (at most `head_cap` when given)."""
@@ -59,34 +38,50 @@ def hw2_counts(classes, train_labels, *, head_cap: int | None = None) -> list[in
             for i, c in enumerate(classes)]
 
 
-def long_tail(ds, idx: dict, *, preset: str = "exponential", rho=100.0, n_max=None, lt_seed=0,
-              lt_counts=None) -> tuple[dict, list[int]]:
-    """`idx` with its train rows made long-tailed; the per-class training counts. `preset`:
-    "hw2" (the report's tail, `n_max` capping the head classes) or "exponential" (ρ profile);
-    `lt_counts` (one count per class) replaces either."""
-    from hw2lib import data as D
+def long_tail_counts(classes, train_labels, *, preset: str = "exponential", rho=100.0,
+                     n_max=None, lt_seed=0, lt_counts=None) -> tuple[np.ndarray, list[int]]:
+    """Which of the train rows (positions into `train_labels`) the long tail keeps, and the
+    per-class training counts. `preset`: "hw2" (the report's tail, `n_max` capping the head
+    classes) or "exponential" (ρ profile); `lt_counts` (one count per class) replaces either."""
+    from hw2lib.data import long_tail_indices
 
     if preset not in LONG_TAILS:
         raise ValueError(f"unknown long tail {preset!r}; choose one of {LONG_TAILS}")
-    train = idx["train"]
-    labels = ds.y[train].numpy()
+    labels = np.asarray(train_labels)
     if lt_counts is None and preset == "hw2":
-        lt_counts = hw2_counts(ds.classes, labels, head_cap=n_max)
-    pos, counts = D.long_tail_indices(labels, ds.num_classes, rho=rho, n_max=n_max,
-                                      seed=lt_seed, counts=lt_counts)
+        lt_counts = hw2_counts(classes, labels, head_cap=n_max)
+    return long_tail_indices(labels, len(classes), rho=rho, n_max=n_max, seed=lt_seed,
+                             counts=lt_counts)
+
+
+def long_tail(ds, idx: dict, p) -> tuple[dict, list[int]]:
+    """`idx` with its train rows made long-tailed as C-longtail's parameters `p` say
+    (`long_tail`, `rho`, `n_max`, `lt_seed`, `lt_counts`: see `long_tail_counts`); the per-class
+    training counts."""
+    train = idx["train"]
+    pos, counts = long_tail_counts(ds.classes, ds.y[train].numpy(), **tail_settings(p))
     return {**idx, "train": train[pos]}, counts
 
 
-def configs(catalogue: dict, backbone_names, losses, *, epochs: int | None,
-            best_epochs: int | None, best_stem: str | None, batch_size: int,
-            seed: int) -> list[dict]:
-    """The resolved recipe of every backbone × loss, in order. `epochs` replaces the protocol's
-    epochs of the HW2-protocol backbones, `best_epochs` those of the best recipe."""
-    from hw2lib.task_b import with_epochs
+def tail_settings(p) -> dict:
+    return dict(preset=p["long_tail"], rho=p["rho"], n_max=p["n_max"], lt_seed=p["lt_seed"],
+                lt_counts=p["lt_counts"])
 
-    unknown = set(backbone_names) - set(catalogue)
+
+def catalogue(p) -> dict:
+    """C's backbones with the notebook's `lr_pretrained` and `pretrained_resize`."""
+    return c_backbones(lr_pretrained=p["lr_pretrained"], pretrained_resize=p["pretrained_resize"])
+
+
+def configs(p) -> list[Recipe]:
+    """The resolved recipe of every backbone × loss C-longtail trains with parameters `p` (the
+    notebook's: its globals in the notebook, the checked parameters in `hw2 plan`), in order:
+    `backbones`, `losses`, `epochs` replacing the protocol's epochs of the HW2-protocol
+    backbones and `best_epochs` those of the best recipe, `best_stem`, `batch_size`, `seed`."""
+    cat, names, losses = catalogue(p), list(p["backbones"]), list(p["losses"])
+    unknown = set(names) - set(cat)
     if unknown:
-        raise ValueError(f"unknown backbone(s) {sorted(unknown)}; choose from {list(catalogue)}")
+        raise ValueError(f"unknown backbone(s) {sorted(unknown)}; choose from {list(cat)}")
     for loss, twin in SAME_OBJECTIVE.items():
         if loss in losses and twin in losses:
             raise ValueError(f"losses {loss!r} and {twin!r} are the same objective (logit "
@@ -94,15 +89,15 @@ def configs(catalogue: dict, backbone_names, losses, *, epochs: int | None,
                              f"by a constant): drop {loss!r} from `losses` (post-hoc adjustment "
                              f"covers τ ≠ 1, chosen on validation)")
     out = []
-    for bb in backbone_names:
-        spec = dict(catalogue[bb])
+    for bb in names:
+        spec = dict(cat[bb])
         best = spec.get("track") == "best"
-        if best and best_stem is not None:
-            spec["stem"] = best_stem
-        spec = with_epochs(spec, best_epochs if best else epochs)
+        if best and p["best_stem"] is not None:
+            spec["stem"] = p["best_stem"]
+        spec = with_epochs(spec, p["best_epochs"] if best else p["epochs"])
         for loss in losses:
-            out.append(experiment_config(dict(name=f"{bb}_{loss}", loss=loss, group=bb, **spec),
-                                         batch_size=batch_size, seed=seed))
+            out.append(resolve(dict(name=f"{bb}_{loss}", loss=loss, group=bb, **spec),
+                               batch_size=p["batch_size"], seed=p["seed"]))
     return out
 
 
@@ -122,7 +117,7 @@ def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weight
                                                 gpus_per_run=gpus_per_run,
                                                 ray_address=ray_address))
     results = {(r["config"]["group"], r["config"]["loss"]): {
-        **r, "predictions": load_predictions(r["run_dir"])} for r in done}
+        **r, "predictions": load_predictions(r["run_folder"])} for r in done}
     return results, failed
 
 
@@ -158,7 +153,7 @@ def retrain_classifier(model, ds, train_idx, cfg: dict, device, *, epochs: int =
     from hw2lib.features import extract_features
     from hw2lib.nn_utils import last_linear
 
-    loader = make_loader(ds, train_idx, cfg, device, train=False, batch_size=256)
+    loader = make_loader(ds, train_idx, cfg, device, train=False, batch_size=batch_size)
     feats, labels = extract_features(model, loader, device=device)
     _, head = last_linear(model)
     gen = torch.Generator().manual_seed(seed)
@@ -232,7 +227,7 @@ def method_scores(results: dict, ds, idx: dict, counts, *, posthoc_tau: float | 
             adj["val"], p["val_targets"], adj["test"], p["test_targets"], counts, k)
         if crt_epochs:
             cfg = res["config"]
-            model, _ = load_trained(f"{res['run_dir']}/best.pt", device)
+            model, _ = load_trained(f"{res['run_folder']}/best.pt", device)
             retrain_classifier(model, ds, idx["train"], cfg, device, epochs=crt_epochs, seed=seed)
             lg = {s: (predict_tta if cfg.get("tta") else predict)(
                       model, make_loader(ds, idx[s], cfg, device, train=False), device)
@@ -329,7 +324,7 @@ def findings(rows: dict, t: pd.DataFrame) -> list[str]:
 def comparable_to_hw2(cfg: dict, *, long_tail: str, n_max, lt_counts) -> bool:
     """Whether a run is the report's protocol: its long tail (the `hw2` preset with full head
     classes) and its backbone's protocol epochs."""
-    proto = backbones(lr_pretrained=0.0)[cfg["group"]]
+    proto = c_backbones(lr_pretrained=0.0)[cfg["group"]]
     return (long_tail == "hw2" and n_max is None and lt_counts is None
             and proto.get("track") == "hw2" and cfg["epochs"] == proto["epochs"])
 

@@ -221,21 +221,18 @@ def test_log_prior(dtype):
     assert got.exp().sum().item() == pytest.approx(1.0, rel=1e-6)
 
 
-def test_one_log_prior_everywhere(batch, monkeypatch):
-    """balanced_softmax, logit_adjusted and posthoc_logit_adjust all add/subtract _log_prior."""
-    calls = []
-    real = L._log_prior
-
-    def spy(counts):
-        calls.append(counts.tolist())
-        return real(counts)
-
-    monkeypatch.setattr(L, "_log_prior", spy)
+def test_the_prior_adjusted_losses_are_cross_entropy_of_shifted_logits(batch):
+    """balanced_softmax = CE(logits + log π), logit_adjusted(τ) = CE(logits + τ log π) and the
+    post-hoc adjustment = logits − τ log π, with π the class frequencies (by hand here)."""
     logits, y = batch
-    L.build_loss("balanced_softmax", class_counts=COUNTS)(logits, y)
-    L.build_loss("logit_adjusted", class_counts=COUNTS, tau=0.5)(logits, y)
-    L.posthoc_logit_adjust(logits, COUNTS)
-    assert calls == [[float(n) for n in COUNTS]] * 3
+    log_pi = torch.tensor([math.log(n / sum(COUNTS)) for n in COUNTS], dtype=logits.dtype)
+    ce = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(L.build_loss("balanced_softmax", class_counts=COUNTS)(logits, y),
+                               ce(logits + log_pi, y))
+    torch.testing.assert_close(
+        L.build_loss("logit_adjusted", class_counts=COUNTS, tau=0.5)(logits, y),
+        ce(logits + 0.5 * log_pi, y))
+    torch.testing.assert_close(L.posthoc_logit_adjust(logits, COUNTS), logits - log_pi)
 
 
 @pytest.mark.parametrize(("alpha", "pattern"), [

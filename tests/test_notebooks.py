@@ -3,6 +3,7 @@ where ../shared/data/EuroSAT.zip exists)."""
 
 import json
 import math
+import shutil
 
 import pytest
 
@@ -103,9 +104,17 @@ def test_finished_notebooks_are_not_rerun(smoke_report, capsys):
     assert "already passed" in capsys.readouterr().out
 
 
-def test_failing_notebook_gets_page_failed_entry_and_nonzero_exit(smoke_report, capsys):
+def _own_copy(smoke_report, tmp_path):
+    """The module's report copied for a test that changes it (the others keep theirs as run)."""
     out, _, _, ov = smoke_report
-    p = ov
+    mine = tmp_path / "report"
+    shutil.copytree(out, mine, ignore=shutil.ignore_patterns(".hw2-lock"))
+    return mine, ov
+
+
+def test_failing_notebook_gets_page_failed_entry_and_nonzero_exit(smoke_report, capsys,
+                                                                 tmp_path):
+    out, p = _own_copy(smoke_report, tmp_path)
     # an unknown experiment is refused before anything runs now (tests/test_users.py): a device
     # name torch does not know fails inside the notebook
     code = cli.main(["report", "--profile", "smoke", "--out", str(out), "--only", "B-ablation",
@@ -120,10 +129,10 @@ def test_failing_notebook_gets_page_failed_entry_and_nonzero_exit(smoke_report, 
     assert run.read_status(out)[0]["B-ablation"]["status"] == "failed"
 
 
-def test_a_changed_parameter_trains_a_new_run_and_a_vis_follows(smoke_report, capsys):
-    """Issue 10, cases 1 and 7: a changed lr is a new run (no "cannot resume" error), and A-vis,
-    which took the old model, runs again on the new one."""
-    out, _, _, ov = smoke_report
+def test_a_changed_parameter_trains_a_new_run_and_a_vis_follows(smoke_report, tmp_path):
+    """A changed lr is a new run (no "cannot resume" error), and A-vis, which took the old
+    model, runs again on the new one."""
+    out, ov = _own_copy(smoke_report, tmp_path)
     first = json.loads((out / "runs/A-train/results.json").read_text())
     _, res = run.report("smoke", out, ["A-train", "A-vis"], {**ov, "lr": 0.05})  # default 0.02
     assert [(r.status, r.error) for r in res] == [("passed", None)] * 2
@@ -137,9 +146,9 @@ def test_a_changed_parameter_trains_a_new_run_and_a_vis_follows(smoke_report, ca
 
 
 @pytest.mark.realdata
-def test_smoke_report_on_real_eurosat(real_eurosat_zip, tmp_path_factory):
+def test_smoke_report_on_real_eurosat(real_eurosat_zip, real_eurosat, tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke-real")
-    ov = {"source": str(real_eurosat_zip), "data_dir": str(out / "data")}
+    ov = {"source": str(real_eurosat_zip), "data_dir": str(real_eurosat[1])}  # extracted once
     _, results = run.report("smoke", out, ["A-train", "A-vis"], ov)
     assert [(r.status, r.error) for r in results] == [("passed", None)] * 2
     res = json.loads((out / "runs/A-vis/results.json").read_text())

@@ -11,6 +11,7 @@ import pytest
 from hw2lib import plan as P
 from hw2lib.cli import main
 from hw2lib.data import EUROSAT_CLASSES
+from tests.nets import nb_params
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,8 @@ def test_plan_overrides_and_the_exponential_tail(tmp_path, capsys):
 def test_plan_table_counts_the_rows_given(small_ds):
     from hw2lib import task_b
 
-    cfgs = task_b.configs(["resnet18", "best"], seeds=[0], ablation_seeds=[0], epochs=2,
-                          best_epochs=3, batch_size=4, lr_sgd=0.05)
+    cfgs = task_b.configs(nb_params("B-ablation", experiments=["resnet18", "best"], seeds=[0],
+                                    ablation_seeds=[0], epochs=2, best_epochs=3, batch_size=4))
     rows = {"hw2": np.arange(6), "best": np.arange(len(small_ds.y))}
     t = P.table(cfgs, small_ds, rows)
     assert t.loc[("resnet18", 0), "n_train"] == 6

@@ -65,7 +65,7 @@ def _status(out, name, status, **kw):
     rec = {"notebook": name, "status": status, "duration_s": 1.0, "html": f"{name}.html",
            "executed": None, "run_dir": f"runs/{name}", "params": {}, "error": None,
            "started": "", "profile": "smoke", "previous_html": None, **kw}
-    run._write_status(out, rec)
+    run.write_status(out, rec)
 
 
 def test_a_corrupt_status_file_is_named_moved_aside_and_rebuilt(tmp_path):
@@ -100,7 +100,7 @@ def _fake_run_notebook(calls):
             _results(out, "A-vis", inputs={"A-train": {"run_id": rid}})
         rec = run.RunResult(name, "passed", 0.1, f"{name}.html", None, f"runs/{name}", params,
                             profile=profile)
-        run._write_status(out, rec.__dict__)
+        run.write_status(out, rec.__dict__)
         return rec
     return fake
 

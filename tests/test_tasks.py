@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from hw2lib import task_a, task_b, task_c
-from hw2lib.experiment import experiment_config, summarize
+from hw2lib.experiment import summarize
+from hw2lib.recipes import B_EXPERIMENTS, BEST, resolve
 from hw2lib.reference import REFERENCE
+from tests.nets import fake_dataset, nb_params, run_record
 
 
 def _rec(name, seed, val, test=None, n=1000, epochs=None, history=None, **extra):
-    cfg = experiment_config(task_b.with_epochs(task_b.experiment(name), epochs), seed=seed)
-    test = val if test is None else test
-    return {"config": cfg, "params": 10, "val_acc": val, "test_acc": test, "val_bal_acc": val,
-            "test_bal_acc": test, "wall_seconds": 2.0, "run_id": f"id{seed}", "val_n": n,
-            "test_n": n, "history": history or [], **extra}
+    cfg = resolve(task_b.with_epochs(task_b.experiment(name), epochs), seed=seed)
+    return run_record(cfg, val, test, n=n, run_id=f"id{seed}", history=history or [], **extra)
 
 
 def test_b_catalogue_ablation_cells_and_references():
@@ -27,23 +26,32 @@ def test_b_catalogue_ablation_cells_and_references():
     with pytest.raises(ValueError, match="Known: resnet18, resnet34"):
         task_b.experiment("resnet19")
     for (aug, sched), name in task_b.ABLATION_CELLS.items():
-        spec = task_b.EXPERIMENTS[name]
+        spec = B_EXPERIMENTS[name]
         assert spec["model"] == "resnext18" and spec["epochs"] == 200
         assert spec.get("augment", "basic") == aug
         assert spec.get("schedule", "none") == sched
     for name, key in task_b.REFERENCE_KEY.items():
-        assert key in REFERENCE and task_b.EXPERIMENTS[name]["track"] == "hw2"
+        assert key in REFERENCE and B_EXPERIMENTS[name]["track"] == "hw2"
     for _, a, b, _claim in task_b.COMPARISONS:
-        assert a in task_b.EXPERIMENTS and b in task_b.EXPERIMENTS
+        assert a in B_EXPERIMENTS and b in B_EXPERIMENTS
     # every lever is the best recipe with exactly the named settings changed
     for name, (_, change) in task_b.LEVERS.items():
-        spec = task_b.EXPERIMENTS[name]
-        assert {k for k in spec if spec[k] != task_b.BEST.get(k)} == set(change)
+        spec = B_EXPERIMENTS[name]
+        assert {k for k in spec if spec[k] != BEST.get(k)} == set(change)
+
+
+def test_b_experiments_all_is_the_whole_catalogue_once():
+    assert task_b.experiment_names(["all"]) == list(B_EXPERIMENTS)
+    assert task_b.experiment_names(["best", "all"]) == ["best", *(n for n in B_EXPERIMENTS
+                                                                  if n != "best")]
+    # the notebook's default is "all": JupyterLab trains the whole study
+    assert [c["name"] for c in task_b.configs(nb_params("B-ablation"))
+            if c["seed"] == 0] == list(B_EXPERIMENTS)
 
 
 def test_b_configs_resolve_both_protocols():
-    cfgs = task_b.configs(["resnet18", "resnext18", "best"], seeds=[0], ablation_seeds=[0, 1],
-                          epochs=None, batch_size=128, lr_sgd=0.07)
+    cfgs = task_b.configs(nb_params("B-ablation", experiments=["resnet18", "resnext18", "best"],
+                                    seeds=[0], ablation_seeds=[0, 1], lr_sgd=0.07))
     assert [(c["name"], c["seed"]) for c in cfgs] == [
         ("resnet18", 0), ("resnext18", 0), ("resnext18", 1), ("best", 0), ("best", 1)]
     r18, rx, best = cfgs[0], cfgs[1], cfgs[3]
@@ -55,9 +63,9 @@ def test_b_configs_resolve_both_protocols():
     assert (best["stem"], best["augment"], best["mix"], best["ema"], best["tta"],
             best["warmup_epochs"], best["loss_kw"]) == ("small", "d4", "both", 0.999, True, 5,
                                                         {"label_smoothing": 0.1})
-    short = task_b.configs(["resnext18", "best", "best_torchvision_stem"], seeds=[0],
-                           ablation_seeds=[0], epochs=10, best_epochs=4, best_stem="imagenet",
-                           batch_size=64, lr_sgd=0.05)
+    short = task_b.configs(nb_params(
+        "B-ablation", experiments=["resnext18", "best", "best_torchvision_stem"], seeds=[0],
+        ablation_seeds=[0], epochs=10, best_epochs=4, best_stem="imagenet", batch_size=64))
     assert short[0]["epochs"] == 10 and short[0]["milestones"] == [4, 6, 8]
     assert short[1]["epochs"] == 4 and short[1]["warmup_epochs"] == 1
     assert short[1]["stem"] == "imagenet" and short[2]["stem"] == "imagenet"
@@ -174,12 +182,16 @@ def test_c_scores_table_findings_and_posthoc():
                                             "run_id": "bs01", "config": {}, "val_acc": 1.0,
                                             "best_epoch": 1, "history": [{"val_loss": 0.5}]}}
 
-    class DS:
-        num_classes = k
-
-    rows = task_c.method_scores(results, DS(), {}, counts, posthoc_tau=1.0, crt_epochs=0,
+    rows = task_c.method_scores(results, fake_dataset(num_classes=k), {}, counts, posthoc_tau=1.0, crt_epochs=0,
                                 seed=0, device="cpu")
     assert set(rows) == {("bb", "ce"), ("bb", "balanced_softmax"), ("bb", "posthoc (τ=1)")}
+    # the post-hoc row: the CE model's logits minus τ·log π (π the class frequencies), re-scored
+    log_pi = np.log(np.array(counts) / sum(counts))
+    adjusted = (half - log_pi).argmax(1)
+    post = rows[("bb", "posthoc (τ=1)")]
+    assert post["val_acc"] == (adjusted == y).mean() and list(post["val_pred"]) == list(adjusted)
+    assert post["test_bal_acc"] == task_c.scores(half - log_pi, y, half - log_pi, y, counts,
+                                                 k)["test_bal_acc"]
     t = task_c.table(rows)
     assert t.loc[("bb", "balanced_softmax"), "val_bal_acc"] == 1.0
     assert "test_pred" not in t.columns
@@ -209,10 +221,9 @@ def test_c_scores_table_findings_and_posthoc():
 
 
 def test_c_backbones_protocols_and_unknown_names():
-    cat = task_c.backbones(lr_pretrained=0.01)
-    cfgs = task_c.configs(cat, ["resnext18", "resnet18_pretrained", "best"],
-                          ["ce", "balanced_softmax"], epochs=None, best_epochs=None,
-                          best_stem=None, batch_size=128, seed=0)
+    cfgs = task_c.configs(nb_params("C-longtail", backbones=["resnext18", "resnet18_pretrained",
+                                                             "best"],
+                                    losses=["ce", "balanced_softmax"]))
     by = {c["name"]: c for c in cfgs}
     rx = by["resnext18_balanced_softmax"]
     assert (rx["optimizer"], rx["lr"], rx["milestones"], rx["gamma"], rx["epochs"]) == (
@@ -226,12 +237,11 @@ def test_c_backbones_protocols_and_unknown_names():
     assert not task_c.comparable_to_hw2(rx, **{**ok, "long_tail": "exponential"})
     assert not task_c.comparable_to_hw2(rx, **{**ok, "n_max": 300})
     assert not task_c.comparable_to_hw2(best, **ok)
-    short = task_c.configs(cat, ["resnext18"], ["ce"], epochs=5, best_epochs=None,
-                           best_stem=None, batch_size=64, seed=0)[0]
+    short = task_c.configs(nb_params("C-longtail", backbones=["resnext18"], losses=["ce"],
+                                     epochs=5, batch_size=64))[0]
     assert short["milestones"] == [2, 3, 4] and not task_c.comparable_to_hw2(short, **ok)
     with pytest.raises(ValueError, match=r"unknown backbone\(s\) \['vgg'\]"):
-        task_c.configs(cat, ["vgg"], ["ce"], epochs=1, best_epochs=1, best_stem=None,
-                       batch_size=1, seed=0)
+        task_c.configs(nb_params("C-longtail", backbones=["vgg"], losses=["ce"]))
 
 
 def test_c_hw2_long_tail_preset():
@@ -243,27 +253,20 @@ def test_c_hw2_long_tail_preset():
     assert counts == [1800, 1800, 1800, 19, 1500, 10, 36, 1800, 1500, 1800]
     assert task_c.hw2_counts(classes, labels, head_cap=300)[:4] == [300, 300, 300, 19]
 
-    class DS:
-        num_classes = 10
-        y = torch.from_numpy(labels)
-
-    DS.classes = classes
-    idx, got = task_c.long_tail(DS(), {"train": np.arange(len(labels)) + 0}, preset="hw2")
+    ds = fake_dataset(num_classes=10, y=torch.from_numpy(labels), classes=classes)
+    idx, got = task_c.long_tail(ds, {"train": np.arange(len(labels)) + 0},
+                                nb_params("C-longtail", long_tail="hw2"))
     assert got == counts
     assert np.bincount(labels[idx["train"]], minlength=10).tolist() == counts
     with pytest.raises(ValueError, match="lacks"):
         task_c.hw2_counts(["a", "b"], np.array([0, 1]))
     with pytest.raises(ValueError, match="unknown long tail"):
-        task_c.long_tail(DS(), {"train": np.arange(5)}, preset="zipf")
+        task_c.long_tail(ds, {"train": np.arange(5)}, nb_params("C-longtail", long_tail="zipf"))
 
 
-def test_a_confused_pairs_knn_per_class_and_findings():
+def test_a_confused_pairs_and_findings():
     cm = np.array([[9, 1, 0], [4, 6, 0], [0, 0, 10]])
     assert task_a.confused_pairs(cm, ["a", "b", "c"], k=3) == [("b", "a", 4), ("a", "b", 1)]
-    emb = np.array([[0, 0], [0, .1], [0, .2], [10, 10], [10, 10.1], [10, 10.2]], float)
-    labels = np.array([0, 0, 0, 1, 1, 2])
-    per = task_a.knn_per_class(emb, labels, k=2, num_classes=4)
-    assert per[:3] == [1.0, 1.0, 0.0] and math.isnan(per[3])
     hist = [{"epoch": 1, "val_acc": .5, "val_loss": 1.2, "train_loss": 1.0, "train_acc": .6},
             {"epoch": 2, "val_acc": .7, "val_loss": .9, "train_loss": .5, "train_acc": .9}]
     lines = task_a.train_findings(hist, cm, ["a", "b", "c"],
@@ -329,9 +332,8 @@ def test_b_step_jumps_table_says_why_it_is_empty():
 
 
 def test_c_track_table_puts_each_number_in_its_column():
-    cat = task_c.backbones(lr_pretrained=0.01)
-    cfgs = task_c.configs(cat, ["resnext18", "best_no_mix"], ["ce", "balanced_softmax"],
-                          epochs=None, best_epochs=None, best_stem=None, batch_size=128, seed=0)
+    cfgs = task_c.configs(nb_params("C-longtail", backbones=["resnext18", "best_no_mix"],
+                                    losses=["ce", "balanced_softmax"]))
     results = {(c["group"], c["loss"]): {"config": c} for c in cfgs}
     rows = {k: {"val_acc": v, "test_bal_acc": v - 0.1} for k, v in zip(
         results, (0.80, 0.88, 0.90, 0.95), strict=True)}
@@ -366,8 +368,39 @@ def test_notebook_helpers_of_b_and_c(tmp_path):
     assert task_c.per_class_by_backbone(sc) == {"bb": {"ce": [1.0, 0.5], "cRT": [0.5]},
                                                 "cc": {"ce": [0.0]}}
     check = task_c.protocol_check(long_tail="hw2", n_max=None, lt_counts=None)
-    cfg = task_c.configs(task_c.backbones(lr_pretrained=0.01), ["resnext18"], ["ce"],
-                         epochs=None, best_epochs=None, best_stem=None, batch_size=128,
-                         seed=0)[0]
+    cfg = task_c.configs(nb_params("C-longtail", backbones=["resnext18"], losses=["ce"]))[0]
     assert check(cfg) and not task_c.protocol_check(long_tail="exponential", n_max=None,
                                                     lt_counts=None)(cfg)
+
+
+def test_crt_retrains_only_a_seeded_new_head(small_ds, monkeypatch):
+    """cRT: the backbone's weights are untouched, the head is replaced by one trained on frozen
+    features with class-balanced draws; the same seed gives the same head; its feature pass uses
+    the batch size it is given."""
+    from hw2lib import data as D
+    from hw2lib.models import build_model
+
+    cfg = resolve({"name": "c", "model": "resnet18", "augment": "none"}, epochs=1, seed=0,
+                  batch_size=8)
+    train = D.split_indices(small_ds)["train"]
+    sizes = []
+    real_loader = task_c.make_loader
+    monkeypatch.setattr(task_c, "make_loader",
+                        lambda *a, **k: sizes.append(k.get("batch_size")) or real_loader(*a, **k))
+
+    def crt(seed):
+        torch.manual_seed(0)
+        model = build_model("resnet18", small_ds.num_classes)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        task_c.retrain_classifier(model, small_ds, train, cfg, "cpu", epochs=2, lr=0.1,
+                                  batch_size=16, seed=seed)
+        after = model.state_dict()
+        for k, v in before.items():
+            assert torch.equal(v, after[k]) != k.startswith("fc."), k  # head changed, rest not
+        return after["fc.weight"], after["fc.bias"]
+
+    a, b = crt(0), crt(0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(crt(1)[0], a[0])
+    assert sizes == [16, 16, 16]
+

@@ -10,7 +10,9 @@ import pytest
 
 from hw2lib import stats, task_b, task_c
 from hw2lib.cli import main
-from hw2lib.experiment import experiment_config, summarize
+from hw2lib.experiment import summarize
+from hw2lib.recipes import resolve
+from tests.nets import fake_dataset, nb_params
 
 # Settings that change how a run is scored, not what it trains: the EMA never feeds back into
 # training, and TTA is evaluation only.
@@ -52,9 +54,8 @@ def test_retired_and_same_objective_trainings_are_refused_with_what_to_do():
     with pytest.raises(ValueError, match="best_no_ema.*raw weights.*run `best`"):
         task_b.experiment("best_no_ema")
     with pytest.raises(ValueError, match="same objective.*drop 'logit_adjusted'"):
-        task_c.configs(task_c.backbones(lr_pretrained=0.01), ["resnext18"],
-                       ["ce", "balanced_softmax", "logit_adjusted"], epochs=1, best_epochs=1,
-                       best_stem=None, batch_size=8, seed=0)
+        task_c.configs(nb_params("C-longtail", backbones=["resnext18"],
+                                 losses=["ce", "balanced_softmax", "logit_adjusted"]))
     assert "warm-up" in task_b.LEVERS["best_multistep"][0]
 
 
@@ -71,11 +72,11 @@ def _run(tmp_path, name, seed, correct, *, y, n_train=600, **variants):
     d.mkdir()
     preds = {"test_logits": _logits(y, correct), "test_targets": y,
              "val_logits": _logits(y, correct), "val_targets": y}
-    rec = {"config": experiment_config(task_b.experiment(name), seed=seed), "params": 1,
+    rec = {"config": resolve(task_b.experiment(name), seed=seed), "params": 1,
            "val_acc": float(correct.mean()), "test_acc": float(correct.mean()),
            "val_bal_acc": 0.0, "test_bal_acc": 0.0, "wall_seconds": 1.0,
            "run_id": f"{name[:4]}{seed}", "val_n": len(y), "test_n": len(y),
-           "run_dir": str(d), "identity": {"data": {"n_train": n_train}}}
+           "run_folder": str(d), "identity": {"data": {"n_train": n_train}}}
     for v, c in variants.items():
         preds[f"test_logits_{v}"] = _logits(y, c)
         rec[f"test_acc_{v}"] = rec[f"val_acc_{v}"] = float(c.mean())
@@ -147,10 +148,7 @@ def test_c_posthoc_tau_is_chosen_on_validation():
     results = {("bb", "ce"): {"predictions": {"val_logits": logits, "val_targets": y,
                                               "test_logits": logits, "test_targets": y}}}
 
-    class DS:
-        num_classes = 3
-
-    rows = task_c.method_scores(results, DS(), {}, counts, posthoc_tau=None, crt_epochs=0,
+    rows = task_c.method_scores(results, fake_dataset(num_classes=3), {}, counts, posthoc_tau=None, crt_epochs=0,
                                 seed=0, device="cpu")
     (key,) = [k for k in rows if k[1].startswith("posthoc")]
     assert key[1] == f"posthoc (τ={tau:g}, chosen on val from 0–2)"
@@ -164,8 +162,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
 
     from hw2lib import checkpoints as C
     from hw2lib import engine as E
-    from tests.nets import Tiny
-    from tests.test_engine import make_loader
+    from tests.nets import HISTORY_KEYS, Tiny, fit, make_loader
 
     g = torch.Generator().manual_seed(0)
     y = torch.arange(24) % 3
@@ -173,7 +170,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     kw = dict(optimizer="sgd", lr=0.05, device="cpu", progress=False, ema=0.8)
     torch.manual_seed(1)
     model = Tiny()
-    hist = E.fit(model, make_loader(x, y, seed=0), make_loader(x, y, shuffle=False), epochs=3,
+    hist = fit(model, make_loader(x, y, seed=0), make_loader(x, y, shuffle=False), epochs=3,
                  out_dir=tmp_path / "run", **kw)
     assert all({"val_acc_raw", "val_loss_raw"} <= set(h) for h in hist)
     raw_best = max(range(3), key=lambda i: (hist[i]["val_acc_raw"], -i))
@@ -188,9 +185,9 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     ema_best = C.load_checkpoint(tmp_path / "run" / "best.pt")
     assert any(not torch.equal(ema_best["model"][k], ckpt["model"][k]) for k in ckpt["model"])
     # without EMA the history keeps its keys and no best_raw.pt is written
-    plain = E.fit(Tiny(), make_loader(x, y, seed=0), make_loader(x, y, shuffle=False),
+    plain = fit(Tiny(), make_loader(x, y, seed=0), make_loader(x, y, shuffle=False),
                   epochs=1, out_dir=tmp_path / "plain", **{**kw, "ema": 0.0})
-    assert set(plain[0]) == set(E.HISTORY_KEYS)
+    assert set(plain[0]) == HISTORY_KEYS
     assert not (tmp_path / "plain" / "best_raw.pt").exists()
 
 
@@ -201,16 +198,16 @@ def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imag
     root = make_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=8, size=16)
     ds = D.load_dataset(tmp_path / "data", image_folder=root, image_size=16, progress=False)
     idx = D.split_indices(ds)
-    cfg = X.experiment_config({"name": "ema", "model": "resnet18", "ema": 0.9, "tta": True},
+    cfg = resolve({"name": "ema", "model": "resnet18", "ema": 0.9, "tta": True},
                               epochs=2, seed=0, batch_size=8)
     res = X.run_experiment(cfg, ds, tmp_path / "runs", train_idx=idx["train"],
                            val_idx=idx["val"], test_idx=idx["test"], progress=False)
     for k in ("val_acc_raw", "test_acc_raw", "test_acc_raw_no_tta", "test_bal_acc_raw"):
         assert 0.0 <= res[k] <= 1.0, k
     assert 1 <= res["best_epoch_raw"] <= 2
-    correct, targets = X.per_image_correct(res["run_dir"], "test", "_raw")
+    correct, targets = X.per_image_correct(res["run_folder"], "test", "_raw")
     assert correct.mean() == pytest.approx(res["test_acc_raw"])
-    correct, _ = X.per_image_correct(res["run_dir"], "test", "_raw_no_tta")
+    correct, _ = X.per_image_correct(res["run_folder"], "test", "_raw_no_tta")
     assert correct.mean() == pytest.approx(res["test_acc_raw_no_tta"])
     row = X.summarize([res])[0]
     assert row["test_acc_raw_values"] == [res["test_acc_raw"]] and row["seed_ids"] == [0]
@@ -225,7 +222,7 @@ def test_references_are_stated_as_the_report_states_them():
     assert reference_value("B/resnext50_32x4d", text=True) == "≈ 0.86"
     assert reference_value("B/resnet18") == 0.80 and reference_value("B/resnext18") == 0.8906
     assert reference_value("nope", text=True) == "—" and REF_LABEL == "HW2 report (its split)"
-    rows = summarize([{"config": experiment_config(task_b.experiment(n), seed=0), "params": 1,
+    rows = summarize([{"config": resolve(task_b.experiment(n), seed=0), "params": 1,
                        "val_acc": 0.8, "test_acc": 0.8, "val_bal_acc": 0.8, "test_bal_acc": 0.8,
                        "wall_seconds": 1.0, "run_id": n[:6]}
                       for n in ("dlresnet18_5x5_adam", "resnet18")])
@@ -239,7 +236,7 @@ def test_references_are_stated_as_the_report_states_them():
 def test_a_reference_only_beside_a_pretrained_resnet50_at_the_protocols_budget():
     from hw2lib import task_a
 
-    cfg = experiment_config({"name": "resnet50", "model": "resnet50", "pretrained": True},
+    cfg = resolve({"name": "resnet50", "model": "resnet50", "pretrained": True},
                             epochs=15, seed=0)
     res = {"config": cfg, "warning": None, "identity": {"data": {"n_train": 16200}},
            "run_id": "abc", "val_acc": 0.95, "test_acc": 0.95, "val_bal_acc": 0.95,
@@ -292,7 +289,7 @@ def test_crt_is_scored_like_its_row_neighbours(monkeypatch, tta):
     from torch import nn
 
     from hw2lib import engine as E
-    from tests.test_engine import make_loader
+    from tests.nets import make_loader
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(108, 3)).eval()  # not symmetric: TTA matters
@@ -307,12 +304,10 @@ def test_crt_is_scored_like_its_row_neighbours(monkeypatch, tta):
     lg = np.zeros((12, 3), dtype=np.float32)
     results = {("bb", "ce"): {"predictions": {"val_logits": lg, "val_targets": y.numpy(),
                                               "test_logits": lg, "test_targets": y.numpy()},
-                              "config": {"tta": tta}, "run_dir": "unused"}}
+                              "config": {"tta": tta}, "run_folder": "unused"}}
 
-    class DS:
-        num_classes = 3
-
-    rows = task_c.method_scores(results, DS(), {"train": [], "val": [], "test": []}, [4, 2, 1],
+    rows = task_c.method_scores(results, fake_dataset(num_classes=3),
+                                {"train": [], "val": [], "test": []}, [4, 2, 1],
                                 posthoc_tau=1.0, crt_epochs=1, seed=0, device="cpu")
     want = views if tta else E.predict(model, loader, "cpu")[0].argmax(1)
     assert np.array_equal(rows[("bb", "cRT")]["test_pred"], want.numpy())
