@@ -7,10 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import torch
 
-from hw2lib import io
+from hw2lib import featvis, io
+from hw2lib.data import subsample_per_class
 from hw2lib.experiment import load_trained, make_loader, normalization
+from hw2lib.features import extract_features, knn_predictions, tsne_embed
+from hw2lib.notebook import headline
 from hw2lib.recipes import Recipe, resolve
+from hw2lib.reference import REF_LABEL
 
 # --------------------------------------------------------------------------- A-train
 
@@ -58,10 +64,6 @@ def a_reference(res: dict, reference: float | None) -> tuple[float | None, str]:
 def accuracy_table(res: dict, reference: float | None):
     """Val/test accuracy (and balanced) of the run beside the HW2 report's val accuracy — only
     when the run is the report's protocol (`a_reference`; the caption says why not)."""
-    import pandas as pd
-
-    from hw2lib.reference import REF_LABEL
-
     ref, why = a_reference(res, reference)
     keys = ["val_acc", "val_bal_acc", "test_acc", "test_bal_acc"]
     return pd.DataFrame(
@@ -74,8 +76,6 @@ def accuracy_table(res: dict, reference: float | None):
 def tsne(res: dict, ds, rows, *, points: int, perplexity: float, seed: int, device) -> dict:
     """t-SNE of the penultimate features of a stratified subset (≤ `points`) of `rows`:
     {"embedding", "labels", "knn" (kNN accuracy of the 2-D embedding), "knn_per_class", "dim"}."""
-    from hw2lib.data import subsample_per_class
-    from hw2lib.features import extract_features, knn_predictions, tsne_embed
 
     model, cfg = load_trained(Path(res["run_folder"]) / "best.pt", device)
     rows = np.asarray(rows)
@@ -92,8 +92,6 @@ def tsne(res: dict, ds, rows, *, points: int, perplexity: float, seed: int, devi
 
 def headline_rows(res: dict, emb: dict, model_name: str, reference: float | None) -> list[dict]:
     """The index's rows for A-train, each with the run id it came from."""
-    from hw2lib.notebook import headline
-
     init = "random init!" if res["warning"] else "ImageNet init"
     rid = res["run_id"]
     ref, why = a_reference(res, reference)
@@ -244,10 +242,6 @@ def visualize_tiles(model, cfg, tiles: dict, classes, *, layer, channel, grid_ch
     """For each tile: the channel it excites (or the one asked for), its top channels, the
     model's prediction, DeepDream, activation maximization from the tile and from noise, and the
     activation traces. {tile class: {...}}."""
-    import torch
-
-    from hw2lib import featvis
-
     mean, std = normalization(cfg)
     out = {}
     for name, img in tiles.items():
@@ -274,8 +268,6 @@ def visualize_tiles(model, cfg, tiles: dict, classes, *, layer, channel, grid_ch
 def channel_grid(model, cfg, vis: dict, *, layer, size, am_steps, am_lr, am_param, seed,
                  device) -> tuple[list, list[str]]:
     """Activation maximization from noise of each tile's top channels: (images, titles)."""
-    from hw2lib import featvis
-
     mean, std = normalization(cfg)
     images, titles = [], []
     for name, v in vis.items():
@@ -291,8 +283,6 @@ def channel_grid(model, cfg, vis: dict, *, layer, size, am_steps, am_lr, am_para
 def vis_headline_rows(vis: dict, run_id: str) -> list[dict]:
     """The index's rows for A-vis: each tile's activation-maximization gain from noise, with the
     A-train run whose model it visualized."""
-    from hw2lib.notebook import headline
-
     return [headline(f"{name}: act. max. gain (ch {v['channel']}, from noise)",
                      v["traces"]["from noise"][-1] - v["traces"]["from noise"][0], run_id=run_id)
             for name, v in vis.items()]

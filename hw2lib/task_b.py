@@ -8,12 +8,17 @@ import math
 import pandas as pd
 
 from hw2lib import stats
+from hw2lib.executor import run_experiments, split_failed
 from hw2lib.experiment import summarize
 from hw2lib.levers import KEY, TEST_LABEL, VAL_LABEL, cell, images_of, same_run_levers
 from hw2lib.levers import lever_table as _lever_table
 from hw2lib.levers import lever_view as _lever_view
+from hw2lib.models import build_model, count_parameters
+from hw2lib.notebook import headline
+from hw2lib.plots import plot_curves
 from hw2lib.recipes import B_EXPERIMENTS, LEVERS, Recipe, resolve, with_epochs
 from hw2lib.reference import REF_LABEL, reference_value
+from hw2lib.schedules import recipe_lr_table
 
 SEEDED_GROUPS = ("schedule", "ablation", "best")  # these run with `ablation_seeds`
 # The 2×2 ablation {no aug, crop + flip + colour} × {constant, MultiStep} on ResNeXt-18.
@@ -129,8 +134,6 @@ def run_all(cfgs: list[dict], ds, idx: dict, run_root, *, device, max_steps=None
     """Train (or reuse) every configuration on the rows of its track (`idx[track]`: a
     {"train", "val", "test"} mapping per track) through the executor (see `hw2lib.executor`).
     Returns (records of the finished runs, each with its `history`; the failed runs)."""
-    from hw2lib.executor import run_experiments, split_failed
-
     jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx[cfg["track"]]["train"],
                  val_idx=idx[cfg["track"]]["val"], test_idx=idx[cfg["track"]]["test"],
                  device=device, max_steps=max_steps, force=force) for cfg in cfgs]
@@ -149,8 +152,6 @@ def histories(records: list[dict]) -> dict[str, list[list[dict]]]:
 def curves(records: list[dict], names, key: str = "val_acc", title: str | None = None):
     """The named runs' curves in one figure (seed bands where several ran), and a note naming
     those this profile left out. The figure is None when fewer than two ran."""
-    from hw2lib.plots import plot_curves
-
     by_name = histories(records)
     have = [n for n in names if n in by_name]
     missing = [n for n in names if n not in by_name]
@@ -169,8 +170,6 @@ def lr_curves(epochs: int | None, batch_size: int,
     """The LR of each schedule of the comparison (ResNeXt-18): the table `fit` trains with
     (`schedules.lr_table`), one value an optimizer step; with `steps_per_epoch=1` one an epoch
     (these schedules are constant within an epoch)."""
-    from hw2lib.schedules import recipe_lr_table  # torch: not at task_b's import
-
     out = {}
     for n in SCHEDULE_RUNS:
         c = resolve(with_epochs(experiment(n), epochs), batch_size=batch_size, seed=0)
@@ -308,8 +307,6 @@ def lever_view(rows: list[dict]):
 
 def dlresnet_blocks(num_classes: int) -> str:
     """The parameter counts of ResNet-18 and both DLResNet-18s, and one dual-path block."""
-    from hw2lib.models import build_model, count_parameters
-
     names = ["resnet18", "dlresnet18_5x5", "dlresnet18_dilated"]
     counts = {m: f"{count_parameters(build_model(m, num_classes)):,} parameters" for m in names}
     return f"{counts}\n{build_model('dlresnet18_5x5', num_classes).layer1[0]}"
@@ -353,8 +350,6 @@ def headline_rows(rows: list[dict]) -> list[dict]:
     the report's own metric, on its split — only at the protocol's epochs; the test accuracy at
     the val-chosen checkpoint in the note), the ablation cells, and Track 2's chosen model (test
     accuracy)."""
-    from hw2lib.notebook import headline
-
     keep = set(REFERENCE_KEY) | set(ABLATION_CELLS.values()) | {"resnet50", "resnext50_sched",
                                                                  "dlresnet18_sched"}
     out = []

@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from hw2lib import metrics, stats
-from hw2lib.experiment import load_trained, make_loader
+from hw2lib.data import long_tail_indices
+from hw2lib.engine import predict, predict_tta
+from hw2lib.executor import run_experiments, split_failed
+from hw2lib.experiment import load_predictions, load_trained, make_loader
+from hw2lib.features import extract_features
+from hw2lib.losses import posthoc_logit_adjust
+from hw2lib.nn_utils import last_linear
+from hw2lib.notebook import headline
+from hw2lib.plots import plot_confusions
 from hw2lib.recipes import Recipe, c_backbones, resolve, with_epochs
 from hw2lib.reference import REF_LABEL, reference_value
 
@@ -43,8 +53,6 @@ def long_tail_counts(classes, train_labels, *, preset: str = "exponential", rho=
     """Which of the train rows (positions into `train_labels`) the long tail keeps, and the
     per-class training counts. `preset`: "hw2" (the report's tail, `n_max` capping the head
     classes) or "exponential" (ρ profile); `lt_counts` (one count per class) replaces either."""
-    from hw2lib.data import long_tail_indices
-
     if preset not in LONG_TAILS:
         raise ValueError(f"unknown long tail {preset!r}; choose one of {LONG_TAILS}")
     labels = np.asarray(train_labels)
@@ -106,9 +114,6 @@ def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weight
             gpus_per_run: float = 1.0, ray_address: str | None = None) -> tuple[dict, list]:
     """Train (or reuse) every configuration through the executor (see `hw2lib.executor`);
     ({(backbone, loss): result with `history` and `predictions`}, the failed runs)."""
-    from hw2lib.executor import run_experiments, split_failed
-    from hw2lib.experiment import load_predictions
-
     jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx["train"], val_idx=idx["val"],
                  test_idx=idx["test"], device=device, class_counts=counts, weights=weights,
                  allow_random_init=allow_random_init, max_steps=max_steps, force=force)
@@ -147,12 +152,6 @@ def retrain_classifier(model, ds, train_idx, cfg: dict, device, *, epochs: int =
     """Decoupled classifier re-training (cRT, Kang et al. 2020): freeze the backbone, re-initialise
     the last Linear layer and train it alone with class-balanced sampling. Features are computed
     once (no augmentation). Returns the model with its new head (in eval mode)."""
-    import torch
-    from torch import nn
-
-    from hw2lib.features import extract_features
-    from hw2lib.nn_utils import last_linear
-
     loader = make_loader(ds, train_idx, cfg, device, train=False, batch_size=batch_size)
     feats, labels = extract_features(model, loader, device=device)
     _, head = last_linear(model)
@@ -185,10 +184,6 @@ def retrain_classifier(model, ds, train_idx, cfg: dict, device, *, epochs: int =
 def posthoc_tau_on_val(logits_val, y_val, counts, taus=POSTHOC_TAUS) -> float:
     """The τ of `taus` whose post-hoc adjustment gives the highest validation balanced accuracy
     (ties: the smaller τ)."""
-    import torch
-
-    from hw2lib.losses import posthoc_logit_adjust
-
     lg = torch.from_numpy(np.asarray(logits_val))
     bal = [metrics.balanced_accuracy(y_val, posthoc_logit_adjust(lg, counts, tau=t).argmax(1)
                                      .numpy()) for t in taus]
@@ -201,11 +196,6 @@ def method_scores(results: dict, ds, idx: dict, counts, *, posthoc_tau: float | 
     logit adjustment (τ = `posthoc_tau`, or None: chosen on validation from `POSTHOC_TAUS`) and
     (when `crt_epochs`) cRT, scored like its row neighbours (8-view TTA when the recipe has it).
     Keys: (backbone, method)."""
-    import torch
-
-    from hw2lib.engine import predict, predict_tta
-    from hw2lib.losses import posthoc_logit_adjust
-
     k = ds.num_classes
     rows = {}
     for key, res in results.items():
@@ -262,8 +252,6 @@ def confusions(results: dict, split: str = "test") -> dict[str, dict[str, np.nda
     each titled with its accuracy on that split; on val also with the plain cross-entropy of the
     saved (best-checkpoint) logits — the same loss for every method, named as such (each method's
     own training loss would not be comparable: Balanced Softmax's is CE on shifted logits)."""
-    import torch
-
     out: dict[str, dict] = {}
     for (bb, loss), res in results.items():
         if loss in ("ce", "balanced_softmax"):
@@ -284,8 +272,6 @@ def confusions(results: dict, split: str = "test") -> dict[str, dict[str, np.nda
 
 def confusion_figures(results: dict, split: str, classes) -> list:
     """`confusions` of each backbone as one figure each (cross-entropy beside Balanced Softmax)."""
-    from hw2lib.plots import plot_confusions
-
     return [plot_confusions(cms, classes, title=bb)
             for bb, cms in confusions(results, split).items()]
 
@@ -370,8 +356,6 @@ def track_table(rows: dict, results: dict, *, comparable) -> pd.DataFrame:
 
 def headline_rows(rows: dict, t: pd.DataFrame, results: dict, *, comparable) -> list[dict]:
     """The index's rows; the report's number beside a run only when the run is its protocol."""
-    from hw2lib.notebook import headline
-
     heads = []
     for (bb, m), r in rows.items():
         if m not in ("ce", "balanced_softmax"):
