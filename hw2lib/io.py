@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 TEMP_MARK = ".tmp-"
@@ -85,9 +85,12 @@ def remove_stale_temps(folder, *, older_than: float = 0.0) -> list[Path]:
 
 
 def _default(o):
-    """The one JSON encoder: numpy and torch scalars/arrays, paths, devices, sets."""
+    """The one JSON encoder: numpy and torch scalars/arrays, paths, devices, sets, mappings that
+    are not dicts (a `recipes.Recipe`)."""
     import numpy as np
 
+    if isinstance(o, Mapping):
+        return dict(o)
     if isinstance(o, np.generic):
         return o.item()
     if isinstance(o, np.ndarray):

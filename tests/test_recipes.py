@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from hw2lib import engine as E
+from hw2lib import io
 from hw2lib import plan as P
 from hw2lib.recipes import DEFAULTS, LABELS, SETTINGS, Recipe, from_stored, resolve
 
@@ -60,6 +61,7 @@ def test_as_dict_is_built_in_and_round_trips_through_a_checkpoint(tmp_path):
     stored = torch.load(tmp_path / "c.pt", weights_only=True)["config"]
     assert from_stored(stored) == r and from_stored(stored).milestones == [4, 6, 8]
     assert from_stored({**stored, "model_kw": {}}) == r  # the retired key of older checkpoints
+    assert io.to_builtin({"failed": True, "config": r}) == {"failed": True, "config": r.as_dict()}
     again = pickle.loads(pickle.dumps(r))  # as the Ray executor ships it
     assert isinstance(again, Recipe) and again == r and again.loss_kw == {"label_smoothing": 0.1}
 
