@@ -38,6 +38,7 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     if executor == "ray":
         check_ray_address(ray_address)
     import matplotlib.pyplot as plt
+    import pandas as pd
 
     from hw2lib import data as D
     from hw2lib.runtime import resolve_device, run_info, seed_everything
@@ -47,6 +48,7 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     seed_everything(seed)
     dev = resolve_device(device)
     plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "figure.max_open_warning": 0})
+    pd.set_option("display.max_columns", 40)  # the plan table's recipe columns, none elided
     # The notebooks show the random-init warning as a box (show_warning); not twice on stderr.
     warnings.filterwarnings("ignore", message=RANDOM_INIT_PREFIX, category=UserWarning)
     from IPython import get_ipython

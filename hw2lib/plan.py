@@ -104,10 +104,16 @@ def plan(profile: str, names=None, overrides: dict | None = None) -> list[dict]:
     return out
 
 
+# The settings `table` shows even where every row has them at their defaults.
+TABLE_ALWAYS = ("epochs", "model", "stem", "optimizer", "lr", "weight_decay", "schedule",
+                "milestones", "warmup_epochs", "batch_size", "augment", "loss")
+
+
 def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
     """The resolved recipes a notebook is about to train, as a DataFrame: the rows `hw2 plan`
     prints, with the training counts read from the dataset rows (`train_rows`: one array, or
-    one per track)."""
+    one per track). Its columns: the key settings (`TABLE_ALWAYS`) and every other recipe
+    setting that some row sets away from its default (so a new recipe field shows where used)."""
     import pandas as pd
 
     def per_class(cfg):
@@ -115,10 +121,11 @@ def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
         return np.bincount(ds.y[rows].numpy(), minlength=ds.num_classes).tolist()
 
     out = [_row("", c, per_class(c), max_steps, long_tail) for c in cfgs]
-    keep = ["name", "seed", "track", *SETTINGS, "n_train", "image_steps"]
-    t = pd.DataFrame(out)[keep]
+    used = [k for k in SETTINGS if k in TABLE_ALWAYS or any(r[k] != DEFAULTS[k] for r in out)]
+    t = pd.DataFrame(out)[["name", "seed", "track", *used, "n_train", "image_steps"]]
     for col in ("milestones", "loss_kw", "resize"):  # lists, dicts and None as short text
-        t[col] = t[col].map(lambda v: "" if v in (None, {}, []) else str(v))
+        if col in t:
+            t[col] = t[col].map(lambda v: "" if v in (None, {}, []) else str(v))
     return t.set_index(["name", "seed"])
 
 
