@@ -17,15 +17,19 @@ VENV_FLAGS :=
 PINS       := -c constraints.txt
 endif
 
-.PHONY: venv test report lab lint bench gpu-check clean-reports
+.PHONY: check-python venv test report lab lint bench gpu-check clean-reports
 
-# (Re)install when the venv is missing or pyproject.toml / constraints.txt changed.
-$(STAMP): pyproject.toml constraints.txt
+# The Python to build the venv from, checked before anything is made or installed.
+check-python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11" >&2; exit 1; }
 	@if [ "$(SYSTEM_TORCH)" = 1 ]; then \
 	  $(PYTHON) -c "import torch, torchvision" 2>/dev/null || { echo "error: SYSTEM_TORCH=1, but $(PYTHON) has no torch/torchvision to keep; set PYTHON to the python that has them, or drop SYSTEM_TORCH" >&2; exit 1; }; \
 	  if [ -x $(PY) ] && ! grep -qs "include-system-site-packages = true" $(VENV)/pyvenv.cfg; then echo "error: $(VENV) was made without the system's packages; remove it (or set VENV=.venv-system) to use SYSTEM_TORCH=1" >&2; exit 1; fi; \
 	fi
+
+# (Re)install when the venv is missing or pyproject.toml / constraints.txt changed.
+$(STAMP): pyproject.toml constraints.txt
+	@$(MAKE) --no-print-directory check-python
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(PINS) -e '.[dev]'

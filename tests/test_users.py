@@ -502,6 +502,7 @@ def _make_n(*args) -> str:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_installs_the_pinned_torch_by_default_and_keeps_the_systems_on_request(tmp_path):
     default = _make_n(f"VENV={tmp_path}/v")
+    assert "check-python" in default  # the Python is checked before the venv is made
     assert "--quiet -c constraints.txt -e '.[dev]'" in default  # the pinned install line
     assert "--system-site-packages" not in default
     system = _make_n(f"VENV={tmp_path}/v", "SYSTEM_TORCH=1", "PYTHON=python3")
@@ -514,9 +515,9 @@ def test_system_torch_without_a_torch_is_refused_before_a_venv_is_made(tmp_path)
     bare = tmp_path / "python-without-torch"
     bare.write_text("#!/bin/sh\n[ \"$1\" = -c ] && exit 1\nexec python3 \"$@\"\n")
     bare.chmod(0o755)
-    proc = subprocess.run(["make", "venv", "SYSTEM_TORCH=1", f"PYTHON={bare}",
-                           f"VENV={tmp_path}/v", "-W", "pyproject.toml"], cwd=REPO,
-                          capture_output=True, text=True)
+    # the check the venv's recipe runs first (`make check-python`): it builds and installs nothing
+    proc = subprocess.run(["make", "check-python", "SYSTEM_TORCH=1", f"PYTHON={bare}",
+                           f"VENV={tmp_path}/v"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "SYSTEM_TORCH=1, but" in proc.stderr and "has no torch/torchvision" in proc.stderr
     assert not (tmp_path / "v").exists()
