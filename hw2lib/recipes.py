@@ -83,11 +83,10 @@ class Recipe(Mapping):
 
     # ------------------------------------------------------------------ a read-only mapping
     def _keys(self) -> list[str]:
-        return [f.name for f in fields(self)
-                if not (f.name in LABELS and getattr(self, f.name) is None)]
+        return [k for k in DEFAULTS if not (k in LABELS and getattr(self, k) is None)]
 
     def __getitem__(self, key: str):
-        if key not in self._keys():
+        if key not in DEFAULTS or (key in LABELS and getattr(self, key) is None):
             raise KeyError(key)
         return getattr(self, key)
 

@@ -20,6 +20,10 @@ from hw2lib.reference import REF_LABEL
 
 # --------------------------------------------------------------------------- A-train
 
+# A-train's parameters that are recipe settings, under the same names.
+FINETUNE_SETTINGS = ("pretrained", "resize", "optimizer", "lr", "momentum", "weight_decay",
+                     "schedule", "warmup_epochs", "augment", "batch_size", "epochs", "seed")
+
 
 def config(p) -> Recipe:
     """A-train's one training with its parameters `p` (the notebook's: its globals in the
@@ -28,10 +32,6 @@ def config(p) -> Recipe:
     return resolve(dict(name=p["model_name"], model=p["model_name"], track="hw2",
                         **{k: p[k] for k in FINETUNE_SETTINGS}))
 
-
-# A-train's parameters that are recipe settings, under the same names.
-FINETUNE_SETTINGS = ("pretrained", "resize", "optimizer", "lr", "momentum", "weight_decay",
-                     "schedule", "warmup_epochs", "augment", "batch_size", "epochs", "seed")
 
 
 # A's protocol as this study runs it (the report gives no recipe: see `reconstructions`): the
