@@ -9,13 +9,13 @@ Models (`--models`, or `all` for every model of the study: the 64-px nets and Re
 224 px) are written ``name[:stem][@size]``, e.g. ``resnet18:small`` or ``resnet50@224``. Variants
 (`--variants`): ``fp32``; ``bf16`` (autocast); ``bf16_cl`` (+ channels_last: what `fit` does on
 CUDA); ``bf16_cl_compile`` (+ `torch.compile`, its compile time reported apart). The default is
-all four on CUDA, and on the CPU ``fp32`` (+ ``bf16`` where `hw2lib.cpu_probe` measured it faster
+all four on CUDA, and on the CPU ``fp32`` (+ ``bf16`` where `hw2lib.train.cpu_probe` measured it faster
 there: the choice and the probe's numbers are printed and kept in the JSON). The textbook loader
 drops its short last batch (and pins memory on CUDA), so no tail batch lands in the timed window.
 `--pack K [K ...]` also runs K copies of the first model's last variant at once (separate
 processes on the same device) and reports their total images/s against one, for each K: what
 packing several small trainings on one GPU gains (executor="ray", gpus_per_run < 1).
-Same optimizer (SGD, momentum 0.9) and `fit`'s own step (`hw2lib.engine.train_step`). Each mode
+Same optimizer (SGD, momentum 0.9) and `fit`'s own step (`hw2lib.train.engine.train_step`). Each mode
 runs `--warmup` untimed steps first. Run: ``hw2 bench train [--models all] [--json PATH]``.
 """
 
@@ -49,7 +49,7 @@ def parse_model(spec: str, stem: str = "imagenet") -> tuple[str, str, int | None
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hw2 bench train", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="resnet18", help="a hw2lib.models name (default resnet18)")
+    p.add_argument("--model", default="resnet18", help="a hw2lib.nets.models name (default resnet18)")
     p.add_argument("--models", nargs="+", default=None,
                    help="several models, name[:stem][@size], or 'all' (the study's); default "
                    "--model")
@@ -98,10 +98,10 @@ def main(argv=None) -> int:
     from torch import nn
 
     from hw2lib import data as D
-    from hw2lib import engine as E
-    from hw2lib import runtime
-    from hw2lib.cpu_probe import cpu_precision
-    from hw2lib.models import build_model
+    from hw2lib.core import runtime
+    from hw2lib.nets.models import build_model
+    from hw2lib.train import engine as E
+    from hw2lib.train.cpu_probe import cpu_precision
 
     device = runtime.resolve_device(args.device)
     cuda = device.type == "cuda"

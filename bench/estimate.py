@@ -16,7 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 
-from hw2lib.recipes import DEFAULTS, LABELS, resolve
+from hw2lib.train.recipes import DEFAULTS, LABELS, resolve
 
 # What sets a training's speed (the schedule does not: it is taken from the first row of a key)
 PROBE_KEYS = ("model", "stem", "size", "batch_size", "augment", "mix", "ema", "optimizer", "tta")
@@ -39,12 +39,12 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
     import torch
 
     from hw2lib import data as D
-    from hw2lib import engine as E
-    from hw2lib import runtime
-    from hw2lib.cpu_probe import precision_for
-    from hw2lib.experiment import normalization
-    from hw2lib.losses import build_loss
-    from hw2lib.models import build_model
+    from hw2lib.core import runtime
+    from hw2lib.nets.losses import build_loss
+    from hw2lib.nets.models import build_model
+    from hw2lib.train import engine as E
+    from hw2lib.train.cpu_probe import precision_for
+    from hw2lib.train.experiment import normalization
 
     dev = runtime.resolve_device(device)
     cuda = dev.type == "cuda"
@@ -110,7 +110,7 @@ def estimate(rows: list[dict], *, device="auto", image_size: int = 64, progress=
     """Each row's `est_seconds` (None where its size is unknown), one probe per distinct recipe
     key. `rates` (key → probe result, e.g. measured by `hw2 doctor`) are used instead of probing
     where given. Returns the device and the probes."""
-    from hw2lib.runtime import resolve_device
+    from hw2lib.core.runtime import resolve_device
 
     dev = resolve_device(device)
     probe = probe or probe_recipe

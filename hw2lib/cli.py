@@ -6,8 +6,9 @@ import argparse
 import importlib
 import sys
 
-from hw2lib import doctor, paths
-from hw2lib.run import NOTEBOOKS, PROFILES, REPO_ROOT, RunnerError, parse_value
+from hw2lib.core import paths
+from hw2lib.gpu import doctor
+from hw2lib.report.run import NOTEBOOKS, PROFILES, REPO_ROOT, RunnerError, parse_value
 
 
 def _cmd_data(args) -> int:
@@ -76,7 +77,7 @@ def _overrides(pairs) -> dict:
 
 
 def _cmd_run(args) -> int:
-    from hw2lib.run import (
+    from hw2lib.report.run import (
         DEPENDS,
         choose_profile,
         dependency_inputs,
@@ -115,9 +116,9 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_plan(args) -> int:
-    from hw2lib import io
-    from hw2lib.plan import format_plan, format_seconds, plan, summary
-    from hw2lib.run import choose_profile
+    from hw2lib.core import io
+    from hw2lib.report.plan import format_plan, format_seconds, plan, summary
+    from hw2lib.report.run import choose_profile
 
     profile, why = choose_profile(args.profile)
     overrides = _overrides(args.param)
@@ -155,7 +156,7 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from hw2lib.run import report
+    from hw2lib.report.run import report
 
     try:
         index, results = report(args.profile, args.out, args.only, _overrides(args.param),

@@ -21,7 +21,7 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The suite trains in float32 on every CPU (its numbers must not depend on the machine's bf16
-# support); tests/test_cpu_probe.py sets the measured choice (hw2lib.cpu_probe) on purpose.
+# support); tests/test_cpu_probe.py sets the measured choice (hw2lib.train.cpu_probe) on purpose.
 os.environ.setdefault("HW2_CPU_PRECISION", "fp32")
 EUROSAT_NAMES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
                  "Pasture", "PermanentCrop", "Residential", "River", "SeaLake")

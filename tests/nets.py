@@ -39,8 +39,8 @@ def fit(model, train_loader, val_loader=None, **settings):
     """`engine.fit` with a `Recipe` of the recipe fields among `settings` (epochs, optimizer,
     lr, schedule, mix, ema, seed, ...); the others are fit's own keywords (out_dir, device,
     progress, criterion, max_steps, amp, checkpoint_every)."""
-    from hw2lib.engine import fit as engine_fit
-    from hw2lib.recipes import DEFAULTS, Recipe
+    from hw2lib.train.engine import fit as engine_fit
+    from hw2lib.train.recipes import DEFAULTS, Recipe
 
     recipe = Recipe(**{k: settings.pop(k) for k in list(settings) if k in DEFAULTS})
     return engine_fit(model, (train_loader, val_loader), recipe, **settings)
@@ -119,7 +119,7 @@ class NaNAt(nn.Module):
 def nb_params(notebook: str, **changes) -> dict:
     """A notebook's parameters as its parameters cell defines them (JupyterLab's defaults), with
     `changes`: what `task_*.config(s)` reads in the notebook and in `hw2 plan`."""
-    from hw2lib.run import notebook_parameters
+    from hw2lib.report.run import notebook_parameters
 
     return {**{k: p.default for k, p in notebook_parameters(notebook).items()}, **changes}
 

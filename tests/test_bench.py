@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import bench_train, estimate
-from hw2lib.plan import plan
+from hw2lib.report.plan import plan
 from tests.conftest import write_imagefolder
 
 
@@ -77,7 +77,7 @@ def test_estimate_one_probe_per_recipe_key_and_the_formula():
 def test_probe_runs_fit_with_the_recipe(monkeypatch):
     """The probe trains through fit with the row's augmentation, mixing, EMA and a run folder,
     evaluates with TTA where the recipe has it — not a bare step on one batch."""
-    from hw2lib import engine as E
+    from hw2lib.train import engine as E
 
     calls, real_fit, tta = [], E.fit, []
     real_tta = E.predict_tta

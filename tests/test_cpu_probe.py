@@ -1,4 +1,4 @@
-"""The CPU lever chosen by measurement (hw2lib.cpu_probe): bf16 only where the probe found it
+"""The CPU lever chosen by measurement (hw2lib.train.cpu_probe): bf16 only where the probe found it
 faster, the outcome cached per machine, an environment override, the choice in a run's identity
 and autocast really running in bf16 on the CPU when chosen (the CPU twin of a CUDA test)."""
 
@@ -9,13 +9,14 @@ import json
 import pytest
 import torch
 
-from hw2lib import cpu_probe as C
 from hw2lib import data as D
-from hw2lib import engine as E
-from hw2lib import experiment as X
-from hw2lib.hooks import capture
-from hw2lib.models import build_model
-from hw2lib.recipes import resolve
+from hw2lib.core.machine import cpu_info
+from hw2lib.nets.hooks import capture
+from hw2lib.nets.models import build_model
+from hw2lib.train import cpu_probe as C
+from hw2lib.train import engine as E
+from hw2lib.train import experiment as X
+from hw2lib.train.recipes import resolve
 
 AVX512_BF16 = "model name\t: AMD EPYC 9xx4\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
 NO_AVX512 = "model name\t: Old Xeon\nflags\t\t: fpu sse avx avx2\n"
@@ -46,9 +47,9 @@ def test_choice_needs_bf16_clearly_faster():
 
 
 def test_machine_key_reads_the_bf16_flags():
-    name, flags = C.cpu_info(AVX512_BF16)
+    name, flags = cpu_info(AVX512_BF16)
     assert name == "AMD EPYC 9xx4" and flags == ["avx512_bf16", "avx512_vnni"]
-    assert C.cpu_info(NO_AVX512) == ("Old Xeon", [])
+    assert cpu_info(NO_AVX512) == ("Old Xeon", [])
     key = C.machine_key(NO_AVX512)
     assert key["torch"] == torch.__version__ and key["threads"] == torch.get_num_threads()
 
@@ -145,7 +146,7 @@ def test_the_precision_is_part_of_the_run_identity(small_ds, tmp_path, monkeypat
 
 def test_every_loss_under_cpu_bf16_autocast_is_float32_and_close_to_fp32():
     """CPU twin of the CUDA test: each registered loss on bf16 logits of an autocast forward."""
-    from hw2lib.losses import available_losses, build_loss
+    from hw2lib.nets.losses import available_losses, build_loss
 
     g = torch.Generator().manual_seed(0)
     x, y, counts = torch.randn(32, 16, generator=g), torch.arange(32) % 4, [40, 20, 5, 2]

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from hw2lib import data as D
-from hw2lib import engine as E
-from hw2lib import runtime as R
-from hw2lib import schedules as S
-from hw2lib.hooks import capture
-from hw2lib.models import build_model
+from hw2lib.core import runtime as R
+from hw2lib.nets.hooks import capture
+from hw2lib.nets.models import build_model
+from hw2lib.train import engine as E
+from hw2lib.train import schedules as S
 from tests.nets import CrashAfter, RecordsBenchmarkFlag, fit
 
 pytestmark = [pytest.mark.cuda,
@@ -97,9 +97,9 @@ def test_tta_on_the_gpu_matches_the_cpu_within_bf16():
 def test_an_epoch_of_training_steps_never_waits_for_the_gpu():
     """Sync-debug mode "error" around a whole epoch of steps: the loader's colour jitter (its
     draws and their copy included), mixup/CutMix, bf16 autocast, the fused optimizer, the EMA."""
-    from hw2lib.ema import EMA
-    from hw2lib.mixing import Mixer
-    from hw2lib.nn_utils import keep_head_fp32
+    from hw2lib.nets.nn_utils import keep_head_fp32
+    from hw2lib.train.ema import EMA
+    from hw2lib.train.mixing import Mixer
 
     x, y = _data()
     dev = torch.device("cuda")
@@ -144,7 +144,7 @@ def test_evaluation_syncs_at_the_end_not_per_batch():
 
 
 def test_channels_last_is_chosen_per_model_and_survives_mixing():
-    from hw2lib.hooks import capture
+    from hw2lib.nets.hooks import capture
 
     x, y = _data()
     for name, want in (("resnet18", True), ("resnext18", False)):
@@ -160,8 +160,8 @@ def test_channels_last_is_chosen_per_model_and_survives_mixing():
 
 
 def test_autocast_runs_and_the_head_stays_fp32_on_cuda():
-    from hw2lib.hooks import capture
-    from hw2lib.nn_utils import Fp32Linear
+    from hw2lib.nets.hooks import capture
+    from hw2lib.nets.nn_utils import Fp32Linear
 
     x, y = _data(n=16)
     model = build_model("resnet18", 4).cuda()
@@ -234,7 +234,7 @@ def _loss_inputs(classes=4, n=32, device="cuda"):
 def test_every_loss_under_autocast_is_float32_finite_and_close_to_the_cpu():
     """Each registered loss on bf16 logits from an autocast forward: a finite float32 loss with
     finite gradients, within bf16 rounding of the same loss on the CPU in float32."""
-    from hw2lib.losses import available_losses, build_loss
+    from hw2lib.nets.losses import available_losses, build_loss
 
     x, y, counts = _loss_inputs()
     torch.manual_seed(0)

@@ -15,7 +15,7 @@ from hw2lib import data as D
 
 
 def test_public_api_is_complete_and_shared_constants_are_the_same_objects():
-    from hw2lib import constants
+    from hw2lib.core import constants
 
     used = ["load_dataset", "long_tail_indices", "BatchLoader", "DataError", "EUROSAT_MEAN",
             "EUROSAT_STD", "textbook_loader", "prepare_eurosat",
@@ -24,7 +24,7 @@ def test_public_api_is_complete_and_shared_constants_are_the_same_objects():
     assert set(used) <= set(D.__all__)
     assert D.EUROSAT_MEAN is constants.EUROSAT_MEAN and D.EUROSAT_STD is constants.EUROSAT_STD
     assert D.SPLITS is constants.SPLITS and D.AUGMENT_PRESETS is constants.AUGMENT_PRESETS
-    assert not hasattr(D, "IMAGENET_MEAN")  # the pretrained models' business (hw2lib.constants)
+    assert not hasattr(D, "IMAGENET_MEAN")  # the pretrained models' business (hw2lib.core.constants)
 
 
 def test_nothing_at_import_time():
@@ -39,13 +39,13 @@ def test_nothing_at_import_time():
 
 
 def test_data_imports_no_training_or_report_module():
-    """The data layer sits below everything else: no import of study, run, engine or models
-    (only the device layer `runtime`, for its one pinned, non-blocking copy to the device)."""
+    """The data layer sits on the core layer alone: no import of nets, train, study or report
+    (the core's `runtime` gives it its one pinned, non-blocking copy to the device)."""
     import subprocess
     import sys
 
     code = ("import sys, hw2lib.data; "
             "bad = sorted(m for m in sys.modules if m.startswith('hw2lib.') and m.split('.')[1] "
-            "not in ('data', 'io', 'constants', 'runtime')); assert not bad, bad")
+            "not in ('data', 'core')); assert not bad, bad")
     env = dict(os.environ, PYTHONPATH=str(Path(D.__file__).resolve().parents[2]))
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from hw2lib import doctor as DR
 from hw2lib.cli import build_parser, main
-from hw2lib.plan import plan
+from hw2lib.gpu import doctor as DR
+from hw2lib.report.plan import plan
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="tests.test_cuda" name="test_a" time="0.1"/>

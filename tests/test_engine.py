@@ -1,4 +1,4 @@
-"""hw2lib.engine: optimizers, LR schedules, fit (overfit, history, checkpoints, exact resume,
+"""hw2lib.train.engine: optimizers, LR schedules, fit (overfit, history, checkpoints, exact resume,
 NaN stop, progress), evaluate/predict. Tiny models and TensorDatasets only (fast on 2 cores)."""
 
 import json
@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from hw2lib import checkpoints as C
-from hw2lib import engine as E
-from hw2lib import runtime as R
-from hw2lib import schedules as S
-from hw2lib.recipes import Recipe
+from hw2lib.core import runtime as R
+from hw2lib.train import checkpoints as C
+from hw2lib.train import engine as E
+from hw2lib.train import schedules as S
+from hw2lib.train.recipes import Recipe
 from tests.nets import (
     FIT_KW,
     HISTORY_KEYS,
@@ -445,7 +445,7 @@ def test_divergence_message_does_not_call_a_poisoned_last_pt_good(tmp_path):
 
 
 def test_stale_temp_files_removed_when_fit_starts(tmp_path):
-    stale = [".last.pt.tmp-k3j2h1", ".best.pt.tmp-0a9z", ".history.jsonl.tmp-q"]  # hw2lib.io's
+    stale = [".last.pt.tmp-k3j2h1", ".best.pt.tmp-0a9z", ".history.jsonl.tmp-q"]  # hw2lib.core.io's
     keep = ["notes.txt", ".hidden", "last.pt.tmp-not-hidden", ".last.pt.tmpx"]
     for name in stale + keep:
         (tmp_path / name).write_bytes(b"half a file")
@@ -456,7 +456,7 @@ def test_stale_temp_files_removed_when_fit_starts(tmp_path):
 
 
 def test_load_checkpoint_corrupt_files_raise_clear_error(tmp_path):
-    from hw2lib.io import CorruptFileError
+    from hw2lib.core.io import CorruptFileError
 
     train, val = loader_pair()
     fit(make_model(), train, val, epochs=1, out_dir=tmp_path / "run", **FIT_KW)

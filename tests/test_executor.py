@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hw2lib.executor import (
+from hw2lib.train.executor import (
     AllRunsFailed,
     check_executor,
     check_ray_address,
@@ -22,8 +22,8 @@ from hw2lib.executor import (
     split_failed,
     store_folder,
 )
-from hw2lib.experiment import load_predictions
-from hw2lib.recipes import resolve
+from hw2lib.train.experiment import load_predictions
+from hw2lib.train.recipes import resolve
 
 
 def _jobs(ds, root, *, broken=False):
@@ -125,7 +125,7 @@ def test_a_ray_task_resolves_its_own_device_and_threads(monkeypatch, small_ds, t
     ray = pytest.importorskip("ray", reason="Ray is not installed: it comes with the dev extra that `make test` installs")
     import torch
 
-    from hw2lib import executor
+    from hw2lib.train import executor
 
     seen = []
 
@@ -135,7 +135,7 @@ def test_a_ray_task_resolves_its_own_device_and_threads(monkeypatch, small_ds, t
                                              Path(job["weights"]).read_bytes())))
         return {"failed": True, "error": "stop here", "config": job["cfg"]}
 
-    monkeypatch.setattr("hw2lib.experiment.run_experiment", fake_run)
+    monkeypatch.setattr("hw2lib.train.experiment.run_experiment", fake_run)
     job = {k: v for k, v in _jobs(small_ds, tmp_path)[0].items() if k not in ("ds", "run_root")}
     job["device"] = "cpu"  # what the notebook resolved
     before = torch.get_num_threads()
@@ -197,7 +197,7 @@ def test_a_returned_run_folder_replaces_the_old_one_whole(tmp_path):
 def test_a_refused_connection_names_token_authentication(monkeypatch):
     from types import SimpleNamespace
 
-    from hw2lib import executor
+    from hw2lib.train import executor
 
     def refuse(**kw):
         raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.5:6379")
@@ -217,7 +217,7 @@ def test_a_notebooks_set_up_checks_the_ray_address_before_any_folder_or_data(tmp
     executor: the set-up call now stops in one line, before its run folder exists."""
     import socket
 
-    from hw2lib import notebook
+    from hw2lib.study import notebook
 
     with socket.socket() as s:  # a port where nothing listens
         s.bind(("127.0.0.1", 0))

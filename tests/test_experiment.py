@@ -1,4 +1,4 @@
-"""hw2lib.experiment: recipes, run identity (reuse, new run, force), predictions, summaries."""
+"""hw2lib.train.experiment: recipes, run identity (reuse, new run, force), predictions, summaries."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from hw2lib import data as D
-from hw2lib import experiment as X
-from hw2lib import io
-from hw2lib.recipes import resolve
+from hw2lib.core import io
+from hw2lib.train import experiment as X
+from hw2lib.train.recipes import resolve
 from tests.nets import run_record
 
 
@@ -39,7 +39,7 @@ def test_identity_hash_is_canonical_and_sensitive():
 
 def test_load_backbone_offline_rule(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty hub cache
-    from hw2lib.models import WeightsUnavailable
+    from hw2lib.nets.models import WeightsUnavailable
 
     monkeypatch.setattr(torch.hub, "download_url_to_file",
                         lambda *a, **k: (_ for _ in ()).throw(OSError("no network here")))
@@ -114,7 +114,7 @@ def test_same_identity_reuses_and_a_changed_setting_trains_a_new_run(small_ds, t
 
 
 def test_weights_file_hash_is_part_of_the_identity(small_ds, tmp_path):
-    from hw2lib.models import build_model
+    from hw2lib.nets.models import build_model
 
     w = tmp_path / "w.pt"
     torch.save(build_model("resnet18", 3).state_dict(), w)
@@ -154,7 +154,7 @@ def test_summarize_mean_and_std_over_seeds_with_run_ids():
 def test_a_tta_run_keeps_the_plain_forward_beside_the_8_view_average(small_ds, tmp_path):
     """With the recipe's `tta`, the saved logits are the 8-view average and the plain forward of
     the same best.pt is kept as `<split>_logits_no_tta`, scored as `<split>_acc_no_tta`."""
-    from hw2lib import engine as E
+    from hw2lib.train import engine as E
 
     res = _run(small_ds, tmp_path, _cfg(tta=True, augment="d4"))
     preds = X.load_predictions(res["run_folder"])

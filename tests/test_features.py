@@ -1,4 +1,4 @@
-"""hw2lib.features: features extracted at a layer (values against a hand-run forward pass), t-SNE
+"""hw2lib.nets.features: features extracted at a layer (values against a hand-run forward pass), t-SNE
 quality on separated clusters, and the leave-one-out kNN score on hand-computed cases."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from nets import Tiny
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from hw2lib import features as F
-from hw2lib.nn_utils import last_linear
+from hw2lib.nets import features as F
+from hw2lib.nets.nn_utils import last_linear
 
 
 def _loader(n=10, bs=4):

@@ -1,4 +1,4 @@
-"""Tests of hw2lib.featvis: DeepDream and activation maximization properties on a small random-init
+"""Tests of hw2lib.nets.featvis: DeepDream and activation maximization properties on a small random-init
 ResNet-18 (seconds on 2 CPU cores); channel_activations and choose_channels against a tiny model
 whose channel activations are known exactly."""
 
@@ -10,10 +10,10 @@ import torch
 import torchvision
 from torch import nn
 
-from hw2lib import featvis
-from hw2lib.constants import IMAGENET_MEAN as MEAN
-from hw2lib.constants import IMAGENET_STD as STD
-from hw2lib.hooks import capture
+from hw2lib.core.constants import IMAGENET_MEAN as MEAN
+from hw2lib.core.constants import IMAGENET_STD as STD
+from hw2lib.nets import featvis
+from hw2lib.nets.hooks import capture
 
 LAYER = "layer4.1.conv2"  # ResNet-18's last 3×3 conv (ResNet-50's analogue: layer4.2.conv3)
 

@@ -1,4 +1,4 @@
-"""An NVIDIA device torch cannot use (hw2lib.gpu_check): found without torch, named with the driver
+"""An NVIDIA device torch cannot use (hw2lib.core.gpu_check): found without torch, named with the driver
 and torch's CUDA, and a loud stop of `hw2 report --profile auto` (override: $HW2_ALLOW_CPU=1).
 Fed fake inputs: no GPU is needed. The last test is the real check on the machine at hand."""
 
@@ -9,9 +9,9 @@ import stat
 
 import pytest
 
-from hw2lib import gpu_check as G
-from hw2lib import run as R
 from hw2lib.cli import main
+from hw2lib.core import gpu_check as G
+from hw2lib.report import run as R
 
 PROC = ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.82.01  Wed Oct 27 15:15:53 UTC 2021\n"
         "GCC version:  gcc version 9.3.0 (Ubuntu 9.3.0-17ubuntu1~20.04)\n")

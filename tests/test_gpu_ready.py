@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch import nn
 
-from hw2lib import checkpoints as C
 from hw2lib import data as D
-from hw2lib import engine as E
-from hw2lib import runtime as R
-from hw2lib import schedules as S
+from hw2lib.core import runtime as R
 from hw2lib.data import loaders as L
-from hw2lib.ema import EMA
-from hw2lib.hooks import capture
-from hw2lib.mixing import Mixer, mix_batch
-from hw2lib.nn_utils import Fp32Linear, keep_head_fp32
+from hw2lib.nets.hooks import capture
+from hw2lib.nets.nn_utils import Fp32Linear, keep_head_fp32
+from hw2lib.train import checkpoints as C
+from hw2lib.train import engine as E
+from hw2lib.train import schedules as S
+from hw2lib.train.ema import EMA
+from hw2lib.train.mixing import Mixer, mix_batch
 from tests.augment_reference import augment_batch
 from tests.nets import (
     FIT_KW,
@@ -94,7 +94,7 @@ def test_loader_last_short_batch_gets_its_own_slice():
 
 
 def test_mixer_draws_its_epoch_once_deterministic_per_seed(monkeypatch):
-    from hw2lib import mixing
+    from hw2lib.train import mixing
 
     copies = _Counting(mixing.to_device_once)
     monkeypatch.setattr(mixing, "to_device_once", copies)
@@ -342,8 +342,8 @@ def test_evaluate_and_predict_accumulate_on_the_device(monkeypatch):
 
 
 def test_eval_batch_size_is_larger_only_on_cuda(small_ds):
-    from hw2lib.experiment import make_loader
-    from hw2lib.recipes import resolve
+    from hw2lib.train.experiment import make_loader
+    from hw2lib.train.recipes import resolve
 
     assert R.eval_batch_size(128, "cuda") == 128 * R.EVAL_BATCH_FACTOR
     assert R.eval_batch_size(128, torch.device("cpu")) == 128
@@ -417,7 +417,7 @@ def test_ema_update_is_two_multi_tensor_ops(monkeypatch):
 
 
 def test_channels_last_is_a_per_model_choice():
-    from hw2lib.models import available_models, build_model
+    from hw2lib.nets.models import available_models, build_model
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     resnet, resnext = build_model("resnet18", 4), build_model("resnext18", 4)

@@ -1,11 +1,11 @@
-"""hw2lib.hooks: a layer found by name (or a clear error), its output or input captured, the forward
+"""hw2lib.nets.hooks: a layer found by name (or a clear error), its output or input captured, the forward
 pass stopped after it, and the hook always removed."""
 
 import pytest
 import torch
 from nets import Tiny
 
-from hw2lib import hooks as H
+from hw2lib.nets import hooks as H
 
 
 def _no_hooks(model):

@@ -1,4 +1,4 @@
-"""The best recipe's training levers: mixup/CutMix (hw2lib.mixing), EMA of weights (hw2lib.ema),
+"""The best recipe's training levers: mixup/CutMix (hw2lib.train.mixing), EMA of weights (hw2lib.train.ema),
 test-time augmentation over the 8 symmetries (engine.predict_tta), and fit with them: exact
 resume, best.pt holding the evaluated (EMA) weights."""
 
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from hw2lib import engine as E
-from hw2lib import schedules as S
-from hw2lib.ema import EMA
-from hw2lib.mixing import Mixer, check_mix, cutmix_box, mix_batch
+from hw2lib.train import engine as E
+from hw2lib.train import schedules as S
+from hw2lib.train.ema import EMA
+from hw2lib.train.mixing import Mixer, check_mix, cutmix_box, mix_batch
 from tests.nets import CrashAfter, Tiny, fit, make_loader
 
 

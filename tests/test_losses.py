@@ -1,4 +1,4 @@
-"""hw2lib.losses against closed forms computed here by hand (float64), plus the error cases."""
+"""hw2lib.nets.losses against closed forms computed here by hand (float64), plus the error cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hw2lib import losses as L
+from hw2lib.nets import losses as L
 
 COUNTS = [500, 120, 30, 6]
 C = len(COUNTS)

@@ -1,4 +1,4 @@
-"""hw2lib.metrics against hand-computed cases."""
+"""hw2lib.nets.metrics against hand-computed cases."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hw2lib import metrics as M
+from hw2lib.nets import metrics as M
 
 # 3 classes; class 0: 4 samples (3 right), class 1: 2 samples (1 right), class 2: 1 sample (0 right)
 Y_TRUE = [0, 0, 0, 0, 1, 1, 2]

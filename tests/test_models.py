@@ -1,4 +1,4 @@
-"""hw2lib.models: every registered model trains a step; counts match torchvision, the block
+"""hw2lib.nets.models: every registered model trains a step; counts match torchvision, the block
 formulas and the pre-refactor numbers; blocks compute what they say; weights load from a local
 file / the hub cache, and no download is ever attempted."""
 
@@ -13,7 +13,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from hw2lib import models as M
+from hw2lib.nets import models as M
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50", "resnext50_32x4d")
 

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from hw2lib import cli, run
+from hw2lib import cli
+from hw2lib.report import run
 
 pytestmark = pytest.mark.notebook
 

@@ -1,4 +1,4 @@
-"""hw2lib.params: the parameters cell's types, values checked before anything runs."""
+"""hw2lib.report.params: the parameters cell's types, values checked before anything runs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from hw2lib import cli, params, run
-from hw2lib.params import ParameterError
+from hw2lib import cli
+from hw2lib.report import params, run
+from hw2lib.report.params import ParameterError
 
 CELL = '''# comment line
 epochs = 5                    # number of epochs

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from hw2lib import plan as P
 from hw2lib.cli import main
 from hw2lib.data import EUROSAT_CLASSES
+from hw2lib.report import plan as P
 from tests.nets import nb_params
 
 
@@ -111,7 +111,7 @@ def test_plan_overrides_and_the_exponential_tail(tmp_path, capsys):
 
 
 def test_plan_table_counts_the_rows_given(small_ds):
-    from hw2lib import task_b
+    from hw2lib.study import task_b
 
     cfgs = task_b.configs(nb_params("B-ablation", experiments=["resnet18", "best"], seeds=[0],
                                     ablation_seeds=[0], epochs=2, best_epochs=3, batch_size=4))

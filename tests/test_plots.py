@@ -1,4 +1,4 @@
-"""Tests of hw2lib.plots: figures checked by content (lines, texts, colours, scales), not just
+"""Tests of hw2lib.study.plots: figures checked by content (lines, texts, colours, scales), not just
 "it ran"; no figure left open in pyplot; returned figures display once in a notebook kernel."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from hw2lib import plots  # noqa: E402
+from hw2lib.study import plots  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -232,11 +232,11 @@ def test_figures_display_inline_in_a_kernel(tmp_path, monkeypatch):
     from pathlib import Path
 
     monkeypatch.delenv("MPLBACKEND", raising=False)  # as in a notebook: the kernel picks inline
-    root = str(Path(plots.__file__).resolve().parents[1])
+    root = str(Path(plots.__file__).resolve().parents[2])
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {root!r})\n"
-                                  "from hw2lib import plots\nfrom IPython.display import display"),
+                                  "from hw2lib.study import plots\nfrom IPython.display import display"),
         nbformat.v4.new_code_cell("plots.plot_class_counts([5, 3], ['a', 'b'])"),
         nbformat.v4.new_code_cell("display(plots.plot_lr_schedules({'c': [0.1, 0.01]}))"),
         nbformat.v4.new_code_cell("f = plots.plot_class_counts([5, 3], ['a', 'b'])"),

@@ -10,7 +10,7 @@ import pytest
 import tomllib
 import yaml
 
-from hw2lib import run
+from hw2lib.report import run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from hw2lib.run import RunnerError, plan_parameters
+from hw2lib.report.run import RunnerError, plan_parameters
 
 
 def test_report_parameters_check_the_cluster_before_anything_runs():
@@ -118,7 +118,9 @@ DRIVER = """
 import hashlib, json, sys, time
 from pathlib import Path
 import numpy as np
-from hw2lib import data, run, task_b
+from hw2lib import data
+from hw2lib.report import run
+from hw2lib.study import task_b
 
 ds = data.load_dataset("data", image_folder="images", image_size=32, progress=False)
 idx = {t: data.split_indices(ds, train_per_class=6, val_per_class=3, test_per_class=3)

@@ -1,4 +1,4 @@
-"""hw2lib.recipes: one typed recipe (defaults, resolution, a read-only mapping, its identity), and
+"""hw2lib.train.recipes: one typed recipe (defaults, resolution, a read-only mapping, its identity), and
 the places that take it whole (fit, the plan's table and text)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import pickle
 import pytest
 import torch
 
-from hw2lib import engine as E
-from hw2lib import io
-from hw2lib import plan as P
-from hw2lib.recipes import DEFAULTS, LABELS, SETTINGS, Recipe, from_stored, resolve
+from hw2lib.core import io
+from hw2lib.report import plan as P
+from hw2lib.train import engine as E
+from hw2lib.train.recipes import DEFAULTS, LABELS, SETTINGS, Recipe, from_stored, resolve
 
 
 def test_a_recipe_reads_as_a_mapping_without_its_unset_labels():

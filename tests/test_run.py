@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from hw2lib import cli, index, run
+from hw2lib import cli
+from hw2lib.report import index, run
 
 
 def test_unknown_parameter_is_an_error_listing_known_ones():

@@ -1,4 +1,4 @@
-"""hw2lib.schedules: one LR rule — a per-step table that `fit` steps after every optimizer step,
+"""hw2lib.train.schedules: one LR rule — a per-step table that `fit` steps after every optimizer step,
 the same table `lr_table` and `task_b.lr_curves` return (recorded from the optimizer itself)."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
-from hw2lib import engine as E
-from hw2lib import schedules as S
-from hw2lib import task_b
-from hw2lib.plan import format_plan
-from hw2lib.recipes import resolve
+from hw2lib.report.plan import format_plan
+from hw2lib.study import task_b
+from hw2lib.train import engine as E
+from hw2lib.train import schedules as S
+from hw2lib.train.recipes import resolve
 from tests.nets import fit
 
 

@@ -1,4 +1,4 @@
-"""The 95 % intervals of a difference (hw2lib.stats): the issue's worked examples, the design each
+"""The 95 % intervals of a difference (hw2lib.study.stats): the issue's worked examples, the design each
 comparison gets, and the verdict rule."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from hw2lib import stats
+from hw2lib.study import stats
 
 A, B = [0.90, 0.91, 0.92], [0.89, 0.90, 0.90]
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from hw2lib import task_a, task_b, task_c
-from hw2lib.experiment import summarize
-from hw2lib.recipes import B_EXPERIMENTS, BEST, resolve
-from hw2lib.reference import REFERENCE
+from hw2lib.study import task_a, task_b, task_c
+from hw2lib.study.reference import REFERENCE
+from hw2lib.train.experiment import summarize
+from hw2lib.train.recipes import B_EXPERIMENTS, BEST, resolve
 from tests.nets import fake_dataset, nb_params, run_record
 
 
@@ -378,7 +378,7 @@ def test_crt_retrains_only_a_seeded_new_head(small_ds, monkeypatch):
     features with class-balanced draws; the same seed gives the same head; its feature pass uses
     the batch size it is given."""
     from hw2lib import data as D
-    from hw2lib.models import build_model
+    from hw2lib.nets.models import build_model
 
     cfg = resolve({"name": "c", "model": "resnet18", "augment": "none"}, epochs=1, seed=0,
                   batch_size=8)

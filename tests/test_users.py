@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hw2lib import cli, constants, params, paths, run
-from hw2lib.params import ParameterError
+from hw2lib import cli
+from hw2lib.core import constants, paths
+from hw2lib.report import params, run
+from hw2lib.report.params import ParameterError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +101,7 @@ def test_notebook_defaults_are_the_full_profile():
 
 
 def test_choice_lists_match_the_modules_that_define_them():
-    from hw2lib import losses
+    from hw2lib.nets import losses
 
     assert constants.LOSSES == tuple(losses.available_losses())
 
@@ -208,7 +210,7 @@ def _load(data_dir, folder, **kw):
 def test_a_damaged_cache_is_rebuilt_with_a_warning_and_its_digest_is_in_the_identity(
         tmp_path, small_folder):
     from hw2lib import data as D
-    from hw2lib.experiment import data_fingerprint
+    from hw2lib.train.experiment import data_fingerprint
 
     ds = _load(tmp_path / "d", small_folder)
     x0, digest = ds.x.clone(), ds.cache_digest
@@ -287,7 +289,7 @@ def test_a_folder_in_the_zip_variable_is_named_as_its_value(tmp_path, monkeypatc
 def test_a_weights_file_torch_refuses_is_one_clear_line(tmp_path):
     import torch
 
-    from hw2lib import models
+    from hw2lib.nets import models
 
     path = tmp_path / "w.pt"
     torch.save({"model": torch.nn.Linear(2, 2)}, path)  # a whole module, not a state dict
@@ -324,7 +326,7 @@ def _rendered(markdown: str) -> str:
 
 
 def test_a_class_name_in_findings_is_text_on_the_page(monkeypatch):
-    from hw2lib import notebook
+    from hw2lib.study import notebook
 
     md = _markdown_shown(monkeypatch, notebook.show_findings,
                          [f"{HOSTILE} is confused with Forest_1 *most*"], heading=HOSTILE)
@@ -340,7 +342,7 @@ def test_quotes_in_findings_show_as_quotes(monkeypatch):
     `#` was then backslashed as Markdown, which broke the entity."""
     import re
 
-    from hw2lib import notebook
+    from hw2lib.study import notebook
 
     page = _rendered(_markdown_shown(monkeypatch, notebook.show_findings,
                                      ['the report\'s "final" model & #1']))
@@ -350,7 +352,7 @@ def test_quotes_in_findings_show_as_quotes(monkeypatch):
 
 
 def test_the_index_escapes_every_string_from_status_and_results(tmp_path):
-    from hw2lib import index
+    from hw2lib.report import index
 
     run.write_status(tmp_path, {"notebook": "A-train", "status": "passed", "duration_s": 1.0,
                                  "html": "A-train.html'><script>x</script>", "executed": None,
@@ -433,7 +435,7 @@ def test_sigterm_is_treated_as_ctrl_c(tmp_path, monkeypatch):
 
 def test_a_second_report_into_a_busy_folder_is_refused_naming_the_other_process(tmp_path,
                                                                                   capsys):
-    from hw2lib import folder_lock
+    from hw2lib.report import folder_lock
 
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -463,7 +465,8 @@ def test_a_folder_with_only_a_status_file_is_not_a_report(tmp_path):
 
 
 def test_written_files_follow_the_umask(tmp_path):
-    from hw2lib import index, io
+    from hw2lib.core import io
+    from hw2lib.report import index
 
     old = os.umask(0o022)
     try:

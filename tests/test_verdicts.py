@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from hw2lib import stats, task_b, task_c
 from hw2lib.cli import main
-from hw2lib.experiment import summarize
-from hw2lib.recipes import resolve
+from hw2lib.study import stats, task_b, task_c
+from hw2lib.train.experiment import summarize
+from hw2lib.train.recipes import resolve
 from tests.nets import fake_dataset, nb_params
 
 # Settings that change how a run is scored, not what it trains: the EMA never feeds back into
@@ -160,8 +160,8 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     weights' best epoch in best_raw.pt (the EMA's in best.pt), resumed exactly."""
     import torch
 
-    from hw2lib import checkpoints as C
-    from hw2lib import engine as E
+    from hw2lib.train import checkpoints as C
+    from hw2lib.train import engine as E
     from tests.nets import HISTORY_KEYS, Tiny, fit, make_loader
 
     g = torch.Generator().manual_seed(0)
@@ -193,7 +193,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
 
 def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imagefolder):
     from hw2lib import data as D
-    from hw2lib import experiment as X
+    from hw2lib.train import experiment as X
 
     root = make_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=8, size=16)
     ds = D.load_dataset(tmp_path / "data", image_folder=root, image_size=16, progress=False)
@@ -214,7 +214,7 @@ def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imag
 
 
 def test_references_are_stated_as_the_report_states_them():
-    from hw2lib.reference import REF_LABEL, reference_value
+    from hw2lib.study.reference import REF_LABEL, reference_value
 
     assert reference_value("B/dlresnet18_adam", text=True) == "0.82–0.83"
     assert reference_value("B/dlresnet18_adam") is None  # a range has no single number
@@ -234,7 +234,7 @@ def test_references_are_stated_as_the_report_states_them():
 
 
 def test_a_reference_only_beside_a_pretrained_resnet50_at_the_protocols_budget():
-    from hw2lib import task_a
+    from hw2lib.study import task_a
 
     cfg = resolve({"name": "resnet50", "model": "resnet50", "pretrained": True},
                             epochs=15, seed=0)
@@ -254,7 +254,7 @@ def test_a_reference_only_beside_a_pretrained_resnet50_at_the_protocols_budget()
 
 
 def test_reconstructions_table_renders_per_notebook_and_whole():
-    from hw2lib import reconstructions as R
+    from hw2lib.study import reconstructions as R
 
     whole = R.markdown()
     assert whole.splitlines()[0] == ("| where the report is silent | the report | this study | "
@@ -288,7 +288,7 @@ def test_crt_is_scored_like_its_row_neighbours(monkeypatch, tta):
     import torch
     from torch import nn
 
-    from hw2lib import engine as E
+    from hw2lib.train import engine as E
     from tests.nets import make_loader
 
     torch.manual_seed(0)
@@ -318,7 +318,7 @@ def test_the_readme_holds_the_reconstructions_table_as_generated():
     """Issue 18: one table in the library, rendered in each notebook and in the README."""
     from pathlib import Path
 
-    from hw2lib import reconstructions
+    from hw2lib.study import reconstructions
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert reconstructions.markdown().strip() in readme

@@ -6,7 +6,8 @@
         ──► BatchLoader (whole-batch augmentation with torch ops on the training device)
             or textbook_loader (the torchvision reference)
 
-One module per step:
+It may use `hw2lib.core` only (constants, io, the device path of `runtime`); it knows nothing of
+models or training. One module per step:
 
 - `folders`: check an ImageFolder root (`verify_imagefolder`), remembered by a marker file.
 - `sources`: find EuroSAT (argument, $HW2_EUROSAT_ZIP, data/EuroSAT.zip, ../shared/data/EuroSAT.zip,
@@ -22,7 +23,7 @@ file of the user's is ever deleted or changed. Problems with the data raise `Dat
 message that names the file and the fix; conversions and gaps the data survives are `DataWarning`s.
 """
 
-from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD, SPLITS
+from hw2lib.core.constants import EUROSAT_MEAN, EUROSAT_STD, SPLITS
 from hw2lib.data.augment import AUGMENT_PRESETS
 from hw2lib.data.cache import Dataset, load_dataset
 from hw2lib.data.common import IMAGE_EXTENSIONS, DataArgumentError, DataError, DataWarning

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hw2lib.constants import AUGMENT_PRESETS
+from hw2lib.core.constants import AUGMENT_PRESETS
 
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
 

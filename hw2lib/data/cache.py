@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hw2lib.constants import SPLIT_FRACTIONS, SPLITS
+from hw2lib.core.constants import SPLIT_FRACTIONS, SPLITS
+from hw2lib.core.io import atomic_write, remove_stale_temps
 from hw2lib.data.common import (
     DataArgumentError,
     DataError,
@@ -25,7 +26,6 @@ from hw2lib.data.common import (
 from hw2lib.data.folders import Listing, verified
 from hw2lib.data.sources import eurosat_listing
 from hw2lib.data.splits import check_fractions, check_split_coverage, split_file
-from hw2lib.io import atomic_write, remove_stale_temps
 
 _CACHE_VERSION = 3  # bump when the cache's content or layout changes (3: the pixels' digest)
 _STALE_TEMP_S = 600  # a cache temp file untouched this long is a killed write's leftover

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hw2lib.core.io import write_json
 from hw2lib.data.common import (
     IMAGE_EXTENSIONS,
     DataError,
@@ -19,7 +20,6 @@ from hw2lib.data.common import (
     sha_of,
     why_missing,
 )
-from hw2lib.io import write_json
 
 _RGB_MODES = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr"}
 

@@ -9,10 +9,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from hw2lib.constants import EUROSAT_MEAN, EUROSAT_STD
+from hw2lib.core.constants import EUROSAT_MEAN, EUROSAT_STD
+from hw2lib.core.runtime import to_device_once
 from hw2lib.data import augment as A
 from hw2lib.data.cache import Dataset
-from hw2lib.runtime import to_device_once
 
 
 class BatchLoader:

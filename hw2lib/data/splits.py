@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hw2lib.constants import SPLITS
+from hw2lib.core.constants import SPLITS
+from hw2lib.core.io import atomic_write_text
 from hw2lib.data.common import DataArgumentError, DataError, DataWarning
 from hw2lib.data.folders import Listing
-from hw2lib.io import atomic_write_text
 
 SPLIT_HEADER = ["path", "label", "class", "split"]
 
