@@ -130,7 +130,7 @@ def run_record(cfg, val, test=None, *, n=1000, run_id=None, **extra) -> dict:
     test = val if test is None else test
     return {"config": cfg, "params": 10, "val_acc": val, "test_acc": test, "val_bal_acc": val,
             "test_bal_acc": test, "wall_seconds": 2.0,
-            "run_id": run_id or f"{cfg['name'][:4]}{cfg['seed']:04d}", "val_n": n, "test_n": n,
+            "run_id": run_id or f"{cfg['name']}-{cfg['seed']}", "val_n": n, "test_n": n,
             "history": [], **extra}
 
 

@@ -148,7 +148,7 @@ def test_summarize_mean_and_std_over_seeds_with_run_ids():
     assert math.isclose(a["val_acc"], 0.6)
     assert math.isclose(a["val_acc_std"], np.std([.5, .7], ddof=1))
     assert b["val_acc_std"] == 0.0 and a["wall_s"] == 4.0
-    assert a["run_ids"] == "a0000 a0001" and b["test_n"] == 100 and b["val_n"] == 100
+    assert a["run_ids"] == "a-0 a-1" and b["test_n"] == 100 and b["val_n"] == 100
 
 
 def test_a_tta_run_keeps_the_plain_forward_beside_the_8_view_average(small_ds, tmp_path):

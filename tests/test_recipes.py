@@ -11,7 +11,16 @@ import torch
 from hw2lib.core import io
 from hw2lib.report import plan as P
 from hw2lib.train import engine as E
-from hw2lib.train.recipes import DEFAULTS, LABELS, SETTINGS, Recipe, from_stored, resolve
+from hw2lib.train.recipes import (
+    DEFAULTS,
+    LABELS,
+    LATER,
+    SETTINGS,
+    Recipe,
+    comparable,
+    from_stored,
+    resolve,
+)
 
 
 def test_a_recipe_reads_as_a_mapping_without_its_unset_labels():
@@ -49,9 +58,21 @@ def test_resolve_scales_the_studys_schedule_and_checks_keys():
 def test_identity_is_every_setting_but_name_and_labels():
     r = resolve({"name": "a", "group": "g", "label": "L", "track": "hw2"}, epochs=2, seed=1)
     ident = r.identity()
-    assert set(ident) == {*SETTINGS, "seed"}
+    assert set(ident) == {*SETTINGS, "seed"} - set(LATER)
     assert r.replace(name="b", group="other").identity() == ident
     assert r.replace(lr=0.2).identity() != ident
+
+
+def test_a_later_setting_at_its_default_keeps_every_earlier_identity():
+    """`select` and `ema_raw` came after runs existed: at their defaults they are not in the
+    identity (a run made before them keeps its id); set, they are."""
+    r = resolve({"name": "a", "ema": 0.9}, epochs=2, seed=1)
+    old = {k: v for k, v in r.as_dict().items() if k not in LATER}  # a checkpoint made before
+    assert comparable(old) == r.identity() and "select" not in r.identity()
+    assert r.replace(select="bal_acc").identity()["select"] == "bal_acc"
+    assert r.replace(ema_raw=True).identity() != r.identity()
+    with pytest.raises(ValueError, match="unknown selection metric 'loss'"):
+        Recipe(select="loss")
 
 
 def test_as_dict_is_built_in_and_round_trips_through_a_checkpoint(tmp_path):

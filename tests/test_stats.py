@@ -1,5 +1,5 @@
-"""The 95 % intervals of a difference (hw2lib.study.stats): the issue's worked examples, the design each
-comparison gets, and the verdict rule."""
+"""The tests behind every verdict (hw2lib.study.stats): the issue's worked examples (Holm, exact
+McNemar, paired t, Welch, zero spread), the design each comparison gets, and the words it allows."""
 
 from __future__ import annotations
 
@@ -13,32 +13,58 @@ from hw2lib.study import stats
 A, B = [0.90, 0.91, 0.92], [0.89, 0.90, 0.90]
 
 
-def test_welch_interval_reproduces_the_worked_example():
-    diff, half, how = stats.seeds_interval(A, B, paired=False)
-    assert diff == pytest.approx(0.013333, abs=1e-6)
-    assert round(half, 4) == 0.0205
-    assert "df 3.2" in how and "Welch" in how and "3/3" in how
-    # the interval covers zero: not distinguishable (z = 1.96 gave ±0.0131 and "better")
-    assert stats.verdict(diff, half) == "not distinguishable at this budget"
-    assert stats.verdict(diff, 1.96 * math.sqrt(np.var(A, ddof=1) / 3 + np.var(B, ddof=1) / 3)) \
-        == "better"
+def test_holm_reproduces_the_worked_example():
+    adj = stats.holm([0.01, 0.04, 0.03, 0.20])
+    assert adj == pytest.approx([0.04, 0.09, 0.09, 0.20])
+    assert [p < stats.ALPHA for p in adj] == [True, False, False, False]
+    # NaN (no test) keeps its place and does not count in k
+    adj = stats.holm([0.01, math.nan, 0.04])
+    assert adj[0] == pytest.approx(0.02) and math.isnan(adj[1]) and adj[2] == pytest.approx(0.04)
 
 
-def test_paired_interval_reproduces_the_worked_example():
+@pytest.mark.parametrize("b, c, p", [(5, 0, 0.0625), (9, 2, 0.0654), (40, 20, 0.0135)])
+def test_exact_mcnemar_reproduces_the_worked_examples(b, c, p):
+    assert stats.mcnemar_exact(b, c) == pytest.approx(p, abs=5e-5)
+    assert stats.mcnemar_exact(c, b) == pytest.approx(p, abs=5e-5)
+
+
+def test_exact_mcnemar_edges():
+    assert stats.mcnemar_exact(0, 0) == 1.0 and stats.mcnemar_exact(3, 3) == 1.0
+    with pytest.raises(ValueError, match=">= 0"):
+        stats.mcnemar_exact(-1, 2)
+
+
+def test_paired_t_reproduces_the_worked_example():
+    r = stats.seeds_test(A, B, paired=True)
+    assert r["t"] == pytest.approx(4.0) and r["df"] == 2
+    assert round(r["p"], 4) == 0.0572 and round(r["half"], 4) == 0.0143
     diff, half, how = stats.seeds_interval(A, B, paired=True)
-    assert diff == pytest.approx(0.013333, abs=1e-6)
-    assert round(half, 4) == 0.0143
+    assert diff == pytest.approx(0.013333, abs=1e-6) and half == pytest.approx(r["half"])
     assert how == "3 paired seeds, t(2) on per-seed differences"
-    assert stats.verdict(diff, half) == "not distinguishable at this budget"
 
 
-def test_t_quantiles():
-    assert stats.t95(2) == pytest.approx(4.3027, abs=1e-4)
-    assert stats.t95(1e6) == pytest.approx(1.96, abs=1e-3)
+def test_welch_reproduces_the_worked_example():
+    r = stats.seeds_test(A, B, paired=False)
+    assert r["t"] == pytest.approx(2.0) and round(r["df"], 1) == 3.2
+    assert round(r["p"], 3) == 0.134 and round(r["half"], 4) == 0.0205
+    assert "Welch" in r["how"] and "3/3" in r["how"]
 
 
-def test_seeds_interval_refuses_single_seeds_and_unpaired_lengths():
-    with pytest.raises(ValueError, match="at least two seeds.*images_interval"):
+def test_zero_spread_gives_no_interval_and_says_why():
+    diff, half, how = stats.seeds_interval([0.91, 0.92], [0.90, 0.91], paired=True)
+    assert diff == pytest.approx(0.01) and math.isnan(half)
+    assert "all equal" in how and "no verdict" in how
+    r = stats.seeds_test([0.9, 0.9], [0.8, 0.8], paired=False)
+    assert math.isnan(r["half"]) and math.isnan(r["p"]) and "same accuracy" in r["reason"]
+    fam = stats.Family("f")
+    fam.add("x", _row("a", [0, 1], [0.91, 0.92]), _row("b", [0, 1], [0.90, 0.91]))
+    (res,) = fam.results()
+    assert res["word"] is None and fam.k == 0
+    assert "no interval and no verdict" in res["text"] and "better" not in res["text"]
+
+
+def test_seeds_need_two_per_arm():
+    with pytest.raises(ValueError, match="at least two seeds.*images_test"):
         stats.seeds_interval([0.9], [0.8], paired=False)
     with pytest.raises(ValueError, match="same seed order"):
         stats.seeds_interval([0.9, 0.8], [0.8, 0.7, 0.6], paired=True)
@@ -48,83 +74,129 @@ def _flags(n, b, c):
     """Correctness of two models on n images: b images only a gets right, c only b."""
     a_ok = np.ones(n, bool)
     b_ok = np.ones(n, bool)
-    a_ok[:80] = b_ok[:80] = False  # both wrong on 80: with b=40, c=20, accuracies 0.90 / 0.88
+    a_ok[:80] = b_ok[:80] = False  # both wrong on 80
     b_ok[80:80 + b] = False
     a_ok[80 + b:80 + b + c] = False
     return a_ok, b_ok
 
 
-def test_images_interval_reproduces_the_mcnemar_example():
-    a_ok, b_ok = _flags(1000, 40, 20)
-    diff, half, how = stats.images_interval(a_ok, b_ok)
-    assert diff == pytest.approx(0.020)
-    assert round(half, 4) == 0.0151
-    assert how.startswith("one seed: evaluation noise only")
-    assert stats.verdict(diff, half) == "better"
-    # the unpaired binomial formula the study used before: ±0.0274, "not distinguishable"
-    pa, pb = a_ok.mean(), b_ok.mean()
-    unpaired = 1.96 * math.sqrt(pa * (1 - pa) / 1000 + pb * (1 - pb) / 1000)
-    assert round(unpaired, 4) == 0.0274 and stats.verdict(diff, unpaired).startswith("not")
+@pytest.mark.parametrize("b, c", [(5, 0), (9, 2), (40, 20), (3, 0), (30, 12), (0, 0)])
+def test_the_images_interval_claims_no_more_than_the_exact_test(b, c):
+    r = stats.images_test(*_flags(5400, b, c))
+    assert r["diff"] == pytest.approx((b - c) / 5400)
+    assert r["p"] == pytest.approx(stats.mcnemar_exact(b, c))
+    excludes_zero = r["lo"] > 0 or r["hi"] < 0
+    assert excludes_zero == (r["p"] < 0.05)
+    assert r["lo"] <= r["diff"] <= r["hi"]
 
 
-def test_images_interval_balanced_is_the_mean_of_per_class_differences():
+def test_five_against_none_is_not_a_difference_any_more():
+    """5 vs 0 discordant of 5,400: the normal interval said "better"; the exact test does not."""
+    a_ok, b_ok = _flags(5400, 5, 0)
+    wald = 1.96 * math.sqrt((5 / 5400 - (5 / 5400) ** 2) / 5400)
+    assert 5 / 5400 > wald  # what the old interval claimed
+    fam = stats.Family("f")
+    y = np.zeros(5400, int)
+    fam.add("x", _row("a", [0], [a_ok.mean()]), _row("b", [0], [b_ok.mean()]), "test_acc",
+            lambda row, seed: ((a_ok if row["name"] == "a" else b_ok), y))
+    (res,) = fam.results()
+    assert res["word"] == stats.MODELS_SAME and res["p"] == pytest.approx(0.0625)
+
+
+def test_balanced_images_test_weights_classes_and_its_interval_follows_the_test():
     a_ok, b_ok = _flags(1000, 40, 20)
     classes = np.repeat([0, 1], 500)  # the differing images all fall in class 0
-    diff, half, how = stats.images_interval(a_ok, b_ok, classes)
-    assert diff == pytest.approx((0.04 - 0.0) / 2)  # class 0: (40 − 20)/500, class 1: 0
+    r = stats.images_test(a_ok, b_ok, classes)
+    assert r["diff"] == pytest.approx((0.04 - 0.0) / 2)  # class 0: (40 − 20)/500, class 1: 0
     d0 = 20 / 500
-    assert half == pytest.approx(1.96 * math.sqrt(((60 / 500 - d0**2) / 500) / 4))
-    assert "balanced over 2 classes" in how
+    assert r["half"] >= 1.96 * math.sqrt(((60 / 500 - d0**2) / 500) / 4) - 1e-12
+    assert "balanced over 2 classes" in r["how"] and 0.0 < r["p"] < 0.05
+    # with equal weights the flips give McNemar's answer
+    flat = stats.images_test(a_ok, b_ok, np.zeros(1000, int))
+    assert flat["p"] == pytest.approx(stats.mcnemar_exact(40, 20), abs=0.005)
+    # few discordant images: neither the interval nor the test claims a difference
+    few = stats.images_test(*_flags(1000, 4, 0), classes)
+    assert few["p"] > 0.05 and few["lo"] <= 0
     with pytest.raises(ValueError, match="same images"):
-        stats.images_interval(a_ok, b_ok[:10])
+        stats.images_test(a_ok, b_ok[:10])
 
 
-def _row(name, key, seeds, values, n_train=None):
+def _row(name, seeds, values, key="test_acc", n_train=None):
     return {"name": name, key: float(np.mean(values)), "seed_ids": seeds,
-            f"{key}_values": values, "n_train": n_train}
+            f"{key}_values": values, "n_train": n_train, "run_ids": f"{name}-ids"}
 
 
-def test_compare_pairs_on_the_common_seeds_and_says_so():
-    a = _row("a", "test_acc", [0, 1, 2], A)
-    b = _row("b", "test_acc", [0, 1, 2], B)
+def test_compare_picks_the_design_from_the_seeds():
+    a, b = _row("a", [0, 1, 2], A), _row("b", [0, 1, 2], B)
     c = stats.compare(a, b)
-    assert round(c["half"], 4) == 0.0143 and "paired" in c["how"]
-    # a mixed seed count: compared on the two seeds both ran, and the label says so
-    short = _row("s", "test_acc", [1, 2], [0.90, 0.90])
+    assert c["level"] == "recipes" and round(c["half"], 4) == 0.0143 and "paired" in c["how"]
+    short = _row("s", [1, 2], [0.90, 0.91])
     c = stats.compare(a, short)
-    assert c["a_value"] == pytest.approx(0.915) and c["diff"] == pytest.approx(0.015)
+    assert c["a_value"] == pytest.approx(0.91)  # the table's mean, not the shared seeds'
     assert "on the 2 seeds both ran (3 vs 2 seeds)" in c["how"]
-    # no common seed: independent arms, Welch
-    other = _row("o", "test_acc", [5, 6, 7], B)
-    assert "Welch" in stats.compare(a, other)["how"]
+    assert "Welch" in stats.compare(a, _row("o", [5, 6, 7], B))["how"]
 
 
-def test_compare_one_seed_uses_the_images_of_the_common_seed():
+def test_a_one_seed_arm_is_about_two_models_and_prints_the_table_means():
     a_ok, b_ok = _flags(1000, 40, 20)
     y = np.zeros(1000, int)
     runs = {("a", 0): a_ok, ("b", 0): b_ok}
-    a = _row("a", "test_acc", [0, 1, 2], [a_ok.mean(), 0.5, 0.5])
-    b = _row("b", "test_acc", [0], [b_ok.mean()])
-    c = stats.compare(a, b, images=lambda row, seed: (runs[(row["name"], seed)], y))
-    assert round(c["half"], 4) == 0.0151 and c["diff"] == pytest.approx(0.02)
-    assert "one seed: evaluation noise only" in c["how"]
-    assert "seed 0, the one seed both ran" in c["how"]
-    # without saved predictions there is no interval, and the sentence says so
-    text = stats.describe("x", a, b)
-    assert "no per-image predictions saved: no interval" in text
+    a = _row("a", [0, 1, 2], [a_ok.mean(), 0.5, 0.5])
+    b = _row("b", [0], [b_ok.mean()])
+    fam = stats.Family("claims")
+    c = fam.add("a vs b", a, b, "test_acc", lambda row, seed: (runs[(row["name"], seed)], y))
+    assert c["level"] == "models" and c["diff"] == pytest.approx(0.02)
+    (res,) = fam.results()
+    assert res["word"] == stats.MODELS_DIFFER
+    text = res["text"]
+    assert f"{a['test_acc']:.4f} vs {b['test_acc']:.4f} (means of 3 vs 1 seeds)" in text
+    assert "the two trained models of seed 0: 0.9000 vs 0.8800" in text
+    assert "better" not in text and "worse" not in text and "no verdict on the recipes" in text
+    # without saved predictions: no interval, and the sentence says so
+    fam2 = stats.Family("f")
+    fam2.add("x", a, b)
+    assert "no per-image predictions saved: no interval" in fam2.lines()[0]
     with pytest.raises(ValueError, match="same images"):
         stats.compare(a, b, images=lambda row, seed: (runs[(row["name"], seed)],
                                                       y if row["name"] == "a" else y[:999]))
 
 
-def test_describe_verdicts_and_training_sizes():
-    a = _row("a", "test_acc", [0, 1, 2], [0.90, 0.91, 0.92], n_train=16200)
-    b = _row("b", "test_acc", [0, 1, 2], [0.80, 0.81, 0.81], n_train=2000)
-    text = stats.describe("best vs hw2", a, b)
-    assert text.startswith("best vs hw2: test acc 0.9100 vs 0.8067, +10.3 points ± ")
-    assert "3 paired seeds" in text and ": better" in text
-    assert text.endswith("[trained on different amounts of data: 16,200 vs 2,000 images]")
-    assert ": worse" in stats.describe("x", b, a)
-    same = stats.describe("x", _row("a", "test_acc", [0, 1], [0.9, 0.8]),
-                          _row("b", "test_acc", [0, 1], [0.8, 0.9]))
-    assert same.endswith("not distinguishable at this budget")
+def test_holm_decides_the_words_of_a_family():
+    # two clear recipe differences, a null one and a weak one: alone the weak one reads "better"
+    rows = {n: _row(n, [0, 1, 2], v) for n, v in {
+        "base": [0.80, 0.81, 0.82], "big": [0.90, 0.91, 0.925], "weak": [0.812, 0.824, 0.842],
+        "same": [0.801, 0.809, 0.821]}.items()}
+    alone = stats.Family("alone")
+    alone.add("weak vs base", rows["weak"], rows["base"])
+    assert alone.results()[0]["word"] == stats.BETTER
+    fam = stats.Family("claims")
+    fam.add("big vs base", rows["big"], rows["base"])
+    fam.add("weak vs base", rows["weak"], rows["base"])
+    fam.add("big vs weak", rows["big"], rows["weak"])
+    fam.add("same vs base", rows["same"], rows["base"])
+    res = {r["label"]: r for r in fam.results()}
+    assert fam.k == 4 and all(r["k"] == 4 for r in res.values())
+    assert res["weak vs base"]["p_adj"] > res["weak vs base"]["p"]
+    assert res["weak vs base"]["word"] == stats.NOT_DISTINGUISHABLE
+    assert res["big vs base"]["word"] == stats.BETTER
+    assert res["same vs base"]["word"] == stats.NOT_DISTINGUISHABLE
+    assert "Holm p" in res["big vs base"]["text"] and "(k = 4)" in res["big vs base"]["text"]
+    assert fam.heading().startswith("claims — a family of k = 4 comparisons")
+
+
+def test_a_run_is_never_compared_with_itself():
+    """Two names with one identity (e.g. a lever that changes nothing at this profile's
+    settings) are the same training: no test, no word, and the line says why."""
+    r = _row("a", [0, 1], [0.9, 0.8])
+    fam = stats.Family("f")
+    fam.add("a vs a", r, {**r, "name": "b"})
+    (res,) = fam.results()
+    assert fam.k == 0 and res["word"] is None and "never compared with itself" in res["text"]
+
+
+def test_two_decimals_of_points():
+    fam = stats.Family("f")
+    fam.add("x", _row("a", [0, 1, 2], [0.9012, 0.9021, 0.9033]),
+            _row("b", [0, 1, 2], [0.9001, 0.9010, 0.9018]))
+    text = fam.lines()[0]
+    assert "+0.12 points ± " in text and "better" in text

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from hw2lib.study import task_a, task_b, task_c
+from hw2lib.study import stats, task_a, task_b, task_c
 from hw2lib.study.reference import REFERENCE
 from hw2lib.train.experiment import summarize
 from hw2lib.train.recipes import B_EXPERIMENTS, BEST, resolve
@@ -18,7 +19,8 @@ from tests.nets import fake_dataset, nb_params, run_record
 
 def _rec(name, seed, val, test=None, n=1000, epochs=None, history=None, **extra):
     cfg = resolve(task_b.with_epochs(task_b.experiment(name), epochs), seed=seed)
-    return run_record(cfg, val, test, n=n, run_id=f"id{seed}", history=history or [], **extra)
+    return run_record(cfg, val, test, n=n, run_id=f"{name}-{seed}", history=history or [],
+                      **extra)
 
 
 def test_b_catalogue_ablation_cells_and_references():
@@ -32,8 +34,9 @@ def test_b_catalogue_ablation_cells_and_references():
         assert spec.get("schedule", "none") == sched
     for name, key in task_b.REFERENCE_KEY.items():
         assert key in REFERENCE and B_EXPERIMENTS[name]["track"] == "hw2"
-    for _, a, b, _claim in task_b.COMPARISONS:
+    for _, a, b, _claim, family in task_b.COMPARISONS:
         assert a in B_EXPERIMENTS and b in B_EXPERIMENTS
+        assert family in (task_b.CLAIMS, task_b.FURTHER)
     # every lever is the best recipe with exactly the named settings changed
     for name, (_, change) in task_b.LEVERS.items():
         spec = B_EXPERIMENTS[name]
@@ -52,9 +55,11 @@ def test_b_experiments_all_is_the_whole_catalogue_once():
 def test_b_configs_resolve_both_protocols():
     cfgs = task_b.configs(nb_params("B-ablation", experiments=["resnet18", "resnext18", "best"],
                                     seeds=[0], ablation_seeds=[0, 1], lr_sgd=0.07))
+    # the report's final model's baseline (resnet18) runs the claims' seeds too
     assert [(c["name"], c["seed"]) for c in cfgs] == [
-        ("resnet18", 0), ("resnext18", 0), ("resnext18", 1), ("best", 0), ("best", 1)]
-    r18, rx, best = cfgs[0], cfgs[1], cfgs[3]
+        ("resnet18", 0), ("resnet18", 1), ("resnext18", 0), ("resnext18", 1), ("best", 0),
+        ("best", 1)]
+    r18, rx, best = cfgs[0], cfgs[2], cfgs[4]
     assert (r18["optimizer"], r18["lr"], r18["schedule"], r18["epochs"]) == ("sgd", 0.07, "none",
                                                                             100)
     assert (rx["optimizer"], rx["lr"], rx["schedule"], rx["milestones"], rx["gamma"],
@@ -71,25 +76,53 @@ def test_b_configs_resolve_both_protocols():
     assert short[1]["stem"] == "imagenet" and short[2]["stem"] == "imagenet"
 
 
+def test_b_the_headline_trains_on_its_own_budget_only_where_it_differs():
+    """quick: the levers at a small budget, the pre-specified headline as its own run at its
+    budget, tested on the whole test split; full: one budget, the headline is the lever run."""
+    small = nb_params("B-ablation", experiments=["best", "best_no_mix"], ablation_seeds=[0],
+                      headline="best_no_mix", best_epochs=12, best_stem="imagenet",
+                      lever_epochs=3, lever_train_per_class=50)
+    cfgs = task_b.configs(small)
+    assert [(c["name"], c["epochs"]) for c in cfgs] == [("best", 3), ("best_no_mix", 3),
+                                                        ("headline", 12)]
+    head = cfgs[-1]
+    assert head["mix"] == "none" and head["stem"] == "imagenet" and task_b.rows_key(head) == \
+        "headline"
+    assert task_b.train_caps(small) == {"hw2": None, "best": 50, "headline": None}
+    same = task_b.configs({**small, "lever_epochs": None, "lever_train_per_class": None})
+    assert [c["name"] for c in same] == ["best", "best_no_mix"]
+    assert not task_b.separate_headline({**small, "experiments": ["best"]})
+
+
+def _line(families, start):
+    return next(line for f in families for line in f.lines() if line.startswith(start))
+
+
 def test_b_findings_tables_and_headline():
-    recs = [_rec("resnet18", 0, 0.80), _rec("resnet50", 0, 0.70),
+    recs = [*[_rec("resnet18", s, v) for s, v in enumerate((0.80, 0.81, 0.79))],
+            _rec("resnet50", 0, 0.70),
             *[_rec("resnext18_aug_only", s, v) for s, v in enumerate((0.80, 0.82, 0.84))],
             *[_rec("resnext18", s, v) for s, v in enumerate((0.90, 0.91, 0.92))],
             *[_rec("resnext18_none", s, v) for s, v in enumerate((0.79, 0.80, 0.81))],
             _rec("resnet34", 0, 0.5, epochs=5)]
     rows = summarize(recs)
-    found = task_b.findings(rows)
-    depth = next(f for f in found if f.startswith("depth: ResNet-50"))
-    # one seed each and no saved predictions here: no interval, and it says so (test_verdicts
-    # has the paired images interval from saved predictions)
-    assert "test acc 0.7000 vs 0.8000, -10.0 points" in depth
+    fams = task_b.findings(rows)
+    assert [f.name for f in fams] == [task_b.CLAIMS]
+    depth = _line(fams, "depth: ResNet-50")
+    # a one-seed arm and no saved predictions here: no interval, no word, and it says so
+    # (test_verdicts has the exact test from saved predictions)
+    assert "test acc 0.7000 vs 0.8000 (means of 1 vs 3 seeds)" in depth
     assert "no per-image predictions saved: no interval" in depth
+    said = depth.split(" — ")[0]  # the line without the report's claim
+    assert "better" not in said and "worse" not in said
     assert depth.endswith("— HW2: ResNet-50 clearly worse")
-    both = next(f for f in found if f.startswith("ablation: both vs augmentation only"))
-    assert ("+9.0 points ± 2.5 (95 %, 3 paired seeds, t(2) on per-seed differences): better"
-            in both)
-    aug = next(f for f in found if f.startswith("ablation: augmentation only vs none"))
-    assert "+2.0 points" in aug and "not distinguishable at this budget" in aug
+    both = _line(fams, "ablation: both vs augmentation only")
+    assert "+9.00 points ± 2.48 (95 %), 3 paired seeds, t(2) on per-seed differences" in both
+    assert "(k = 3)" in both and both.endswith(": better")  # k: the claims with a test
+    aug = _line(fams, "ablation: augmentation only vs none")
+    assert "+2.00 points" in aug and aug.endswith(": not distinguishable — HW2: ≈ +2 points")
+    final = _line(fams, "the report's final model vs its baseline")
+    assert "(means of 3 vs 3 seeds)" in final and "paired" in final
     table = task_b.ablation_table(rows)
     assert table.loc["crop + flip + colour", "MultiStep LR"] == "0.9100 ± 0.0100 (n=3)"
     assert table.loc["no augmentation", "MultiStep LR"] == "not run"
@@ -100,49 +133,63 @@ def test_b_findings_tables_and_headline():
     assert shown.loc["resnext18", ref] == "0.8906"
     assert shown.loc["resnet34", ref] == "≈ 0.80 (at 100 ep; this run 5)"
     assert shown.loc["resnet50", ref] == "—"
-    assert shown.loc["resnext18", "run ids"] == "id0 id1 id2"
+    assert shown.loc["resnext18", "run ids"] == "resnext18-0 resnext18-1 resnext18-2"
     assert shown.loc["resnext18", "test acc (val-chosen checkpoint)"] == "0.9100 ± 0.0100"
     heads = {h["name"]: h for h in task_b.headline_rows(rows)}
-    r18 = "B resnet18: val acc (selection metric)"
-    assert heads[r18]["reference"] == "≈ 0.80" and heads[r18]["run_id"] == "id0"
-    assert "test acc 0.8000 (val-chosen checkpoint)" in heads[r18]["note"]
-    assert "on its own split" in heads[r18]["note"]
+    r18 = "B resnet18: test acc"
+    assert heads[r18]["reference"] == "≈ 0.80" and heads[r18]["run_id"] == "resnet18-0 resnet18-1 resnet18-2"
+    assert heads[r18]["value"] == pytest.approx(0.80)
+    assert "val acc 0.8000 (the selection metric)" in heads[r18]["note"]
+    assert "its val accuracy on its own split" in heads[r18]["note"]
     # a reference never sits beside a run of another budget
-    r34 = "B resnet34: val acc (selection metric)"
+    r34 = "B resnet34: test acc"
     assert heads[r34]["reference"] is None
     assert "not comparable at this budget" in heads[r34]["note"]
 
 
-def test_b_best_recipe_levers_choice_and_tracks():
+def test_b_best_recipe_levers_headline_and_tracks():
     recs = [*[_rec("best", s, v, test=v - 0.01, val_acc_no_tta=v - 0.02,
                    test_acc_no_tta=v - 0.03) for s, v in enumerate((0.97, 0.98))],
             *[_rec("best_no_mix", s, v, test=0.5, val_acc_no_tta=v, test_acc_no_tta=v)
               for s, v in enumerate((0.985, 0.99))],
             _rec("resnext18", 0, 0.89, test=0.88)]
     rows = summarize(recs)
-    chosen = task_b.chosen_recipe(rows)
-    assert chosen["name"] == "best_no_mix"  # chosen by validation, whatever its test says
+    # validation would pick best_no_mix: shown as exploratory, not as the headline
+    note = task_b.exploratory_choice(rows)
+    assert note.startswith("Exploratory: of the 2 best-recipe variants") and "best_no_mix" in note
+    assert "optimistic" in note
     levers = task_b.lever_table(rows)
     test, val = "test acc (val-chosen checkpoint)", "val acc (selection metric: max over epochs)"
     assert levers.loc["best recipe (all levers)", val] == "0.9750 ± 0.0071 (n=2)"
     assert levers.loc["best recipe (all levers)", test] == "0.9650 ± 0.0071 (n=2)"
     tta = "without 8-view test-time averaging (same weights, same images)"
     assert levers.loc[tta, test].startswith("0.9450") and levers.loc[tta, val].startswith("0.9550")
-    assert levers.loc[tta, "Δ test vs best (points)"].startswith("-2.00 ± 0.00")
+    # the same 0.02 on both seeds: no spread, so no interval and no word, and it says why
+    assert levers.loc[tta, "Δ test vs best (points)"].startswith("-2.00 the per-seed "
+                                                                 "differences are all equal")
+    assert levers.loc[tta, "word"] == "no verdict"
     mix = levers.loc["without mixup / CutMix", "Δ test vs best (points)"]
     assert mix.startswith("-46.50 ±") and "2 paired seeds" in mix
-    tracks = task_b.track_table(rows)
+    assert levers.loc["without mixup / CutMix", "Holm p (k = 1)"] != "—"
+    tracks = task_b.track_table(rows)  # the pre-specified headline: `best`
+    col = "this study, Track 2 headline (best, pre-specified)"
     assert tracks.iloc[1]["HW2 report (its split)"] == "0.8906"
-    assert tracks.iloc[0]["this study, best recipe"] == "0.5000 ± 0.0000 (n=2) [best_no_mix]"
+    assert tracks.iloc[0][col] == "0.9650 ± 0.0071 (n=2)"
     heads = task_b.headline_rows(rows)
-    assert heads[-1]["name"].startswith("B best recipe (best_no_mix") and heads[-1]["value"] == 0.5
-    last = task_b.findings(rows)[-1]
-    assert last.startswith("best recipe (best_no_mix, chosen by val) vs the HW2 protocol's "
-                           "ResNeXt-18: test acc 0.5000 vs 0.8800, -38.0 points")
+    assert heads[-1]["name"] == "B Track 2 headline (best, pre-specified): test acc"
+    assert heads[-1]["value"] == pytest.approx(0.965)
+    fams = task_b.findings(rows)
+    last = fams[-1]
+    assert last.name == task_b.TRACKS and last.k == 0  # one seed of resnext18: about models
+    assert last.lines()[0].startswith("Track 2's headline (best, pre-specified) vs the HW2 "
+                                      "protocol's ResNeXt-18: test acc 0.9650 vs 0.8800")
+    # a headline named otherwise is the one shown
+    assert task_b.track_table(rows, "best_no_mix").iloc[0][
+        "this study, Track 2 headline (best_no_mix, pre-specified)"] == "0.5000 ± 0.0000 (n=2)"
     assert task_b.lever_table(summarize([_rec("resnext18", 0, 0.9)])) is None
 
 
-def test_b_lr_step_jumps_are_measured_with_their_interval():
+def test_b_lr_step_jumps_are_a_family_with_their_interval():
     lrs = [1e-3] * 4 + [2e-4] * 3 + [4e-5] * 3
     accs = [0.70, 0.72, 0.71, 0.72, 0.80, 0.81, 0.80, 0.805, 0.80, 0.81]
     hist = [{"epoch": i + 1, "lr": lr, "val_acc": a} for i, (lr, a) in enumerate(zip(lrs, accs, strict=True))]
@@ -150,8 +197,9 @@ def test_b_lr_step_jumps_are_measured_with_their_interval():
     jumps = task_b.step_jumps(recs)
     assert [j["epoch"] for j in jumps] == [5, 8]
     first, second = jumps
-    assert math.isclose(first["jump (points)"], 100 * (0.8033333 - 0.7166667), rel_tol=1e-4)
-    assert first["verdict"] == "up" and second["verdict"] == "not distinguishable at this budget"
+    assert first["jump (points)"] == round(100 * (0.8033333 - 0.7166667), 2)
+    assert first["change"] == "rose" and second["change"] == "no change beyond evaluation noise"
+    assert first["k"] == 2 and first["Holm p"] == pytest.approx(min(1.0, 2 * first["p"]))
     assert first["lr"] == "0.001 → 0.0002"
     assert task_b.step_jumps([_rec("resnet18", 0, 0.8, history=hist)]) == []  # no MultiStep
 
@@ -164,60 +212,99 @@ def _logits(y, k, correct):
     return lg
 
 
+def _c_result(run_id, val_lg, test_lg, y, loss="ce", bb="bb", seed=0):
+    return {"predictions": {"val_logits": val_lg, "val_targets": y, "test_logits": test_lg,
+                            "test_targets": y},
+            "run_id": run_id, "config": {"group": bb, "loss": loss, "seed": seed, "epochs": 1},
+            "history": [{"val_loss": 1.0}]}
+
+
 def test_c_scores_table_findings_and_posthoc():
     k = 3
-    y = np.array([0, 0, 1, 1, 2, 2])
+    y = np.repeat([0, 1, 2], 20)
     counts = [200, 50, 5]
-    good = _logits(y, k, np.ones(6, bool))
-    half = _logits(y, k, np.array([1, 1, 1, 0, 0, 0], bool))
-    sc = task_c.scores(half, y, good, y, counts, k)
-    assert sc["val_acc"] == 0.5 and sc["test_acc"] == 1.0
+    good = _logits(y, k, np.ones(60, bool))
+    rng = np.random.default_rng(0)
+    half = _logits(y, k, rng.random(60) < 0.5)
+    sc = task_c.scores(half, y, good, y, counts, k, np.arange(30, 60))
+    assert sc["val_acc"] == (half.argmax(1) == y).mean() and sc["test_acc"] == 1.0
     assert sc["test_few"] == 1.0 and list(sc["test_per_class"]) == [1.0, 1.0, 1.0]
-    results = {("bb", "ce"): {"predictions": {"val_logits": half, "val_targets": y,
-                                              "test_logits": half, "test_targets": y},
-                              "run_id": "ce01", "config": {}, "val_acc": 0.5, "best_epoch": 1,
-                              "history": [{"val_loss": 1.25}]},
-               ("bb", "balanced_softmax"): {"predictions": {"val_logits": good, "val_targets": y,
-                                                            "test_logits": good, "test_targets": y},
-                                            "run_id": "bs01", "config": {}, "val_acc": 1.0,
-                                            "best_epoch": 1, "history": [{"val_loss": 0.5}]}}
-
-    rows = task_c.method_scores(results, fake_dataset(num_classes=k), {}, counts, posthoc_tau=1.0, crt_epochs=0,
-                                seed=0, device="cpu")
-    assert set(rows) == {("bb", "ce"), ("bb", "balanced_softmax"), ("bb", "posthoc (τ=1)")}
+    assert sc["val_rank_bal_acc"] == task_c.metrics.balanced_accuracy(y[30:], half.argmax(1)[30:])
+    results = {("bb", "ce", 0): _c_result("ce01", half, half, y),
+               ("bb", "balanced_softmax", 0): _c_result("bs01", good, good, y,
+                                                        "balanced_softmax")}
+    rows = task_c.method_scores(results, fake_dataset(num_classes=k), {}, counts, posthoc_tau=1.0,
+                                crt_epochs=0, device="cpu")
+    assert set(rows) == {("bb", "ce", 0), ("bb", "balanced_softmax", 0), ("bb", "posthoc", 0)}
     # the post-hoc row: the CE model's logits minus τ·log π (π the class frequencies), re-scored
     log_pi = np.log(np.array(counts) / sum(counts))
     adjusted = (half - log_pi).argmax(1)
-    post = rows[("bb", "posthoc (τ=1)")]
-    assert post["val_acc"] == (adjusted == y).mean() and list(post["val_pred"]) == list(adjusted)
-    assert post["test_bal_acc"] == task_c.scores(half - log_pi, y, half - log_pi, y, counts,
-                                                 k)["test_bal_acc"]
-    t = task_c.table(rows)
-    assert t.loc[("bb", "balanced_softmax"), "val_bal_acc"] == 1.0
-    assert "test_pred" not in t.columns
-    lines = task_c.findings(rows, t)
-    # test accuracy, paired on the same 6 test images: b = 3, c = 0 → ±1.96·sqrt((.5−.25)/6)
-    assert lines[0].startswith("**bb**, Balanced Softmax vs cross-entropy: test acc 1.0000 vs "
-                               "0.5000, +50.0 points ± 40.0 (95 %, one seed: evaluation noise "
-                               "only (paired on 6 images)): better")
-    assert "test balanced acc" in lines[1] and "balanced over 3 classes" in lines[1]
-    assert "few-shot test accuracy 0.0000 → 1.0000" in lines[1]
-    assert lines[2].startswith("**bb**: the best method by val balanced accuracy, "
-                               "**balanced_softmax**, vs the worst, ce: test balanced acc 1.0000 "
-                               "vs 0.5000")
-    heads = task_c.headline_rows(rows, t, results, comparable=lambda cfg: False)
-    assert [h["run_id"] for h in heads[:2]] == ["ce01", "bs01"]
-    assert heads[-1]["name"].endswith("balanced_softmax: test balanced acc")
+    post = rows[("bb", "posthoc", 0)]
+    assert post["tau"] == 1.0 and list(post["val_pred"]) == list(adjusted)
+    t = task_c.table(rows, results)
+    assert t.loc[("bb", "balanced_softmax"), "test_bal_acc"] == 1.0
+    assert t.loc[("bb", "posthoc"), "τ"] == "1" and t.loc[("bb", "posthoc"), "run ids"] == "ce01"
+    assert "test_pred" not in t.columns and list(t.index)[0] == ("bb", "ce")
+    fams, notes = task_c.findings(rows, counts, results)
+    assert [f.name for f in fams] == [task_c.remedies_family("bb"), task_c.CHOSEN, task_c.SHOTS]
+    remedy = fams[0].lines()
+    assert remedy[0].startswith("bb: balanced_softmax vs cross-entropy: test balanced acc "
+                                "1.0000 vs ")
+    assert "(one seed each)" in remedy[0] and "sign-flip" in remedy[0] and "(k = 2)" in remedy[0]
+    assert remedy[0].endswith(stats.MODELS_DIFFER)
+    chosen = fams[1].lines()[0]
+    assert chosen.startswith("bb: balanced_softmax (chosen on validation, 1.0000 vs CE's")
+    shots = fams[2].lines()
+    assert [s.split(":")[0] for s in shots] == [
+        "bb, few-shot classes", "bb, many-shot classes"]
+    assert notes == []
+    heads = task_c.headline_rows(t, results, comparable=lambda cfg: False)
+    assert [h["run_id"] for h in heads] == ["ce01", "bs01"]
+    assert heads[0]["name"] == "C bb ce: test acc" and "n=1" in heads[0]["note"]
     cms = task_c.confusions(results)
-    assert cms["bb"]["balanced_softmax: test acc 1.0000"].trace() == 6
-    assert cms["bb"]["ce: test acc 0.5000"].trace() == 3
-    val = task_c.confusions({k: {**r, "val_acc": r["val_acc"]} for k, r in results.items()},
-                            "val")
-    # the same loss for every method: plain cross-entropy of the saved logits, named
-    ce_right, ce_wrong = math.log(1 + 2 * math.exp(-5)), math.log(math.exp(5) + 2)
-    assert set(val["bb"]) == {
-        f"ce — validation: plain cross-entropy {(ce_right + ce_wrong) / 2:.4f}, acc 0.5000",
-        f"balanced_softmax — validation: plain cross-entropy {ce_right:.4f}, acc 1.0000"}
+    assert cms["bb"]["balanced_softmax: test acc 1.0000"].trace() == 60
+    val = task_c.confusions(results, "val")
+    ce_right = math.log(1 + 2 * math.exp(-5))
+    assert f"balanced_softmax — validation: plain cross-entropy {ce_right:.4f}, acc 1.0000" in \
+        val["bb"]
+
+
+def test_c_with_seeds_tests_over_seeds_and_ranks_on_the_other_half():
+    """Two seeds each: the remedy lines test over seeds (paired t) and may say better/worse; τ is
+    chosen on the first half of validation, the methods ranked on the second; a validation
+    choice of CE itself is said, not compared with itself."""
+    k, counts = 3, [200, 50, 5]
+    y = np.repeat([0, 1, 2], 20)
+    rng = np.random.default_rng(1)
+    results = {}
+    for s in (0, 1, 2):
+        results[("bb", "ce", s)] = _c_result(f"ce{s}", *[_logits(y, k, rng.random(60) < 0.6)
+                                                         for _ in range(2)], y, seed=s)
+        results[("bb", "balanced_softmax", s)] = _c_result(
+            f"bs{s}", *[_logits(y, k, rng.random(60) < 0.9) for _ in range(2)], y,
+            "balanced_softmax", seed=s)
+    rows = task_c.method_scores(results, fake_dataset(num_classes=k), {}, counts, posthoc_tau=None,
+                                crt_epochs=0, device="cpu")
+    t = task_c.table(rows, results)
+    assert t.loc[("bb", "ce"), "seeds"] == 3 and t.loc[("bb", "ce"), "run ids"] == "ce0 ce1 ce2"
+    assert t.loc[("bb", "balanced_softmax"), "test_bal_acc_sd"] > 0
+    fams, _ = task_c.findings(rows, counts, results)
+    line = fams[0].lines()[0]
+    assert "(means of 3 vs 3 seeds)" in line and "3 paired seeds" in line
+    assert line.endswith(": better")
+    choose, rank = task_c.val_halves(y)
+    assert len(choose) == len(rank) == 30 and not set(choose) & set(rank)
+    assert np.bincount(y[choose]).tolist() == [10, 10, 10]
+    # τ from the choosing half only: the ranking half's labels may change without moving it
+    lg = results[("bb", "ce", 0)]["predictions"]["val_logits"]
+    assert rows[("bb", "posthoc", 0)]["tau"] == task_c.posthoc_tau_on_val(lg[choose], y[choose],
+                                                                          counts)
+    only_ce = {key: r for key, r in rows.items() if key[1] == "ce"}
+    only_ce.update({("bb", "cRT", s): {**rows[("bb", "ce", s)], "val_rank_bal_acc": 0.0}
+                    for s in (0, 1, 2)})
+    fams, notes = task_c.findings(only_ce, counts, results)
+    assert notes and notes[0].startswith("bb: validation (its ranking half) chooses "
+                                         "cross-entropy itself")
 
 
 def test_c_backbones_protocols_and_unknown_names():
@@ -325,48 +412,59 @@ def test_b_step_jumps_table_says_why_it_is_empty():
     hist[2]["lr"] = 2e-4
     table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, n=100, epochs=3,
                                                 history=hist)])
-    assert list(table.index) == [("resnext18", 0, 3)]
-    assert note.startswith("Runs shorter than the protocol (resnext18 (3 of 200 epochs))")
+    assert list(table.data.index) == [("resnext18", 0, 3)]
+    assert "a family of k = 1 jumps" in note and "evaluation noise only" in note
+    assert "Runs shorter than the protocol (resnext18 (3 of 200 epochs))" in note
+    assert "+0.00" in table.to_html() and "0.0000000" not in table.to_html()  # two decimals
     full = [{**_rec("resnext18", 0, 0.5, n=100, history=hist)}]
-    assert task_b.step_jumps_table(full)[1] == ""  # at the protocol's 200 epochs: no caveat
+    assert "shorter" not in task_b.step_jumps_table(full)[1]  # the protocol's epochs: no caveat
 
 
 def test_c_track_table_puts_each_number_in_its_column():
     cfgs = task_c.configs(nb_params("C-longtail", backbones=["resnext18", "best_no_mix"],
-                                    losses=["ce", "balanced_softmax"]))
-    results = {(c["group"], c["loss"]): {"config": c} for c in cfgs}
-    rows = {k: {"val_acc": v, "test_bal_acc": v - 0.1} for k, v in zip(
-        results, (0.80, 0.88, 0.90, 0.95), strict=True)}
+                                    losses=["ce", "balanced_softmax"], seeds=[0]))
+    results = {(c["group"], c["loss"], 0): {"config": c} for c in cfgs}
+    t = pd.DataFrame({(bb, m): {"test_acc": v, "test_bal_acc": v - 0.1} for (bb, m, _), v in zip(
+        results, (0.80, 0.88, 0.90, 0.95), strict=True)}).T
 
     def comparable(cfg):
         return task_c.comparable_to_hw2(cfg, long_tail="hw2", n_max=None, lt_counts=None)
 
-    t = task_c.track_table(rows, results, comparable=comparable)
+    tt = task_c.track_table(t, results, comparable=comparable)
     col = "this study, best recipe (best_no_mix)"
     ref = "HW2 report (its split)"
-    assert t.loc["from scratch, cross-entropy: val acc", ref] == "0.8006"
-    assert t.loc["from scratch, Balanced Softmax: val acc", "this study, HW2 protocol"] == "0.8800"
-    assert t.loc["from scratch, Balanced Softmax: val acc", col] == "0.9500"
-    assert t.loc["from scratch, Balanced Softmax: test balanced acc", col] == "0.8500"
-    assert t.loc["ImageNet-pretrained, cross-entropy: val acc",
-                 "this study, HW2 protocol"] == "not run"
+    assert tt.loc["from scratch, cross-entropy: test acc", ref] == "0.8006"
+    assert tt.loc["from scratch, Balanced Softmax: test acc", "this study, HW2 protocol"] == \
+        "0.8800"
+    assert tt.loc["from scratch, Balanced Softmax: test acc", col] == "0.9500"
+    assert tt.loc["from scratch, Balanced Softmax: test balanced acc", col] == "0.8500"
+    assert tt.loc["ImageNet-pretrained, cross-entropy: test acc",
+                  "this study, HW2 protocol"] == "not run"
     short = {k: {"config": {**v["config"], "epochs": 5}} for k, v in results.items()}
-    t = task_c.track_table(rows, short, comparable=comparable)
-    assert t.loc["from scratch, cross-entropy: val acc", ref] == (
+    tt = task_c.track_table(t, short, comparable=comparable)
+    assert tt.loc["from scratch, cross-entropy: test acc", ref] == (
         "0.8006 (another protocol: context only)")
+    assert all(c["select"] == "bal_acc" for c in cfgs)  # C keeps the best balanced checkpoint
 
 
 def test_notebook_helpers_of_b_and_c(tmp_path):
     rows = summarize([_rec("resnext18", 0, 0.9)])
     assert task_b.lever_view(rows) == (None, "The best recipe is not in this profile's list.")
-    text = task_b.dlresnet_blocks(10)
-    assert "'dlresnet18_dilated': '22,174,794 parameters'" in text and "alt_conv1" in text
+    blocks = task_b.dlresnet_table(10)  # a table, not a dict and a module repr (issue 29)
+    assert blocks.loc["dlresnet18_dilated", "parameters"] == "22,174,794"
+    assert blocks.loc["dlresnet18_5x5", "second path"] == ("5×5 conv → BN → ReLU → 5×5 conv → "
+                                                           "BN")
+    assert blocks.loc["dlresnet18_dilated", "second path"].startswith("3×3 (dilation 2) conv")
+    assert blocks.loc["resnet18", "second path"] == "—"
     task_b.results_table(rows, csv=tmp_path / "b.csv")
     assert (tmp_path / "b.csv").read_text().startswith("name,track,")
-    sc = {("bb", "ce"): {"test_per_class": [1.0, 0.5]}, ("bb", "cRT"): {"test_per_class": [0.5]},
-          ("cc", "ce"): {"test_per_class": [0.0]}}
-    assert task_c.per_class_by_backbone(sc) == {"bb": {"ce": [1.0, 0.5], "cRT": [0.5]},
-                                                "cc": {"ce": [0.0]}}
+    sc = {("bb", "ce", 0): {"test_per_class": [1.0, 0.5]},
+          ("bb", "ce", 1): {"test_per_class": [0.0, 0.5]},
+          ("bb", "cRT", 0): {"test_per_class": [0.5, 0.5]},
+          ("cc", "ce", 0): {"test_per_class": [0.0, 1.0]}}
+    per = task_c.per_class_by_backbone(sc)  # the seeds' mean
+    assert list(per) == ["bb", "cc"] and list(per["bb"]) == ["ce", "cRT"]
+    assert list(per["bb"]["ce"]) == [0.5, 0.5] and list(per["cc"]["ce"]) == [0.0, 1.0]
     check = task_c.protocol_check(long_tail="hw2", n_max=None, lt_counts=None)
     cfg = task_c.configs(nb_params("C-longtail", backbones=["resnext18"], losses=["ce"]))[0]
     assert check(cfg) and not task_c.protocol_check(long_tail="exponential", n_max=None,
@@ -379,20 +477,21 @@ def test_crt_retrains_only_a_seeded_new_head(small_ds, monkeypatch):
     the batch size it is given."""
     from hw2lib import data as D
     from hw2lib.nets.models import build_model
+    from hw2lib.study import remedies
 
     cfg = resolve({"name": "c", "model": "resnet18", "augment": "none"}, epochs=1, seed=0,
                   batch_size=8)
     train = D.split_indices(small_ds)["train"]
     sizes = []
-    real_loader = task_c.make_loader
-    monkeypatch.setattr(task_c, "make_loader",
+    real_loader = remedies.make_loader
+    monkeypatch.setattr(remedies, "make_loader",
                         lambda *a, **k: sizes.append(k.get("batch_size")) or real_loader(*a, **k))
 
     def crt(seed):
         torch.manual_seed(0)
         model = build_model("resnet18", small_ds.num_classes)
         before = {k: v.clone() for k, v in model.state_dict().items()}
-        task_c.retrain_classifier(model, small_ds, train, cfg, "cpu", epochs=2, lr=0.1,
+        remedies.retrain_classifier(model, small_ds, train, cfg, "cpu", epochs=2, lr=0.1,
                                   batch_size=16, seed=seed)
         after = model.state_dict()
         for k, v in before.items():

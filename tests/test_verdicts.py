@@ -75,7 +75,7 @@ def _run(tmp_path, name, seed, correct, *, y, n_train=600, **variants):
     rec = {"config": resolve(task_b.experiment(name), seed=seed), "params": 1,
            "val_acc": float(correct.mean()), "test_acc": float(correct.mean()),
            "val_bal_acc": 0.0, "test_bal_acc": 0.0, "wall_seconds": 1.0,
-           "run_id": f"{name[:4]}{seed}", "val_n": len(y), "test_n": len(y),
+           "run_id": f"{name}-{seed}", "val_n": len(y), "test_n": len(y),
            "run_folder": str(d), "identity": {"data": {"n_train": n_train}}}
     for v, c in variants.items():
         preds[f"test_logits_{v}"] = _logits(y, c)
@@ -90,7 +90,7 @@ def _flags(n, wrong):
     return c
 
 
-def test_b_one_seed_findings_use_the_paired_images_interval(tmp_path):
+def test_b_one_seed_findings_are_about_two_models_with_the_exact_test(tmp_path):
     n = 1000
     y = np.arange(n) % 3
     # resnet50 right where resnet18 is wrong on 20 images, wrong where it is right on 40
@@ -98,11 +98,16 @@ def test_b_one_seed_findings_use_the_paired_images_interval(tmp_path):
     r50 = _flags(n, np.r_[0:80, 100:140])
     rows = summarize([_run(tmp_path, "resnet18", 0, r18, y=y),
                       _run(tmp_path, "resnet50", 0, r50, y=y)])
-    depth = next(f for f in task_b.findings(rows) if f.startswith("depth: ResNet-50"))
-    d, h, _ = stats.images_interval(r50, r18)
-    assert round(h, 4) == 0.0151 and round(d, 3) == -0.020
-    assert ("test acc 0.8800 vs 0.9000, -2.0 points ± 1.5 (95 %, one seed: evaluation noise "
-            "only (paired on 1,000 images)): worse") in depth
+    (fam,) = task_b.findings(rows)
+    (res,) = fam.results()
+    assert res["label"].startswith("depth: ResNet-50") and res["level"] == "models"
+    exact = stats.images_test(r50, r18)
+    assert res["p"] == pytest.approx(stats.mcnemar_exact(20, 40)) == exact["p"]
+    assert round(res["diff"], 3) == -0.020
+    assert ("test acc 0.8800 vs 0.9000 (one seed each), -2.00 points (95 % "
+            f"{100 * exact['lo']:+.2f} to {100 * exact['hi']:+.2f})") in res["text"]
+    assert "exact McNemar on 20 vs 40 discordant of 1,000 images" in res["text"]
+    assert res["word"] == stats.MODELS_DIFFER and "worse" not in res["text"].split(" — ")[0]
 
 
 def test_b_levers_tta_symmetries_and_ema_from_the_same_runs(tmp_path):
@@ -117,26 +122,32 @@ def test_b_levers_tta_symmetries_and_ema_from_the_same_runs(tmp_path):
     t = task_b.lever_table(rows)
     delta = "Δ test vs best (points)"
     tta = t.loc["without 8-view test-time averaging (same weights, same images)", delta]
-    assert tta.startswith("-3.33 ±") and "paired on 600 images" in tta
+    assert tta.startswith("-3.33 (95 % ") and "0 vs 20 discordant of 600 images" in tta
     ema = t.loc["without EMA of weights (the raw weights of the same runs)", delta]
-    assert ema.startswith("-2.50 ±") and "evaluation noise only" in ema
+    assert ema.startswith("-2.50 (95 % ") and "evaluation noise only" in ema
     sym = "without 8 symmetries (crop + horizontal flip instead)"
     assert t.loc[f"{sym} (scored with 8-view TTA, like the rest)", delta].startswith("-10.00")
     # both scored without TTA: no_d4 0.9000 vs best 0.9167
     assert t.loc[f"{sym} — both scored without TTA", delta].startswith("-1.67")
     view, note = task_b.lever_view(rows)  # styled: the interval's label is shown whole
-    assert note == "" and "one seed: evaluation noise only (paired on 600 images)" in view.to_html()
-    found = task_b.findings(rows)
-    assert any(f.startswith("lever: best recipe vs without EMA of weights") for f in found)
-    last = found[-1]
-    assert last.startswith("best recipe (best, chosen by val) vs the HW2 protocol's ResNeXt-18: "
-                           "test acc 0.9500 vs 0.8000, +15.0 points ±")
+    assert note.startswith("The lever runs: 100 epochs on 16,200 training images, 1 seed(s).")
+    assert "evaluation noise only, no verdict on the recipes" in view.to_html()
+    fams = task_b.findings(rows)
+    levers = next(f for f in fams if f.name == "Track 2: what each lever is worth")
+    assert levers.k == 4 and any(line.startswith("without EMA of weights") for line in
+                                 levers.lines())
+    last = fams[-1].lines()[-1]
+    assert last.startswith("Track 2's headline (best, pre-specified) vs the HW2 protocol's "
+                           "ResNeXt-18: test acc 0.9500 vs 0.8000 (one seed each), +15.00 points")
     assert last.endswith("[trained on different amounts of data: 16,200 vs 2,000 images]")
     tracks = task_b.track_table(rows)
-    assert tracks.loc["… trained on (images)", "this study, best recipe"] == "16,200"
+    assert tracks.loc["… trained on (images × epochs)",
+                      "this study, Track 2 headline (best, pre-specified)"] == "16,200 × 100"
 
 
-def test_c_posthoc_tau_is_chosen_on_validation():
+def test_c_posthoc_tau_is_chosen_on_one_half_of_validation():
+    from hw2lib.study.remedies import POSTHOC_TAUS
+
     counts = [100, 10, 1]
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 50)
@@ -144,15 +155,16 @@ def test_c_posthoc_tau_is_chosen_on_validation():
     logits = rng.normal(size=(150, 3)).astype(np.float32) + 2.0 * np.eye(3)[y] \
         + np.log(np.array(counts, dtype=np.float32) / sum(counts))
     tau = task_c.posthoc_tau_on_val(logits, y, counts)
-    assert tau in task_c.POSTHOC_TAUS and tau > 0
-    results = {("bb", "ce"): {"predictions": {"val_logits": logits, "val_targets": y,
-                                              "test_logits": logits, "test_targets": y}}}
-
-    rows = task_c.method_scores(results, fake_dataset(num_classes=3), {}, counts, posthoc_tau=None, crt_epochs=0,
-                                seed=0, device="cpu")
-    (key,) = [k for k in rows if k[1].startswith("posthoc")]
-    assert key[1] == f"posthoc (τ={tau:g}, chosen on val from 0–2)"
-    assert rows[key]["val_bal_acc"] >= rows[("bb", "ce")]["val_bal_acc"]
+    assert tau in POSTHOC_TAUS and tau > 0
+    results = {("bb", "ce", 0): {"predictions": {"val_logits": logits, "val_targets": y,
+                                                 "test_logits": logits, "test_targets": y}}}
+    rows = task_c.method_scores(results, fake_dataset(num_classes=3), {}, counts,
+                                posthoc_tau=None, crt_epochs=0, device="cpu")
+    choose, _ = task_c.val_halves(y)
+    post = rows[("bb", "posthoc", 0)]
+    assert post["tau"] == task_c.posthoc_tau_on_val(logits[choose], y[choose], counts)
+    # ranked on the other half: post hoc is not better than CE there by construction
+    assert "val_rank_bal_acc" in post and "val_rank_bal_acc" in rows[("bb", "ce", 0)]
 
 
 def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp_path):
@@ -167,7 +179,7 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     g = torch.Generator().manual_seed(0)
     y = torch.arange(24) % 3
     x = torch.rand(24, 3, 6, 6, generator=g) + y.view(-1, 1, 1, 1).float()
-    kw = dict(optimizer="sgd", lr=0.05, device="cpu", progress=False, ema=0.8)
+    kw = dict(optimizer="sgd", lr=0.05, device="cpu", progress=False, ema=0.8, ema_raw=True)
     torch.manual_seed(1)
     model = Tiny()
     hist = fit(model, make_loader(x, y, seed=0), make_loader(x, y, shuffle=False), epochs=3,
@@ -184,11 +196,13 @@ def test_fit_evaluates_raw_and_ema_weights_each_epoch_and_keeps_the_raw_best(tmp
     # the raw weights are not the EMA's: best.pt holds the EMA weights
     ema_best = C.load_checkpoint(tmp_path / "run" / "best.pt")
     assert any(not torch.equal(ema_best["model"][k], ckpt["model"][k]) for k in ckpt["model"])
-    # without EMA the history keeps its keys and no best_raw.pt is written
-    plain = fit(Tiny(), make_loader(x, y, seed=0), make_loader(x, y, shuffle=False),
-                  epochs=1, out_dir=tmp_path / "plain", **{**kw, "ema": 0.0})
-    assert set(plain[0]) == HISTORY_KEYS
-    assert not (tmp_path / "plain" / "best_raw.pt").exists()
+    # without EMA, or with an EMA nobody reads the raw weights of (`ema_raw` off: the lever
+    # variants, Task C), the history keeps its keys and no best_raw.pt is written
+    for name, change in (("plain", {"ema": 0.0}), ("unread", {"ema_raw": False})):
+        plain = fit(Tiny(), make_loader(x, y, seed=0), make_loader(x, y, shuffle=False),
+                    epochs=1, out_dir=tmp_path / name, **{**kw, **change})
+        assert set(plain[0]) == HISTORY_KEYS
+        assert not (tmp_path / name / "best_raw.pt").exists()
 
 
 def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imagefolder):
@@ -198,7 +212,7 @@ def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imag
     root = make_imagefolder(tmp_path / "images", ("a", "b", "c"), per_class=8, size=16)
     ds = D.load_dataset(tmp_path / "data", image_folder=root, image_size=16, progress=False)
     idx = D.split_indices(ds)
-    cfg = resolve({"name": "ema", "model": "resnet18", "ema": 0.9, "tta": True},
+    cfg = resolve({"name": "ema", "model": "resnet18", "ema": 0.9, "ema_raw": True, "tta": True},
                               epochs=2, seed=0, batch_size=8)
     res = X.run_experiment(cfg, ds, tmp_path / "runs", train_idx=idx["train"],
                            val_idx=idx["val"], test_idx=idx["test"], progress=False)
@@ -229,8 +243,8 @@ def test_references_are_stated_as_the_report_states_them():
     table = task_b.results_table(rows)
     assert table.loc["dlresnet18_5x5_adam", REF_LABEL] == "0.82–0.83"
     heads = {h["name"]: h["reference"] for h in task_b.headline_rows(rows)}
-    assert heads["B dlresnet18_5x5_adam: val acc (selection metric)"] == "0.82–0.83"
-    assert heads["B resnet18: val acc (selection metric)"] == "≈ 0.80"
+    assert heads["B dlresnet18_5x5_adam: test acc"] == "0.82–0.83"
+    assert heads["B resnet18: test acc"] == "≈ 0.80"
 
 
 def test_a_reference_only_beside_a_pretrained_resnet50_at_the_protocols_budget():
@@ -276,10 +290,10 @@ def test_c_confusion_figures_one_per_backbone():
     y = np.arange(6) % 3
     pred = {"val_logits": _logits(y, np.ones(6, bool)), "val_targets": y,
             "test_logits": _logits(y, np.ones(6, bool)), "test_targets": y}
-    results = {(bb, loss): {"predictions": pred} for bb in ("a", "b")
-               for loss in ("ce", "balanced_softmax", "class_balanced")}
+    results = {(bb, loss, s): {"predictions": pred} for bb in ("a", "b")
+               for loss in ("ce", "balanced_softmax", "class_balanced") for s in (1, 2)}
     figs = task_c.confusion_figures(results, "val", ["x", "y", "z"])
-    assert len(figs) == 2 and [f._suptitle.get_text() for f in figs] == ["a", "b"]
+    assert [f._suptitle.get_text() for f in figs] == ["a (seed 1)", "b (seed 1)"]
 
 
 @pytest.mark.parametrize("tta", [True, False])
@@ -302,16 +316,16 @@ def test_crt_is_scored_like_its_row_neighbours(monkeypatch, tta):
     monkeypatch.setattr(task_c, "retrain_classifier", lambda m, *a, **k: m)
     monkeypatch.setattr(task_c, "make_loader", lambda *a, **k: loader)
     lg = np.zeros((12, 3), dtype=np.float32)
-    results = {("bb", "ce"): {"predictions": {"val_logits": lg, "val_targets": y.numpy(),
-                                              "test_logits": lg, "test_targets": y.numpy()},
-                              "config": {"tta": tta}, "run_folder": "unused"}}
+    results = {("bb", "ce", 0): {"predictions": {"val_logits": lg, "val_targets": y.numpy(),
+                                                 "test_logits": lg, "test_targets": y.numpy()},
+                                 "config": {"tta": tta}, "run_folder": "unused"}}
 
     rows = task_c.method_scores(results, fake_dataset(num_classes=3),
                                 {"train": [], "val": [], "test": []}, [4, 2, 1],
-                                posthoc_tau=1.0, crt_epochs=1, seed=0, device="cpu")
+                                posthoc_tau=1.0, crt_epochs=1, device="cpu")
     want = views if tta else E.predict(model, loader, "cpu")[0].argmax(1)
-    assert np.array_equal(rows[("bb", "cRT")]["test_pred"], want.numpy())
-    assert np.array_equal(rows[("bb", "cRT")]["test_targets"], y.numpy())
+    assert np.array_equal(rows[("bb", "cRT", 0)]["test_pred"], want.numpy())
+    assert np.array_equal(rows[("bb", "cRT", 0)]["test_targets"], y.numpy())
 
 
 def test_the_readme_holds_the_reconstructions_table_as_generated():

@@ -32,7 +32,7 @@ from hw2lib.core.constants import (
 RUNNER_PARAMS = ("run_dir", "profile")
 
 # Ranges and choices by parameter name (a name means the same thing in every notebook).
-POSITIVE = {"epochs", "best_epochs", "batch_size", "lr", "lr_sgd", "lr_pretrained", "image_size",
+POSITIVE = {"epochs", "best_epochs", "lever_epochs", "lever_train_per_class", "batch_size", "lr", "lr_sgd", "lr_pretrained", "image_size",
             "best_train_per_class", "gpus_per_run",
             "train_per_class", "val_per_class", "test_per_class", "max_steps", "tsne_points",
             "tsne_perplexity", "vis_size", "grid_size", "dream_octaves", "dream_steps",
@@ -42,13 +42,20 @@ NON_NEGATIVE = {"seed", "split_seed", "lt_seed", "warmup_epochs", "crt_epochs", 
 CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "augment": AUGMENT_PRESETS,
            "tsne_split": ("train", "val", "test"), "am_param": ("fft", "pixel"),
            "long_tail": ("hw2", "exponential"), "best_stem": ("imagenet", "small"),
-           "executor": ("local", "ray")}
+           "executor": ("local", "ray"), "headline": lambda: _best_track()}
 
 def _experiments() -> tuple[str, ...]:
     """B's experiment names, from its catalogue (hw2lib.train.recipes imports no torch), and "all"."""
     from hw2lib.train.recipes import B_EXPERIMENTS
 
     return ("all", *B_EXPERIMENTS)
+
+
+def _best_track() -> tuple[str, ...]:
+    """B's best-recipe experiments: the ones Track 2's headline may name."""
+    from hw2lib.train.recipes import B_EXPERIMENTS
+
+    return tuple(n for n, spec in B_EXPERIMENTS.items() if spec["track"] == "best")
 
 
 def _backbones() -> tuple[str, ...]:
@@ -258,9 +265,11 @@ def check_value(notebook: str, p: Param, value):
             need = "> 0" if p.name in POSITIVE else ">= 0" if p.name in NON_NEGATIVE else "finite"
             raise ParameterError(f"{notebook}: parameter {p.name!r} = {shown} is out of range: "
                                  f"expected a number {need}")
-    if p.name in CHOICES and v is not None and v not in CHOICES[p.name]:
+    choices = CHOICES.get(p.name)
+    choices = choices() if callable(choices) else choices
+    if choices is not None and v is not None and v not in choices:
         raise ParameterError(f"{notebook}: parameter {p.name!r} = {shown} is not one of "
-                             f"{', '.join(CHOICES[p.name])}")
+                             f"{', '.join(choices)}")
     if isinstance(v, list):
         _check_items(notebook, p, v, shown)
     if p.name in PATH_PARAMS and isinstance(v, str):

@@ -71,7 +71,9 @@ def trainings(nb: str, p: dict) -> list[dict]:
         return [_row(nb, task_a.config(p), _capped(train, p["train_per_class"]), ms, n_eval=ev)]
     if nb == "B-ablation":
         caps = task_b.train_caps(p)
-        return [_row(nb, c, _capped(train, caps[c["track"]]), ms, n_eval=ev)
+        whole_test = _eval_sizes({**p, "test_per_class": None})
+        return [_row(nb, c, _capped(train, caps[task_b.rows_key(c)]), ms,
+                     n_eval=whole_test if task_b.rows_key(c) == task_b.HEADLINE else ev)
                 for c in task_b.configs(p)]
     if nb == "C-longtail":
         counts = None if train is None else long_tail_counts(train, p)
@@ -116,8 +118,10 @@ def table(cfgs: list[dict], ds, train_rows, max_steps=None, long_tail=None):
     setting that some row sets away from its default (so a new recipe field shows where used)."""
     import pandas as pd
 
+    from hw2lib.study.task_b import rows_key
+
     def per_class(cfg):
-        rows = train_rows[cfg["track"]] if isinstance(train_rows, dict) else train_rows
+        rows = train_rows[rows_key(cfg)] if isinstance(train_rows, dict) else train_rows
         return np.bincount(ds.y[rows].numpy(), minlength=ds.num_classes).tolist()
 
     out = [_row("", c, per_class(c), max_steps, long_tail) for c in cfgs]

@@ -1,13 +1,18 @@
 """Task B's best-recipe levers and the numbers every B table compares: test accuracy at the
-val-chosen checkpoint (`KEY`), per-image correctness of a summary row's runs for paired intervals
-(`images_of`), the levers read from the best recipe's own runs (TTA, EMA), and the lever table."""
+val-chosen checkpoint (`KEY`), per-image correctness of a summary row's runs for paired tests
+(`images_of`), the levers read from the best recipe's own runs (TTA, EMA), and the lever family
+and table (each lever left out of the whole recipe, Holm-adjusted within the family)."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
 from hw2lib.study import stats
 from hw2lib.train.experiment import per_image_correct
+
+LEVER_FAMILY = "Track 2: what each lever is worth"
 
 
 def cell(r: dict, key: str = "test_acc") -> str:
@@ -54,44 +59,78 @@ def variant(row: dict, suffix: str) -> dict:
     return {**out, "_images_key": f"test_acc{suffix}"}
 
 
-def same_run_levers(best: dict) -> list[tuple[str, dict, dict, str]]:
-    """The levers read from the best recipe's own runs, as (label, whole recipe, without the
-    lever, metric key): the TTA lever (the same weights and images scored with and without it)
-    and the EMA lever (the raw weights of the same runs, at their own val-chosen checkpoint)."""
+def same_run_levers(best: dict) -> list[tuple[str, dict]]:
+    """The levers read from the best recipe's own runs, as (label, the runs scored without the
+    lever): the TTA lever (the same weights and images scored without it) and the EMA lever (the
+    raw weights of the same runs, at their own val-chosen checkpoint)."""
     out = []
     if best.get("test_acc_no_tta") is not None:
-        out.append(("best recipe vs without 8-view test-time averaging (same weights, same "
-                    "images)", best, variant(best, "_no_tta"), KEY))
+        out.append(("without 8-view test-time averaging (same weights, same images)",
+                    variant(best, "_no_tta")))
     if best.get("test_acc_raw") is not None:
-        out.append(("best recipe vs without EMA of weights (the raw weights of the same runs)",
-                    best, variant(best, "_raw"), KEY))
+        out.append(("without EMA of weights (the raw weights of the same runs)",
+                    variant(best, "_raw")))
     return out
 
 
-def lever_table(rows: list[dict], levers: dict) -> pd.DataFrame | None:
-    """The best recipe and each leave-one-out variant: test accuracy at the val-chosen checkpoint
-    (mean ± std over seeds), the val maximum that chose it, and the test difference to the whole
-    recipe with its 95 % interval (`stats.compare`). The TTA and EMA rows are the same runs scored
-    without TTA / with their raw weights (no extra training); the "without the 8 symmetries" lever
-    is shown scored with 8-view TTA (views it never trained on) and, both sides, without."""
+def lever_family(rows: list[dict], levers: dict) -> tuple[stats.Family | None, list]:
+    """The family of lever comparisons — each lever left out, against the whole recipe (`best`),
+    on test accuracy at the val-chosen checkpoint — and the table's rows in order, as (label,
+    the row without the lever). None without the whole recipe. The "without the 8 symmetries"
+    lever is compared scored with 8-view TTA (views it never trained on) and, both sides,
+    without."""
     by = {r["name"]: r for r in rows}
     if "best" not in by:
-        return None
+        return None, []
     best = by["best"]
-    out = [{"recipe": "best recipe (all levers)", TEST_LABEL: cell(best),
-            VAL_LABEL: cell(best, "val_acc"), "Δ test vs best (points)": "—"}]
-    for label, whole, without, key in same_run_levers(best):
-        out.append(lever_row(label.replace("best recipe vs ", ""), without, whole, key))
+    fam = stats.Family(LEVER_FAMILY, "each lever left out of the whole recipe, at the levers' "
+                                     "budget")
+    shown = []
+    for label, without in same_run_levers(best):
+        fam.add(label, without, best, KEY, _pair_images(without, best))
+        shown.append((label, without))
     for name, (what, _) in levers.items():
         if name not in by:
             continue
         r = by[name]
         suffix = " (scored with 8-view TTA, like the rest)" if name == "best_no_d4" else ""
-        out.append(lever_row(f"without {what}{suffix}", r, best))
+        fam.add(f"without {what}{suffix}", r, best, KEY, images_of(KEY))
+        shown.append((f"without {what}{suffix}", r))
         if name == "best_no_d4" and r.get("test_acc_no_tta") is not None \
                 and best.get("test_acc_no_tta") is not None:
-            out.append(lever_row(f"without {what} — both scored without TTA",
-                                  variant(r, "_no_tta"), variant(best, "_no_tta")))
+            label = f"without {what} — both scored without TTA"
+            a, b = variant(r, "_no_tta"), variant(best, "_no_tta")
+            fam.add(label, a, b, KEY, _pair_images(a, b))
+            shown.append((label, a))
+    return fam, shown
+
+
+def _pair_images(a: dict, b: dict):
+    """Per-image correctness where each row is scored its own way (its `_images_key`)."""
+    fa, fb = images_of(a.get("_images_key", KEY)), images_of(b.get("_images_key", KEY))
+    return lambda row, seed: (fa if row is a else fb)(row, seed)
+
+
+def lever_table(rows: list[dict], levers: dict) -> pd.DataFrame | None:
+    """The best recipe and each leave-one-out variant: test accuracy at the val-chosen checkpoint
+    (mean ± std over seeds), the val maximum that chose it, the test difference to the whole
+    recipe with its 95 % interval and test, the Holm-adjusted p within the lever family, and the
+    word it allows (see `stats`). The TTA and EMA rows are the same runs scored without TTA /
+    with their raw weights (no extra training)."""
+    fam, shown = lever_family(rows, levers)
+    if fam is None:
+        return None
+    best = next(r for r in rows if r["name"] == "best")
+    delta, adj = "Δ test vs best (points)", f"Holm p (k = {fam.k})"
+    out = [{"recipe": "best recipe (all levers)", TEST_LABEL: cell(best),
+            VAL_LABEL: cell(best, "val_acc"), delta: "—", adj: "—", "word": "—"}]
+    for (label, r), res in zip(shown, fam.results(), strict=True):
+        interval = (res["reason"] if res["reason"] is not None
+                    else f"{stats.interval_text(res)}, {res['how']}")
+        out.append({"recipe": label, TEST_LABEL: cell(r), VAL_LABEL: cell(r, "val_acc"),
+                    delta: f"{stats.points(res['diff'])} {interval}",
+                    adj: "—" if math.isnan(res["p_adj"]) else f"{res['p_adj']:.3f}",
+                    "word": res["word"] or "no verdict"})
     return pd.DataFrame(out).set_index("recipe")
 
 
@@ -102,11 +141,3 @@ def lever_view(rows: list[dict], levers: dict):
     if table is None:
         return None, "The best recipe is not in this profile's list."
     return table.style, ""
-
-
-def lever_row(label: str, r: dict, best: dict, key: str = KEY) -> dict:
-    c = stats.compare(r, best, key, images_of(key))
-    interval = ("no interval" if c["half"] != c["half"]
-                else f"± {100 * c['half']:.2f}, {stats.verdict(c['diff'], c['half'])}")
-    return {"recipe": label, TEST_LABEL: cell(r, key), VAL_LABEL: cell(r, "val_acc"),
-            "Δ test vs best (points)": f"{100 * c['diff']:+.2f} {interval} ({c['how']})"}

@@ -93,6 +93,15 @@ def show_findings(lines: list[str], *, heading: str | None = None) -> None:
     display(Markdown((f"**{escape_markdown(heading)}**\n\n" if heading else "") + text))
 
 
+def show_families(families, notes=()) -> None:
+    """Each family of comparisons (`stats.Family`) as a headed list — its name, its size k and
+    that Holm-adjusted p decides the words — then any notes."""
+    for fam in families:
+        show_findings(fam.lines(), heading=fam.heading())
+    if notes:
+        show_findings(list(notes))
+
+
 def headline(name: str, value: float | None, reference: float | None = None, note: str = "",
              run_id: str | None = None) -> dict:
     """One row of the index's comparison table, with the run identity it came from."""
@@ -101,14 +110,17 @@ def headline(name: str, value: float | None, reference: float | None = None, not
 
 
 def write_results(run_dir, *, headline_rows, metrics=None, warnings_=(), device=None,
-                  **extra) -> None:
-    """`results.json` of a notebook: what the index reads (headline, warnings, environment).
-    Says where it went and returns nothing (a notebook's last cell would echo a PosixPath)."""
+                  findings=(), **extra) -> None:
+    """`results.json` of a notebook: what the index and `hw2 compare` read (headline, every
+    finding of its families with its test and word, warnings, environment). Says where it went
+    and returns nothing (a notebook's last cell would echo a PosixPath)."""
     from hw2lib.core.runtime import run_info
 
     path = Path(run_dir) / "results.json"
-    io.write_json(path, {"headline": list(headline_rows), "metrics": metrics or {},
-                         "warnings": list(warnings_), "environment": run_info(device), **extra})
+    found = [r for fam in findings for r in fam.results()]
+    io.write_json(path, {"headline": list(headline_rows), "findings": found,
+                         "metrics": metrics or {}, "warnings": list(warnings_),
+                         "environment": run_info(device), **extra})
     print(f"results written to {path}")
 
 

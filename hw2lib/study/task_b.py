@@ -9,10 +9,10 @@ import pandas as pd
 
 from hw2lib.nets.models import build_model, count_parameters
 from hw2lib.study import stats
-from hw2lib.study.levers import KEY, TEST_LABEL, VAL_LABEL, cell, images_of, same_run_levers
+from hw2lib.study.levers import KEY, TEST_LABEL, VAL_LABEL, cell, images_of, lever_family
 from hw2lib.study.levers import lever_table as _lever_table
 from hw2lib.study.levers import lever_view as _lever_view
-from hw2lib.study.notebook import headline
+from hw2lib.study.notebook import headline as index_row
 from hw2lib.study.plots import plot_curves
 from hw2lib.study.reference import REF_LABEL, reference_value
 from hw2lib.train.executor import run_experiments, split_failed
@@ -34,48 +34,55 @@ REFERENCE_KEY = {"resnet18": "B/resnet18", "resnet34": "B/resnet34",
                  "resnext50_32x4d": "B/resnext50_32x4d", "resnext18": "B/resnext18",
                  "resnext18_cosine": "B/resnext18_other_schedules",
                  "resnext18_exponential": "B/resnext18_other_schedules"}
+# The families of B's comparisons (`stats.Family`: Holm-adjusted within each).
+CLAIMS = "Track 1: the HW2 report's claims"
+FURTHER = "Track 1: further comparisons"
+TRACKS = "Track 2's pre-specified headline vs Track 1"
+JUMPS = "Track 1: accuracy jumps at the LR steps"
 # The pairs B-ablation's findings compare: (what the comparison is about, run, its baseline,
-# what the HW2 report says about it or "").
+# what the HW2 report says about it or "", its family).
 COMPARISONS = [
     ("depth: ResNet-34 vs ResNet-18 (SGD, constant LR)", "resnet34", "resnet18",
-     "HW2: almost the same, both ≈ 0.80"),
+     "HW2: almost the same, both ≈ 0.80", CLAIMS),
     ("depth: ResNet-50 vs ResNet-18 (SGD, constant LR)", "resnet50", "resnet18",
-     "HW2: ResNet-50 clearly worse"),
+     "HW2: ResNet-50 clearly worse", CLAIMS),
     ("dual path, SGD: DLResNet-18 5×5 vs ResNet-18", "dlresnet18_5x5_sgd", "resnet18",
-     "HW2: ≈ +2 points"),
+     "HW2: ≈ +2 points", CLAIMS),
     ("dual path, SGD: DLResNet-18 dilated vs ResNet-18", "dlresnet18_dilated_sgd", "resnet18",
-     "HW2: ≈ +2 points"),
+     "HW2: ≈ +2 points", CLAIMS),
     ("dual path, SGD: DLResNet-18 dilated vs 5×5", "dlresnet18_dilated_sgd",
-     "dlresnet18_5x5_sgd", "HW2: basically the same"),
+     "dlresnet18_5x5_sgd", "HW2: basically the same", CLAIMS),
     ("dual path, Adam: DLResNet-18 dilated vs 5×5", "dlresnet18_dilated_adam",
-     "dlresnet18_5x5_adam", "HW2: basically the same"),
+     "dlresnet18_5x5_adam", "HW2: basically the same", CLAIMS),
     ("optimizer: Adam vs SGD (DLResNet-18 5×5)", "dlresnet18_5x5_adam", "dlresnet18_5x5_sgd",
-     "HW2: ≈ +1 point"),
+     "HW2: ≈ +1 point", CLAIMS),
     ("optimizer: Adam vs SGD (DLResNet-18 dilated)", "dlresnet18_dilated_adam",
-     "dlresnet18_dilated_sgd", "HW2: ≈ +1 point"),
-    ("optimizer: Adam vs SGD (ResNet-18)", "resnet18_adam", "resnet18", ""),
-    ("grouped convs: ResNeXt-50 vs ResNet-50 (SGD)", "resnext50_32x4d", "resnet50", ""),
+     "dlresnet18_dilated_sgd", "HW2: ≈ +1 point", CLAIMS),
     ("Figure 9: ResNeXt-50 vs DLResNet-18 (both scheduled)", "resnext50_sched",
-     "dlresnet18_sched", "HW2: ResNeXt-50 clearly better"),
+     "dlresnet18_sched", "HW2: ResNeXt-50 clearly better", CLAIMS),
     ("Figure 10: ResNeXt-50 vs ResNeXt-18 (both scheduled)", "resnext50_sched", "resnext18",
-     "HW2: within 0.2–0.3 points"),
+     "HW2: within 0.2–0.3 points", CLAIMS),
     ("LR schedule: cosine vs MultiStep (ResNeXt-18)", "resnext18_cosine", "resnext18",
-     "HW2: all ≈ 0.88–0.89, no real change"),
+     "HW2: all ≈ 0.88–0.89, no real change", CLAIMS),
     ("LR schedule: exponential vs MultiStep (ResNeXt-18)", "resnext18_exponential", "resnext18",
-     "HW2: all ≈ 0.88–0.89, no real change"),
+     "HW2: all ≈ 0.88–0.89, no real change", CLAIMS),
     ("ablation: augmentation only vs none (ResNeXt-18)", "resnext18_aug_only", "resnext18_none",
-     "HW2: ≈ +2 points"),
+     "HW2: ≈ +2 points", CLAIMS),
     ("ablation: LR schedule only vs none (ResNeXt-18)", "resnext18_lr_only", "resnext18_none",
-     "HW2: ≈ +2 points"),
+     "HW2: ≈ +2 points", CLAIMS),
     ("ablation: both vs none (ResNeXt-18)", "resnext18", "resnext18_none",
-     "HW2: the two together also help"),
-    ("ablation: both vs augmentation only", "resnext18", "resnext18_aug_only", ""),
-    ("ablation: both vs LR schedule only", "resnext18", "resnext18_lr_only", ""),
+     "HW2: the two together also help", CLAIMS),
+    ("ablation: both vs augmentation only", "resnext18", "resnext18_aug_only", "", CLAIMS),
+    ("ablation: both vs LR schedule only", "resnext18", "resnext18_lr_only", "", CLAIMS),
     ("the report's final model vs its baseline: ResNeXt-18 (scheduled) vs ResNet-18",
-     "resnext18", "resnet18", "HW2: 0.8906 vs ≈ 0.80"),
-    *[(f"lever: best recipe vs without {what}", "best", name, "")
-      for name, (what, _) in LEVERS.items()],
+     "resnext18", "resnet18", "HW2: 0.8906 vs ≈ 0.80", CLAIMS),
+    ("optimizer: Adam vs SGD (ResNet-18)", "resnet18_adam", "resnet18", "", FURTHER),
+    ("grouped convs: ResNeXt-50 vs ResNet-50 (SGD)", "resnext50_32x4d", "resnet50", "", FURTHER),
 ]
+# Besides the seeded groups, the runs the report's claims need at `ablation_seeds`: the final
+# model's baseline.
+CLAIM_SEEDED = ("resnet18",)
+HEADLINE = "headline"  # the name of the headline's own run, where its budget is not the levers'
 
 
 # Experiments that no longer train: what replaced them.
@@ -103,39 +110,93 @@ def lever_names() -> list[str]:
     return ["best", *LEVERS]
 
 
+def budgets(p) -> dict[str, tuple]:
+    """(epochs, images per class) of each kind of run: `hw2` — the HW2-protocol runs (`epochs`,
+    `train_per_class`); `best` — the best recipe and its levers (`lever_epochs`,
+    `lever_train_per_class`, each None: the headline's); `headline` — Track 2's pre-specified
+    headline (`best_epochs`, `best_train_per_class`). None: the protocol's epochs, the whole
+    split."""
+    lever_epochs = p["lever_epochs"] if p["lever_epochs"] is not None else p["best_epochs"]
+    lever_cap = (p["lever_train_per_class"] if p["lever_train_per_class"] is not None
+                 else p["best_train_per_class"])
+    return {"hw2": (p["epochs"], p["train_per_class"]), "best": (lever_epochs, lever_cap),
+            "headline": (p["best_epochs"], p["best_train_per_class"])}
+
+
+def separate_headline(p) -> bool:
+    """Whether the headline trains as its own run: it is in the experiment list and its budget is
+    not the levers' (in `full` they are the same, and the headline is the lever run itself)."""
+    b = budgets(p)
+    return p["headline"] in experiment_names(p["experiments"]) and b["best"] != b["headline"]
+
+
 def configs(p) -> list[Recipe]:
     """The resolved recipe of every (experiment, seed) B-ablation trains with parameters `p` (the
     notebook's: its globals in the notebook, the checked parameters in `hw2 plan`), in order:
-    `experiments`, `seeds` (`ablation_seeds` for the seeded groups), `epochs` replacing the
-    protocol's epochs of the HW2-protocol runs and `best_epochs` those of the best recipe's,
-    `best_stem` the best recipe's stem (None: as in the catalogue), `lr_sgd`, `batch_size`."""
+    `experiments`, `seeds` (`ablation_seeds` for the seeded groups and the claims' baseline),
+    each kind's epochs (`budgets`), `best_stem` the best recipe's stem (None: as in the
+    catalogue), `lr_sgd`, `batch_size`; then, where its budget is not the levers', the
+    pre-specified `headline` as its own run (named "headline")."""
+    b = budgets(p)
     out = []
+
+    def add(spec, seeds):
+        for s in seeds:
+            out.append(resolve(spec, batch_size=p["batch_size"], seed=s))
+
+    def best_spec(name):
+        spec = experiment(name)
+        if p["best_stem"] is not None and name != "best_torchvision_stem":
+            spec["stem"] = p["best_stem"]
+        return spec
+
     for name in experiment_names(p["experiments"]):
         spec = experiment(name)
         best = spec["track"] == "best"
         if spec.get("optimizer", "sgd") == "sgd" and not best:
             spec.setdefault("lr", p["lr_sgd"])
-        if best and p["best_stem"] is not None and name != "best_torchvision_stem":
-            spec["stem"] = p["best_stem"]
-        spec = with_epochs(spec, p["best_epochs"] if best else p["epochs"])
-        for s in p["ablation_seeds"] if spec["group"] in SEEDED_GROUPS else p["seeds"]:
-            out.append(resolve(spec, batch_size=p["batch_size"], seed=s))
+        if best:
+            spec = best_spec(name)
+        spec = with_epochs(spec, b["best" if best else "hw2"][0])
+        seeded = spec["group"] in SEEDED_GROUPS or name in CLAIM_SEEDED
+        add(spec, p["ablation_seeds"] if seeded else p["seeds"])
+    if separate_headline(p):
+        spec = with_epochs(best_spec(p["headline"]), b["headline"][0])
+        add({**spec, "name": HEADLINE, "group": HEADLINE,
+             "label": f"{p['headline']} at the headline's budget"}, p["ablation_seeds"])
     return out
 
 
+def rows_key(cfg) -> str:
+    """Which rows a configuration trains on: "headline", or its track ("hw2", "best")."""
+    return HEADLINE if cfg["name"] == HEADLINE else cfg["track"]
+
+
 def train_caps(p) -> dict:
-    """Images per class each track trains on (None: the whole split)."""
-    return {"hw2": p["train_per_class"], "best": p["best_train_per_class"]}
+    """Images per class each kind of run trains on (None: the whole split)."""
+    return {k: cap for k, (_, cap) in budgets(p).items()}
+
+
+def split_rows(ds, p) -> dict[str, dict]:
+    """The dataset rows of each kind of run (`rows_key`): train capped per `train_caps`, val and
+    test per `val_per_class` / `test_per_class` — but the headline's test, which is always the
+    whole test split."""
+    from hw2lib import data as D
+
+    return {k: D.split_indices(ds, train_per_class=cap, val_per_class=p["val_per_class"],
+                               test_per_class=None if k == HEADLINE else p["test_per_class"],
+                               seed=p["split_seed"])
+            for k, cap in train_caps(p).items()}
 
 
 def run_all(cfgs: list[dict], ds, idx: dict, run_root, *, device, max_steps=None,
             force: bool = False, executor: str = "local", gpus_per_run: float = 1.0,
             ray_address: str | None = None) -> tuple[list[dict], list[dict]]:
-    """Train (or reuse) every configuration on the rows of its track (`idx[track]`: a
-    {"train", "val", "test"} mapping per track) through the executor (see `hw2lib.train.executor`).
+    """Train (or reuse) every configuration on its rows (`idx[rows_key(cfg)]`: a
+    {"train", "val", "test"} mapping) through the executor (see `hw2lib.train.executor`).
     Returns (records of the finished runs, each with its `history`; the failed runs)."""
-    jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx[cfg["track"]]["train"],
-                 val_idx=idx[cfg["track"]]["val"], test_idx=idx[cfg["track"]]["test"],
+    jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx[rows_key(cfg)]["train"],
+                 val_idx=idx[rows_key(cfg)]["val"], test_idx=idx[rows_key(cfg)]["test"],
                  device=device, max_steps=max_steps, force=force) for cfg in cfgs]
     return split_failed(run_experiments(jobs, executor=executor, gpus_per_run=gpus_per_run,
                                         ray_address=ray_address))
@@ -192,6 +253,11 @@ def ablation_table(rows: list[dict]) -> pd.DataFrame | None:
     return table.fillna("not run")
 
 
+def protocol_epochs(r: dict) -> int:
+    """The protocol's epochs of a row's experiment (the headline's own run: the best recipe's)."""
+    return B_EXPERIMENTS.get(r["name"], B_EXPERIMENTS["best"])["epochs"]
+
+
 def reference_text(r: dict) -> str:
     """The HW2 report's number for this run's protocol — with the epochs it was reached at when
     this run trained fewer (then it is context, not a like-with-like comparison)."""
@@ -199,7 +265,7 @@ def reference_text(r: dict) -> str:
     if key is None:
         return "—"
     text = reference_value(key, text=True)
-    proto = B_EXPERIMENTS[r["name"]]["epochs"]
+    proto = protocol_epochs(r)
     return text if r["epochs"] == proto else f"{text} (at {proto} ep; this run {r['epochs']})"
 
 
@@ -214,7 +280,7 @@ def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
 
     out = []
     for r in rows:
-        out.append({"name": r["name"], "track": B_EXPERIMENTS[r["name"]]["track"],
+        out.append({"name": r["name"], "track": r.get("track") or "hw2",
                     "model": r["model"] + ("" if r["stem"] == "imagenet" else f" ({r['stem']} stem)"),
                     "params": f"{r['params']:,}", "optimizer": f"{r['optimizer']} {r['lr']:g}",
                     "schedule": r["schedule"], "augment": r["augment"], "seeds": r["seeds"],
@@ -227,32 +293,58 @@ def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
     return table
 
 
-def findings(rows: list[dict], key: str = KEY) -> list[str]:
-    """What B's runs say: one sentence per comparison of `COMPARISONS` whose two runs are both in
-    `rows` (from `summarize`) — test accuracy at the val-chosen checkpoint, with the 95 % interval
-    its design allows (`stats.compare`: paired seeds, Welch, or the paired images interval of one
-    seed each) — and what the HW2 report said about it; then the levers that need no training of
-    their own (TTA, EMA) and the chosen best recipe vs the HW2 protocol's ResNeXt-18."""
+def headline_row(rows: list[dict], headline: str = "best") -> dict | None:
+    """Track 2's pre-specified headline: its own run where it has one (a budget of its own), else
+    the experiment `headline`'s runs."""
     by = {r["name"]: r for r in rows}
-    out = [stats.describe(label, by[a], by[b], key, images_of(key)) + (f" — {claim}" if claim
-                                                                       else "")
-           for label, a, b, claim in COMPARISONS if a in by and b in by]
-    if "best" in by:
-        for label, a, b, k in same_run_levers(by["best"]):
-            out.append(stats.describe(f"lever: {label}", a, b, k, images_of(k)))
-    best = chosen_recipe(rows)
-    if best is not None and "resnext18" in by:
-        out.append(stats.describe(f"best recipe ({best['name']}, chosen by val) vs the HW2 "
-                                  "protocol's ResNeXt-18", best, by["resnext18"], key,
-                                  images_of(key)))
+    return by.get(HEADLINE) or by.get(headline)
+
+
+def findings(rows: list[dict], headline: str = "best", key: str = KEY) -> list[stats.Family]:
+    """What B's runs say, as families of comparisons (`stats.Family`: Holm-adjusted p decides
+    each word): the report's claims and the further Track-1 comparisons of `COMPARISONS` whose
+    two runs are both in `rows` (test accuracy at the val-chosen checkpoint, with what the HW2
+    report said about it), the levers (`levers.lever_family`), and Track 2's pre-specified
+    headline against the HW2 protocol's ResNeXt-18."""
+    by = {r["name"]: r for r in rows}
+    fams = {CLAIMS: stats.Family(CLAIMS), FURTHER: stats.Family(FURTHER)}
+    for label, a, b, claim, fam in COMPARISONS:
+        if a in by and b in by:
+            fams[fam].add(label, by[a], by[b], key, images_of(key), claim=claim)
+    out = [f for f in fams.values() if f.items]
+    lever_fam, _ = lever_family(rows, LEVERS)
+    if lever_fam is not None and lever_fam.items:
+        out.append(lever_fam)
+    head = headline_row(rows, headline)
+    if head is not None and "resnext18" in by:
+        fam = stats.Family(TRACKS)
+        fam.add(f"Track 2's headline ({headline}, pre-specified) vs the HW2 protocol's "
+                "ResNeXt-18", head, by["resnext18"], key, images_of(key))
+        out.append(fam)
     return out
+
+
+def exploratory_choice(rows: list[dict]) -> str:
+    """Which best-recipe variant validation would pick — exploratory: chosen on the same seeds
+    whose test numbers are shown, so its test number is optimistic; the headline is the
+    pre-specified one."""
+    cands = [r for r in rows if r.get("track") == "best" and r["name"] != HEADLINE]
+    if len(cands) < 2:
+        return ""
+    pick = max(cands, key=lambda r: r["val_acc"])
+    return (f"Exploratory: of the {len(cands)} best-recipe variants at the levers' budget, "
+            f"validation picks {pick['name']} (val {pick['val_acc']:.4f}, test "
+            f"{pick['test_acc']:.4f}); chosen on the seeds whose test numbers are shown, so that "
+            "test number is optimistic. Track 2's headline is the recipe named before any run.")
 
 
 def step_jumps(records: list[dict], window: int = 3) -> list[dict]:
     """The validation accuracy around each drop of the LR in the MultiStep runs: per run and
     step, the mean val accuracy of the `window` epochs after the drop minus that of the `window`
-    epochs before it, with a 95 % interval from the number of validation images (the mean of w
-    epochs is taken as no better than one epoch's estimate)."""
+    epochs before it, with a 95 % interval and two-sided p from the number of validation images —
+    evaluation noise only (one run), and conservative: the two windows are scored on the same
+    images, which the unpaired interval does not use (the mean of w epochs is taken as no better
+    than one epoch's estimate). The jumps form one family: Holm-adjusted p decides each word."""
     out = []
     for r in records:
         hist = r["history"]
@@ -266,30 +358,45 @@ def step_jumps(records: list[dict], window: int = 3) -> list[dict]:
             before = [h["val_acc"] for h in hist[max(0, i - window):i]]
             after = [h["val_acc"] for h in hist[i:i + window]]
             a, b = sum(after) / len(after), sum(before) / len(before)
-            half = 1.96 * math.sqrt(a * (1 - a) / n + b * (1 - b) / n) if n else math.nan
+            se = math.sqrt(a * (1 - a) / n + b * (1 - b) / n) if n else math.nan
+            p = (math.erfc(abs(a - b) / se / math.sqrt(2)) if se > 0
+                 else (1.0 if a == b else 0.0)) if n else math.nan
             out.append({"run": cfg["name"], "seed": cfg["seed"], "epoch": hist[i]["epoch"],
                         "lr": f"{hist[i - 1]['lr']:.2g} → {hist[i]['lr']:.2g}",
-                        "val acc before": b, "val acc after": a, "jump (points)": 100 * (a - b),
-                        "± 95 % (points)": 100 * half,
-                        "verdict": ("not distinguishable at this budget" if not abs(a - b) > half
-                                    else "up" if a > b else "down")})
+                        "val acc before": round(b, 4), "val acc after": round(a, 4),
+                        "jump (points)": round(100 * (a - b), 2),
+                        "± 95 % (points)": round(100 * stats.Z95 * se, 2), "p": p})
+    adj = stats.holm([j["p"] for j in out])
+    k = sum(not math.isnan(j["p"]) for j in out)
+    for j, pa in zip(out, adj, strict=True):
+        clear = pa < stats.ALPHA and abs(j["jump (points)"]) > j["± 95 % (points)"]
+        j.update({"Holm p": pa, "k": k, "change": (
+            "no interval" if math.isnan(pa) else
+            ("rose" if j["jump (points)"] > 0 else "fell") if clear
+            else "no change beyond evaluation noise")})
     return out
 
 
 def step_jumps_table(records: list[dict]):
-    """`step_jumps` as a table, and a note when there is none: (DataFrame or None, note)."""
+    """`step_jumps` as a table, and a note (the family, and a caveat for runs shorter than the
+    protocol); (None, why) when there is none."""
     jumps = step_jumps(records)
     if jumps:
+        note = (f"{JUMPS}: a family of k = {jumps[0]['k']} jumps, Holm-adjusted p decides each "
+                "word; one run each, so evaluation noise only.")
         short = sorted({f"{r['config']['name']} ({r['config']['epochs']} of "
                         f"{B_EXPERIMENTS[r['config']['name']]['epochs']} epochs)" for r in records
                         if r["config"]["schedule"] == "multistep"
                         and r["config"]["name"] in B_EXPERIMENTS
                         and r["config"]["epochs"] < B_EXPERIMENTS[r["config"]["name"]]["epochs"]})
-        note = ("" if not short else
-                f"Runs shorter than the protocol ({', '.join(short)}): their steps fall in the "
-                "first epochs, so these windows also hold ordinary early progress — a jump here "
-                "is not the report's effect of an LR step.")
-        return pd.DataFrame(jumps).set_index(["run", "seed", "epoch"]).round(4), note
+        if short:
+            note += (f" Runs shorter than the protocol ({', '.join(short)}): their steps fall in "
+                     "the first epochs, so these windows also hold ordinary early progress — a "
+                     "jump here is not the report's effect of an LR step.")
+        table = pd.DataFrame(jumps).drop(columns="k").set_index(["run", "seed", "epoch"])
+        return table.style.format({"p": "{:.3g}", "Holm p": "{:.3g}", "jump (points)": "{:+.2f}",
+                                   "± 95 % (points)": "{:.2f}", "val acc before": "{:.4f}",
+                                   "val acc after": "{:.4f}"}), note
     if any(r["config"]["schedule"] == "multistep" for r in records):
         return None, "No LR step fell within the epochs these MultiStep runs trained."
     return None, "No MultiStep run in this profile's list."
@@ -301,55 +408,70 @@ def lever_table(rows: list[dict]) -> pd.DataFrame | None:
 
 
 def lever_view(rows: list[dict]):
-    """`levers.lever_view` of B's `LEVERS` (styled table, note)."""
-    return _lever_view(rows, LEVERS)
+    """`levers.lever_view` of B's `LEVERS` (styled table, note), with the budget the lever runs
+    trained at and the exploratory choice by validation."""
+    view, note = _lever_view(rows, LEVERS)
+    best = next((r for r in rows if r["name"] == "best"), None)
+    if best is not None:
+        note = (f"The lever runs: {best['epochs']} epochs on {_n(best)} training images, "
+                f"{best['seeds']} seed(s). {exploratory_choice(rows)}").strip()
+    return view, note
 
 
-def dlresnet_blocks(num_classes: int) -> str:
-    """The parameter counts of ResNet-18 and both DLResNet-18s, and one dual-path block."""
-    names = ["resnet18", "dlresnet18_5x5", "dlresnet18_dilated"]
-    counts = {m: f"{count_parameters(build_model(m, num_classes)):,} parameters" for m in names}
-    return f"{counts}\n{build_model('dlresnet18_5x5', num_classes).layer1[0]}"
+def _conv(c) -> str:
+    k, d = c.kernel_size[0], c.dilation[0]
+    return f"{k}×{k}" + (f" (dilation {d})" if d > 1 else "")
 
 
-def chosen_recipe(rows: list[dict]) -> dict | None:
-    """Track 2's model: of the best-recipe runs (the recipe and its variants), the one with the
-    highest validation accuracy. Its test accuracy is the one reported."""
-    cands = [r for r in rows if B_EXPERIMENTS[r["name"]]["track"] == "best"]
-    return max(cands, key=lambda r: r["val_acc"]) if cands else None
+def dlresnet_table(num_classes: int) -> pd.DataFrame:
+    """ResNet-18 and both DLResNet-18s, one row each: parameters, and the paths of each
+    BasicBlock (read off the built models, so the table is what trains)."""
+    out = []
+    for name in ("resnet18", "dlresnet18_5x5", "dlresnet18_dilated"):
+        net = build_model(name, num_classes)
+        blk = net.layer1[0]
+        alt = getattr(blk, "has_alt", False)
+        out.append({"model": name, "parameters": f"{count_parameters(net):,}",
+                    "each BasicBlock's main path": f"{_conv(blk.conv1)} conv → BN → ReLU → "
+                                                   f"{_conv(blk.conv2)} conv → BN",
+                    "second path": (f"{_conv(blk.alt_conv1)} conv → BN → ReLU → "
+                                    f"{_conv(blk.alt_conv2)} conv → BN") if alt else "—",
+                    "merge": ("main + second path + shortcut, then ReLU" if alt
+                              else "main path + shortcut, then ReLU")})
+    return pd.DataFrame(out).set_index("model")
 
 
-def track_table(rows: list[dict]) -> pd.DataFrame:
+def track_table(rows: list[dict], headline: str = "best") -> pd.DataFrame:
     """The headline comparison, one row per question: HW2 report (its split) | this study, HW2
-    protocol | this study, best recipe (chosen by validation). Test accuracy at the val-chosen
+    protocol | this study, Track 2's pre-specified headline. Test accuracy at the val-chosen
     checkpoint is the compared number; the val maximum is the selection metric (the report's
     number is its own val accuracy, on its split); the training images of each side."""
     by = {r["name"]: r for r in rows}
     hw2 = by.get("resnext18")
-    best = chosen_recipe(rows)
+    best = headline_row(rows, headline)
 
     def fmt(r, key):
         return "not run" if r is None else cell(r, key)
 
-    col_hw2, col_best = "this study, HW2 protocol (resnext18)", "this study, best recipe"
+    col_hw2, col_best = ("this study, HW2 protocol (resnext18)",
+                         f"this study, Track 2 headline ({headline}, pre-specified)")
     return pd.DataFrame([
         {"": f"best from-scratch model, {TEST_LABEL}", REF_LABEL: "not reported",
-         col_hw2: fmt(hw2, "test_acc"),
-         col_best: fmt(best, "test_acc") + ("" if best is None else f" [{best['name']}]")},
+         col_hw2: fmt(hw2, "test_acc"), col_best: fmt(best, "test_acc")},
         {"": f"… its {VAL_LABEL}", REF_LABEL: reference_text(hw2) if hw2 else
          "0.8906 (ResNeXt-18, 200 ep)", col_hw2: fmt(hw2, "val_acc"),
          col_best: fmt(best, "val_acc")},
-        {"": "… trained on (images)", REF_LABEL: "its split (not stated)",
-         col_hw2: "not run" if hw2 is None else _n(hw2),
-         col_best: "not run" if best is None else _n(best)},
+        {"": "… trained on (images × epochs)", REF_LABEL: "its split (not stated) × 200",
+         col_hw2: "not run" if hw2 is None else f"{_n(hw2)} × {hw2['epochs']}",
+         col_best: "not run" if best is None else f"{_n(best)} × {best['epochs']}"},
     ]).set_index("")
 
 
-def headline_rows(rows: list[dict]) -> list[dict]:
-    """The index's rows: every run with a HW2 reference (its val accuracy beside the report's —
-    the report's own metric, on its split — only at the protocol's epochs; the test accuracy at
-    the val-chosen checkpoint in the note), the ablation cells, and Track 2's chosen model (test
-    accuracy)."""
+def headline_rows(rows: list[dict], headline: str = "best") -> list[dict]:
+    """The index's rows, each "this run" the test accuracy at the val-chosen checkpoint (the
+    compared number; the val maximum, the selection metric, in the note): every run with a HW2
+    reference (the report's number — its own val accuracy, on its split — beside it only at the
+    protocol's epochs), the ablation cells, and Track 2's pre-specified headline."""
     keep = set(REFERENCE_KEY) | set(ABLATION_CELLS.values()) | {"resnet50", "resnext50_sched",
                                                                  "dlresnet18_sched"}
     out = []
@@ -357,23 +479,23 @@ def headline_rows(rows: list[dict]) -> list[dict]:
         if r["name"] not in keep:
             continue
         key = REFERENCE_KEY.get(r["name"])
-        same = r["epochs"] == B_EXPERIMENTS[r["name"]]["epochs"]
+        same = r["epochs"] == protocol_epochs(r)
         ref = reference_value(key, text=True) if key and same else None
         note = (f"HW2 protocol: {r['optimizer']}, {r['schedule']}, {r['augment']}, "
-                f"{r['epochs']} ep, n={r['seeds']}, {_n(r)} training images; test acc "
-                f"{r['test_acc']:.4f} (val-chosen checkpoint); val acc is the selection metric")
+                f"{r['epochs']} ep, n={r['seeds']}, {_n(r)} training images; val acc "
+                f"{r['val_acc']:.4f} (the selection metric)")
         if key and same:
-            note += "; the HW2 report's number is on its own split"
+            note += "; the HW2 report's number is its val accuracy on its own split"
         if key and not same:
             note += f"; HW2's {reference_text(r)} is not comparable at this budget"
-        out.append(headline(f"B {r['name']}: val acc (selection metric)", r["val_acc"], ref,
-                            note, run_id=r["run_ids"]))
-    best = chosen_recipe(rows)
+        out.append(index_row(f"B {r['name']}: test acc", r["test_acc"], ref, note,
+                            run_id=r["run_ids"]))
+    best = headline_row(rows, headline)
     if best is not None:
-        out.append(headline(f"B best recipe ({best['name']}, chosen by val): test acc",
+        out.append(index_row(f"B Track 2 headline ({headline}, pre-specified): test acc",
                             best["test_acc"], None,
                             f"val {best['val_acc']:.4f}, {best['epochs']} ep, n={best['seeds']}, "
-                            f"{_n(best)} training images"
+                            f"{_n(best)} training images, {best.get('test_n') or '?'} test images"
                             + (", 8-view TTA" if best.get("val_acc_no_tta") is not None else "")
                             + (f", trained in {best['precision']}" if best.get("precision")
                                else ""),
@@ -386,8 +508,7 @@ def _n(r: dict) -> str:
 
 
 __all__ = ["ABLATION_CELLS", "COMPARISONS", "LEVERS", "configs", "experiment_names", "lever_names",
-           "train_caps",
-           "run_all", "curves", "lr_curves", "ablation_table", "results_table", "findings",
-           "step_jumps", "step_jumps_table", "lever_table", "lever_view", "dlresnet_blocks",
-           "chosen_recipe", "track_table", "headline_rows",
-           "summarize"]
+           "budgets", "train_caps", "split_rows", "rows_key", "run_all", "curves", "lr_curves",
+           "ablation_table", "results_table", "findings", "headline_row", "exploratory_choice",
+           "step_jumps", "step_jumps_table", "lever_table", "lever_view", "dlresnet_table",
+           "track_table", "headline_rows", "summarize"]

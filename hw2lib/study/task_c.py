@@ -3,20 +3,20 @@ and classifier re-training remedies, and the table, figures and findings C-longt
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from hw2lib.data import long_tail_indices
 from hw2lib.nets import metrics
-from hw2lib.nets.features import extract_features
 from hw2lib.nets.losses import posthoc_logit_adjust
-from hw2lib.nets.nn_utils import last_linear
 from hw2lib.study import stats
 from hw2lib.study.notebook import headline
 from hw2lib.study.plots import plot_confusions
 from hw2lib.study.reference import REF_LABEL, reference_value
+from hw2lib.study.remedies import posthoc_tau_on_val, retrain_classifier
 from hw2lib.train.engine import predict, predict_tta
 from hw2lib.train.executor import run_experiments, split_failed
 from hw2lib.train.experiment import load_predictions, load_trained, make_loader
@@ -28,8 +28,6 @@ from hw2lib.train.recipes import Recipe, c_backbones, resolve, with_epochs
 # SeaLake 0.904), so they are taken at their full train-split counts — a reconstruction.
 HW2_TAIL = {"Highway": 19, "Pasture": 10, "PermanentCrop": 36}
 LONG_TAILS = ("hw2", "exponential")
-# Post-hoc logit adjustment: τ is chosen on validation (balanced accuracy) from this grid.
-POSTHOC_TAUS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 # Two losses with the same objective: logit adjustment at τ = 1 is Balanced Softmax (log π_j and
 # log n_j differ by the constant log Σn, which cancels in the softmax), so it is not trained beside
 # it; the τ ≠ 1 family is covered by post-hoc adjustment with τ chosen on validation.
@@ -83,10 +81,12 @@ def catalogue(p) -> dict:
 
 
 def configs(p) -> list[Recipe]:
-    """The resolved recipe of every backbone × loss C-longtail trains with parameters `p` (the
-    notebook's: its globals in the notebook, the checked parameters in `hw2 plan`), in order:
-    `backbones`, `losses`, `epochs` replacing the protocol's epochs of the HW2-protocol
-    backbones and `best_epochs` those of the best recipe, `best_stem`, `batch_size`, `seed`."""
+    """The resolved recipe of every backbone × loss × seed C-longtail trains with parameters `p`
+    (the notebook's: its globals in the notebook, the checked parameters in `hw2 plan`), in
+    order: `backbones`, `losses`, `seeds`; `epochs` replacing the protocol's epochs of the
+    HW2-protocol backbones and `best_epochs` those of the best recipe, `best_stem`, `batch_size`.
+    Every C run keeps the checkpoint of the best validation *balanced* accuracy, the metric C
+    ranks its methods by."""
     cat, names, losses = catalogue(p), list(p["backbones"]), list(p["losses"])
     unknown = set(names) - set(cat)
     if unknown:
@@ -105,8 +105,10 @@ def configs(p) -> list[Recipe]:
             spec["stem"] = p["best_stem"]
         spec = with_epochs(spec, p["best_epochs"] if best else p["epochs"])
         for loss in losses:
-            out.append(resolve(dict(name=f"{bb}_{loss}", loss=loss, group=bb, **spec),
-                               batch_size=p["batch_size"], seed=p["seed"]))
+            for s in p["seeds"]:
+                out.append(resolve(dict(name=f"{bb}_{loss}", loss=loss, group=bb,
+                                        select="bal_acc", **spec),
+                                   batch_size=p["batch_size"], seed=s))
     return out
 
 
@@ -114,7 +116,7 @@ def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weight
             allow_random_init=False, max_steps=None, force=False, executor: str = "local",
             gpus_per_run: float = 1.0, ray_address: str | None = None) -> tuple[dict, list]:
     """Train (or reuse) every configuration through the executor (see `hw2lib.train.executor`);
-    ({(backbone, loss): result with `history` and `predictions`}, the failed runs)."""
+    ({(backbone, loss, seed): result with `history` and `predictions`}, the failed runs)."""
     jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx["train"], val_idx=idx["val"],
                  test_idx=idx["test"], device=device, class_counts=counts, weights=weights,
                  allow_random_init=allow_random_init, max_steps=max_steps, force=force)
@@ -122,25 +124,45 @@ def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weight
     done, failed = split_failed(run_experiments(jobs, executor=executor,
                                                 gpus_per_run=gpus_per_run,
                                                 ray_address=ray_address))
-    results = {(r["config"]["group"], r["config"]["loss"]): {
+    results = {(r["config"]["group"], r["config"]["loss"], r["config"]["seed"]): {
         **r, "predictions": load_predictions(r["run_folder"])} for r in done}
     return results, failed
 
 
-# Per-image arrays of a score row (for paired intervals), not table columns.
+# Per-image arrays of a score row (for paired tests), not table columns.
 ARRAYS = ("test_per_class", "val_pred", "val_targets", "test_pred", "test_targets")
 
 
-def scores(logits_val, y_val, logits_test, y_test, counts, num_classes: int) -> dict:
-    """Accuracy and balanced accuracy on val and test; many/medium/few-shot and per-class test
-    accuracy; the predictions and targets (`<split>_pred`, `<split>_targets`)."""
+def val_halves(y_val, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The validation images split in two stratified halves (positions): the first chooses
+    post-hoc's τ, the second ranks the methods — so that no method is ranked on the images that
+    tuned it (τ's grid holds τ = 0, plain CE: ranked on the images that chose τ, post hoc could
+    never lose to CE)."""
+    y = np.asarray(y_val)
+    rng = np.random.default_rng(seed)
+    choose, rank = [], []
+    for k in np.unique(y):
+        pos = rng.permutation(np.flatnonzero(y == k))
+        choose.append(pos[: len(pos) // 2])
+        rank.append(pos[len(pos) // 2:])
+    return np.sort(np.concatenate(choose)), np.sort(np.concatenate(rank))
+
+
+def scores(logits_val, y_val, logits_test, y_test, counts, num_classes: int,
+           rank_rows=None) -> dict:
+    """Accuracy and balanced accuracy on val and test (`val_rank_bal_acc`: on the validation
+    half that ranks the methods, `rank_rows`); many/medium/few-shot and per-class test accuracy;
+    the predictions and targets (`<split>_pred`, `<split>_targets`)."""
     out = {}
     for split, lg, y in (("val", logits_val, y_val), ("test", logits_test, y_test)):
         pred = np.asarray(lg).argmax(1)
-        out[f"{split}_pred"], out[f"{split}_targets"] = pred, np.asarray(y)
+        y = np.asarray(y)
+        out[f"{split}_pred"], out[f"{split}_targets"] = pred, y
         out[f"{split}_acc"] = metrics.accuracy(y, pred)
         out[f"{split}_bal_acc"] = metrics.balanced_accuracy(y, pred)
         out[f"{split}_n"] = len(y)
+        if split == "val" and rank_rows is not None:
+            out["val_rank_bal_acc"] = metrics.balanced_accuracy(y[rank_rows], pred[rank_rows])
         if split == "test":
             for g, v in metrics.group_accuracy(y, pred, counts).items():
                 out[f"test_{g}"] = v
@@ -148,74 +170,38 @@ def scores(logits_val, y_val, logits_test, y_test, counts, num_classes: int) -> 
     return out
 
 
-def retrain_classifier(model, ds, train_idx, cfg: dict, device, *, epochs: int = 10,
-                       lr: float = 0.1, batch_size: int = 256, seed: int = 0):
-    """Decoupled classifier re-training (cRT, Kang et al. 2020): freeze the backbone, re-initialise
-    the last Linear layer and train it alone with class-balanced sampling. Features are computed
-    once (no augmentation). Returns the model with its new head (in eval mode)."""
-    loader = make_loader(ds, train_idx, cfg, device, train=False, batch_size=batch_size)
-    feats, labels = extract_features(model, loader, device=device)
-    _, head = last_linear(model)
-    gen = torch.Generator().manual_seed(seed)
-    new = nn.Linear(head.in_features, head.out_features)
-    with torch.no_grad():  # seeded re-initialisation
-        bound = 1 / head.in_features**0.5
-        new.weight.uniform_(-bound, bound, generator=gen)
-        new.bias.uniform_(-bound, bound, generator=gen)
-    x, y = torch.from_numpy(feats), torch.from_numpy(labels)
-    counts = torch.bincount(y, minlength=head.out_features).clamp(min=1).double()
-    weights = (1.0 / counts)[y]  # each class equally likely per draw
-    opt = torch.optim.SGD(new.parameters(), lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    steps = max(1, len(y) // batch_size)
-    for _ in range(epochs):
-        for _ in range(steps):
-            i = torch.multinomial(weights, batch_size, replacement=True, generator=gen)
-            loss = nn.functional.cross_entropy(new(x[i]), y[i])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-    with torch.no_grad():
-        head.weight.copy_(new.weight)
-        head.bias.copy_(new.bias)
-    return model.eval()
-
-
-def posthoc_tau_on_val(logits_val, y_val, counts, taus=POSTHOC_TAUS) -> float:
-    """The τ of `taus` whose post-hoc adjustment gives the highest validation balanced accuracy
-    (ties: the smaller τ)."""
-    lg = torch.from_numpy(np.asarray(logits_val))
-    bal = [metrics.balanced_accuracy(y_val, posthoc_logit_adjust(lg, counts, tau=t).argmax(1)
-                                     .numpy()) for t in taus]
-    return float(taus[int(np.argmax(bal))])
+POSTHOC, CRT = "posthoc", "cRT"
 
 
 def method_scores(results: dict, ds, idx: dict, counts, *, posthoc_tau: float | None,
-                  crt_epochs: int, seed: int, device) -> dict:
-    """Scores of every trained (backbone, loss), plus, for each backbone's CE model, post-hoc
-    logit adjustment (τ = `posthoc_tau`, or None: chosen on validation from `POSTHOC_TAUS`) and
-    (when `crt_epochs`) cRT, scored like its row neighbours (8-view TTA when the recipe has it).
-    Keys: (backbone, method)."""
+                  crt_epochs: int, device, split_seed: int = 0) -> dict:
+    """Scores of every trained (backbone, loss, seed), plus, for each CE run, post-hoc logit
+    adjustment (τ = `posthoc_tau`, or None: chosen from `POSTHOC_TAUS` on the validation half
+    that does not rank the methods, `val_halves`) and (when `crt_epochs`) cRT seeded by the run's
+    seed, scored like its row neighbours (8-view TTA when the recipe has it). Keys: (backbone,
+    method, seed); a post-hoc row's `tau` is its τ."""
     k = ds.num_classes
     rows = {}
+    halves = None
     for key, res in results.items():
         p = res["predictions"]
+        if halves is None:
+            halves = val_halves(p["val_targets"], split_seed)
         rows[key] = scores(p["val_logits"], p["val_targets"], p["test_logits"], p["test_targets"],
-                           counts, k)
-    for bb in dict.fromkeys(b for b, _ in results):
-        if (bb, "ce") not in results:
+                           counts, k, halves[1])
+    for (bb, loss, seed), res in results.items():
+        if loss != "ce":
             continue
-        res = results[(bb, "ce")]
         p = res["predictions"]
-        tau, how = posthoc_tau, ""
+        tau = posthoc_tau
         if tau is None:
-            tau = posthoc_tau_on_val(p["val_logits"], p["val_targets"], counts)
-            how = f", chosen on val from {POSTHOC_TAUS[0]:g}–{POSTHOC_TAUS[-1]:g}"
+            tau = posthoc_tau_on_val(p["val_logits"][halves[0]], p["val_targets"][halves[0]],
+                                     counts)
         adj = {s: posthoc_logit_adjust(torch.from_numpy(p[f"{s}_logits"]), counts,
                                        tau=tau).numpy() for s in ("val", "test")}
-        rows[(bb, f"posthoc (τ={tau:g}{how})")] = scores(
-            adj["val"], p["val_targets"], adj["test"], p["test_targets"], counts, k)
+        rows[(bb, POSTHOC, seed)] = {**scores(adj["val"], p["val_targets"], adj["test"],
+                                              p["test_targets"], counts, k, halves[1]),
+                                     "tau": tau}
         if crt_epochs:
             cfg = res["config"]
             model, _ = load_trained(f"{res['run_folder']}/best.pt", device)
@@ -223,17 +209,44 @@ def method_scores(results: dict, ds, idx: dict, counts, *, posthoc_tau: float | 
             lg = {s: (predict_tta if cfg.get("tta") else predict)(
                       model, make_loader(ds, idx[s], cfg, device, train=False), device)
                   for s in ("val", "test")}
-            rows[(bb, "cRT")] = scores(lg["val"][0], lg["val"][-1].numpy(), lg["test"][0],
-                                       lg["test"][-1].numpy(), counts, k)
+            rows[(bb, CRT, seed)] = scores(lg["val"][0], lg["val"][-1].numpy(), lg["test"][0],
+                                           lg["test"][-1].numpy(), counts, k, halves[1])
     return rows
 
 
-def table(rows: dict, csv=None) -> pd.DataFrame:
-    """One row per (backbone, method), each backbone's methods together (also written to
-    `csv`)."""
-    order = [k for bb in dict.fromkeys(b for b, _ in rows) for k in rows if k[0] == bb]
-    t = pd.DataFrame({k: {m: v for m, v in rows[k].items() if m not in ARRAYS}
-                      for k in order}).T
+def _methods(rows: dict) -> dict[tuple[str, str], dict[int, dict]]:
+    """{(backbone, method): {seed: score row}}, each backbone's methods together, CE first."""
+    out: dict = {}
+    for (bb, m, s) in sorted(rows, key=lambda k: (list(dict.fromkeys(b for b, _, _ in rows))
+                                                  .index(k[0]), k[1] != "ce", k[2])):
+        out.setdefault((bb, m), {})[s] = rows[(bb, m, s)]
+    return out
+
+
+SHOWN = ("val_bal_acc", "val_rank_bal_acc", "test_acc", "test_bal_acc", "test_many", "test_medium",
+         "test_few")
+
+
+def table(rows: dict, results: dict | None = None, csv=None) -> pd.DataFrame:
+    """One row per (backbone, method), each backbone's methods together: the seeds' mean of each
+    metric (`SHOWN`: val balanced accuracy — the checkpoints' selection metric —, the ranking
+    half's, test accuracy, balanced and by shot group), the test balanced accuracy's SD over
+    seeds, post-hoc's τ, and the run ids (also written to `csv`)."""
+    out = {}
+    for (bb, m), by_seed in _methods(rows).items():
+        rec = {"seeds": len(by_seed)}
+        for col in SHOWN:
+            rec[col] = float(np.mean([r[col] for r in by_seed.values()]))
+        vals = [r["test_bal_acc"] for r in by_seed.values()]
+        rec["test_bal_acc_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
+        taus = [r["tau"] for r in by_seed.values() if "tau" in r]
+        rec["τ"] = " ".join(f"{t:g}" for t in taus) if taus else ""
+        if results is not None:
+            run = "ce" if m in (POSTHOC, CRT) else m
+            rec["run ids"] = " ".join(str(results[(bb, run, s)]["run_id"]) for s in by_seed
+                                      if (bb, run, s) in results)
+        out[(bb, m)] = rec
+    t = pd.DataFrame(out).T
     t.index.names = ["backbone", "method"]
     if csv is not None:
         t.to_csv(csv)
@@ -241,21 +254,25 @@ def table(rows: dict, csv=None) -> pd.DataFrame:
 
 
 def per_class_by_backbone(rows: dict) -> dict[str, dict[str, list]]:
-    """Per backbone, each method's per-class test accuracy (for the accuracy-vs-count figure)."""
+    """Per backbone, each method's per-class test accuracy (mean over seeds), for the
+    accuracy-vs-count figure."""
     out: dict[str, dict] = {}
-    for (bb, m), r in rows.items():
-        out.setdefault(bb, {})[m] = r["test_per_class"]
+    for (bb, m), by_seed in _methods(rows).items():
+        out.setdefault(bb, {})[m] = np.mean([r["test_per_class"] for r in by_seed.values()],
+                                            axis=0)
     return out
 
 
 def confusions(results: dict, split: str = "test") -> dict[str, dict[str, np.ndarray]]:
-    """Per backbone, the confusion matrices of cross-entropy and Balanced Softmax on `split`,
-    each titled with its accuracy on that split; on val also with the plain cross-entropy of the
-    saved (best-checkpoint) logits — the same loss for every method, named as such (each method's
-    own training loss would not be comparable: Balanced Softmax's is CE on shifted logits)."""
+    """Per backbone, the confusion matrices of cross-entropy and Balanced Softmax on `split` (the
+    first seed's runs), each titled with its accuracy on that split; on val also with the plain
+    cross-entropy of the saved (best-checkpoint) logits — the same loss for every method, named as
+    such (each method's own training loss would not be comparable: Balanced Softmax's is CE on
+    shifted logits)."""
     out: dict[str, dict] = {}
-    for (bb, loss), res in results.items():
-        if loss in ("ce", "balanced_softmax"):
+    first = min(s for _, _, s in results)
+    for (bb, loss, seed), res in results.items():
+        if loss in ("ce", "balanced_softmax") and seed == first:
             p = res["predictions"]
             k = p[f"{split}_logits"].shape[1]
             pred = p[f"{split}_logits"].argmax(1)
@@ -273,39 +290,90 @@ def confusions(results: dict, split: str = "test") -> dict[str, dict[str, np.nda
 
 def confusion_figures(results: dict, split: str, classes) -> list:
     """`confusions` of each backbone as one figure each (cross-entropy beside Balanced Softmax)."""
-    return [plot_confusions(cms, classes, title=bb)
+    first = min(s for _, _, s in results)
+    return [plot_confusions(cms, classes, title=f"{bb} (seed {first})")
             for bb, cms in confusions(results, split).items()]
 
 
-def _images(row: dict, seed):
-    """`stats.ImagesFn` of C's score rows: each row holds its own test predictions."""
-    return row["test_pred"] == row["test_targets"], row["test_targets"]
+def _summary(bb: str, m: str, by_seed: dict, key: str, results: dict | None) -> dict:
+    """A (backbone, method)'s seeds as a `stats.compare` row for metric `key`, with its per-seed
+    test predictions for the paired tests."""
+    seeds = sorted(by_seed)
+    run = "ce" if m in (POSTHOC, CRT) else m
+    ids = " ".join(str((results or {}).get((bb, run, s), {}).get("run_id", "")) for s in seeds)
+    return {"name": f"{bb} {m}", "seed_ids": seeds, key: float(np.mean(
+        [by_seed[s][key] for s in seeds])), f"{key}_values": [by_seed[s][key] for s in seeds],
+        "run_ids": f"{ids} {m}", "_preds": {s: (by_seed[s]["test_pred"],
+                                               by_seed[s]["test_targets"]) for s in seeds}}
 
 
-def findings(rows: dict, t: pd.DataFrame) -> list[str]:
-    """CE → Balanced Softmax per backbone (test accuracy and balanced accuracy at the
-    val-chosen checkpoint, each with the paired 95 % interval of one run each on the same test
-    images — evaluation noise only), few/many-shot test accuracy, and each backbone's best and
-    worst method (chosen by val balanced accuracy, compared on test balanced accuracy)."""
-    lines = []
-    for bb in dict.fromkeys(b for b, _ in rows):
-        if (bb, "ce") in rows and (bb, "balanced_softmax") in rows:
-            ce, bs = rows[(bb, "ce")], rows[(bb, "balanced_softmax")]
-            lines.append(stats.describe(f"**{bb}**, Balanced Softmax vs cross-entropy", bs, ce,
-                                        "test_acc", _images))
-            lines.append(stats.describe(f"**{bb}**, Balanced Softmax vs cross-entropy", bs, ce,
-                                        "test_bal_acc", _images)
-                         + f"; few-shot test accuracy {ce['test_few']:.4f} → "
-                         f"{bs['test_few']:.4f}, many-shot {ce['test_many']:.4f} → "
-                         f"{bs['test_many']:.4f}")
-        sub = t.xs(bb, level="backbone")["val_bal_acc"].astype(float)
-        if len(sub) < 2:
+def _images(groups: list[str] | None = None, group: str | None = None):
+    """`stats.ImagesFn` of C's rows: each row holds its own test predictions; for a shot group's
+    accuracy (`group`) only the images of that group's classes."""
+    def images(row: dict, seed):
+        pred, y = row["_preds"][seed]
+        keep = np.ones(len(y), bool) if group is None else np.isin(
+            y, [i for i, g in enumerate(groups) if g == group])
+        return (pred == y)[keep], y[keep]
+
+    return images
+
+
+def remedies_family(bb: str) -> str:
+    return f"C remedies vs cross-entropy on {bb} (test balanced accuracy)"
+
+
+CHOSEN = "C: the method chosen on validation vs cross-entropy (test balanced accuracy)"
+SHOTS = "C: Balanced Softmax vs cross-entropy by shot group (test accuracy)"
+
+
+def findings(rows: dict, counts, results: dict | None = None) -> tuple[list, list[str]]:
+    """What C's runs say, as families of comparisons (Holm-adjusted p decides each word):
+    per backbone, every remedy against cross-entropy on test balanced accuracy (the metric C
+    selects checkpoints and ranks methods by); per backbone, the method that the ranking half of
+    validation chooses against cross-entropy; per backbone, Balanced Softmax against
+    cross-entropy on the few-shot and many-shot classes. Returns (families, notes)."""
+    methods = _methods(rows)
+    backbones = list(dict.fromkeys(bb for bb, _ in methods))
+    groups = metrics.shot_groups(counts)
+    fams, notes = [], []
+    chosen = stats.Family(CHOSEN, "the choice by mean balanced accuracy on the validation half "
+                                  "that tuned nothing")
+    shots = stats.Family(SHOTS, "each group's classes' mean accuracy")
+    for bb in backbones:
+        if (bb, "ce") not in methods:
             continue
-        hi, lo = rows[(bb, sub.idxmax())], rows[(bb, sub.idxmin())]
-        lines.append(stats.describe(
-            f"**{bb}**: the best method by val balanced accuracy, **{sub.idxmax()}**, vs the "
-            f"worst, {sub.idxmin()}", hi, lo, "test_bal_acc", _images))
-    return lines
+        ce = methods[(bb, "ce")]
+        fam = stats.Family(remedies_family(bb))
+        for (b2, m), by_seed in methods.items():
+            if b2 == bb and m != "ce":
+                fam.add(f"{bb}: {m} vs cross-entropy",
+                        _summary(bb, m, by_seed, "test_bal_acc", results),
+                        _summary(bb, "ce", ce, "test_bal_acc", results), "test_bal_acc",
+                        _images())
+        if fam.items:
+            fams.append(fam)
+        ranked = {m: np.mean([r["val_rank_bal_acc"] for r in s.values()])
+                  for (b2, m), s in methods.items() if b2 == bb}
+        pick = max(ranked, key=lambda m: (ranked[m], m == "ce"))
+        if pick == "ce":
+            notes.append(f"{bb}: validation (its ranking half) chooses cross-entropy itself "
+                         f"({ranked['ce']:.4f} balanced accuracy): no remedy to compare with it.")
+        else:
+            chosen.add(f"{bb}: {pick} (chosen on validation, {ranked[pick]:.4f} vs CE's "
+                       f"{ranked['ce']:.4f}) vs cross-entropy",
+                       _summary(bb, pick, methods[(bb, pick)], "test_bal_acc", results),
+                       _summary(bb, "ce", ce, "test_bal_acc", results), "test_bal_acc",
+                       _images())
+        if (bb, "balanced_softmax") in methods:
+            bs = methods[(bb, "balanced_softmax")]
+            for g in ("few", "many"):
+                if g in groups:
+                    shots.add(f"{bb}, {g}-shot classes: Balanced Softmax vs cross-entropy",
+                              _summary(bb, "balanced_softmax", bs, f"test_{g}", results),
+                              _summary(bb, "ce", ce, f"test_{g}", results), f"test_{g}",
+                              _images(groups, g))
+    return fams + [f for f in (chosen, shots) if f.items], notes
 
 
 def comparable_to_hw2(cfg: dict, *, long_tail: str, n_max, lt_counts) -> bool:
@@ -322,29 +390,31 @@ def protocol_check(*, long_tail: str, n_max, lt_counts):
                                          lt_counts=lt_counts)
 
 
-def track_table(rows: dict, results: dict, *, comparable) -> pd.DataFrame:
+def _config(results: dict, bb: str, loss: str) -> dict | None:
+    return next((r["config"] for (b, m, _), r in results.items() if b == bb and m == loss), None)
+
+
+def track_table(t: pd.DataFrame, results: dict, *, comparable) -> pd.DataFrame:
     """The headline comparison: HW2 report (its split) | this study, HW2 protocol | this study,
-    best recipe, for each backbone kind × CE / Balanced Softmax (val accuracy, the report's
-    metric — on this study's split the selection metric; the report's numbers are on its own split
-    and marked context only where this run is not its protocol); the last row the test balanced
-    accuracy at the val-chosen checkpoint."""
+    best recipe, for each backbone kind × CE / Balanced Softmax: test accuracy at the checkpoint
+    validation chose (the seeds' mean; the report's numbers are its val accuracy on its own split,
+    marked context only where this run is not its protocol); the last row the test balanced
+    accuracy."""
     def cell(key, m):
-        r = rows.get(key)
-        return "not run" if r is None else f"{r[m]:.4f}"
+        return "not run" if key not in t.index else f"{t.loc[key, m]:.4f}"
 
     best = next((c["group"] for c in (r["config"] for r in results.values())
                  if c.get("track") == "best"), "best")
-
     out = []
     for kind, bb in (("from scratch", "resnext18"), ("ImageNet-pretrained", "resnet18_pretrained")):
         for loss, name in (("ce", "cross-entropy"), ("balanced_softmax", "Balanced Softmax")):
             ref = reference_value(f"C/{bb}_{loss}", text=True)
-            res = results.get((bb, loss))
-            if res is not None and not comparable(res["config"]):
+            cfg = _config(results, bb, loss)
+            if cfg is not None and not comparable(cfg):
                 ref += " (another protocol: context only)"
-            out.append({"": f"{kind}, {name}: val acc", REF_LABEL: ref,
-                        "this study, HW2 protocol": cell((bb, loss), "val_acc"),
-                        f"this study, best recipe ({best})": cell((best, loss), "val_acc")
+            out.append({"": f"{kind}, {name}: test acc", REF_LABEL: ref,
+                        "this study, HW2 protocol": cell((bb, loss), "test_acc"),
+                        f"this study, best recipe ({best})": cell((best, loss), "test_acc")
                         if bb == "resnext18" else "—"})
     out.append({"": "from scratch, Balanced Softmax: test balanced acc",
                 REF_LABEL: "not reported",
@@ -355,28 +425,24 @@ def track_table(rows: dict, results: dict, *, comparable) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("")
 
 
-def headline_rows(rows: dict, t: pd.DataFrame, results: dict, *, comparable) -> list[dict]:
-    """The index's rows; the report's number beside a run only when the run is its protocol."""
+def headline_rows(t: pd.DataFrame, results: dict, *, comparable) -> list[dict]:
+    """The index's rows, "this run" the test accuracy (the seeds' mean); the report's number (its
+    val accuracy, its split) beside a run only when the run is its protocol."""
     heads = []
-    for (bb, m), r in rows.items():
+    for (bb, m), r in t.iterrows():
         if m not in ("ce", "balanced_softmax"):
             continue
-        res = results[(bb, m)]
-        same = comparable(res["config"])
+        cfg = _config(results, bb, m)
+        same = comparable(cfg)
         ref = reference_value(f"C/{bb}_{m}", text=True)
         ref = None if ref == "—" else ref
-        note = (f"val bal acc {r['val_bal_acc']:.4f}; test acc {r['test_acc']:.4f}, test bal acc "
-                f"{r['test_bal_acc']:.4f}, few-shot test {r['test_few']:.4f}")
+        note = (f"n={r['seeds']}; test balanced acc {r['test_bal_acc']:.4f}, few-shot test "
+                f"{r['test_few']:.4f}, many-shot test {r['test_many']:.4f}; val balanced acc "
+                f"{r['val_bal_acc']:.4f} (the selection metric)")
         if ref is not None and same:
-            note += "; the HW2 report's number is on its own split (context)"
+            note += "; the HW2 report's number is its val accuracy on its own split (context)"
         if ref is not None and not same:
             note += f"; HW2's {ref} is another protocol (long tail or epochs): not comparable"
-        heads.append(headline(f"C {bb} {m}: val acc", r["val_acc"], ref if same else None, note,
-                              run_id=res["run_id"]))
-    best = t["val_bal_acc"].astype(float).idxmax()
-    heads.append(headline(f"C best by val balanced acc: {best[0]} {best[1]}: test balanced acc",
-                          t.loc[best, "test_bal_acc"], None,
-                          f"val balanced acc {t.loc[best, 'val_bal_acc']:.4f}",
-                          run_id=(results.get(best) or results.get((best[0], "ce"))
-                                  or {}).get("run_id")))
+        heads.append(headline(f"C {bb} {m}: test acc", r["test_acc"], ref if same else None,
+                              note, run_id=r.get("run ids")))
     return heads

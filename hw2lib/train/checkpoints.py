@@ -166,8 +166,10 @@ def check_same_training(ckpt: dict, stored: dict, path: Path) -> None:
     """A last.pt continues only the training that wrote it: the same recipe (but for `epochs`,
     which may grow) and step cap. (A run folder is named by its identity's hash, so this guards
     `fit(out_dir=...)` called by hand on a folder of another training.)"""
+    from hw2lib.train.recipes import comparable
+
     def settings(rec: dict) -> dict:
-        return {**{f"recipe.{k}": v for k, v in (rec.get("config") or {}).items()
+        return {**{f"recipe.{k}": v for k, v in comparable(rec.get("config") or {}).items()
                    if k != "epochs"}, "max_steps": rec.get("max_steps")}
 
     old, new = settings(ckpt), settings(stored)

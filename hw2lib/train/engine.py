@@ -227,8 +227,8 @@ class _Fit:
     ema: object = None  # an ema.EMA, or None
     writer: checkpoints.CheckpointWriter | None = None  # best.pt / last.pt (with an out_dir)
     history: list[dict] = field(default_factory=list)
-    best_val_acc: float = -math.inf
-    best_raw_val_acc: float = -math.inf  # with an EMA: the raw weights' best (best_raw.pt)
+    best_val_acc: float = -math.inf  # the best of the recipe's selection metric (`select`)
+    best_raw_val_acc: float = -math.inf  # with `ema_raw`: the raw weights' best (best_raw.pt)
     start: int = 0  # epochs already done (a resumed run)
 
     @property
@@ -266,8 +266,8 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
       choice). channels_last on CUDA where `runtime.channels_last_for` chooses it for
       `recipe.model`, never on the CPU. On CUDA the optimizer is fused and cudnn.benchmark is on
       during the call.
-    - `out_dir`: writes `best.pt` (best val_acc, ties keep the earlier epoch; without a val loader
-      the last epoch), then `last.pt` (the commit point) — at most once every `checkpoint_every`
+    - `out_dir`: writes `best.pt` (the best of the recipe's selection metric `select`: val_acc or
+      val_bal_acc; ties keep the earlier epoch; without a val loader the last epoch), then `last.pt` (the commit point) — at most once every `checkpoint_every`
       seconds, always after this call's first and last epoch and when it stops on an error or
       Ctrl-C (`hw2lib.train.checkpoints.CheckpointWriter`; 0: every epoch) —, and after every epoch
       `history.jsonl` (one JSON record per epoch); `run.json` (seed, versions, device, recipe)
@@ -281,15 +281,16 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
       on stdout — papermill, notebooks, logs), "bar", "line", or False (silent).
     - `max_steps`: at most this many batches per epoch (smoke runs, benchmarks).
     - `recipe.ema`: a decay in (0, 1) keeps an exponential moving average of the weights (see
-      `hw2lib.train.ema`); it is what is evaluated each epoch and saved as best.pt (last.pt keeps both).
-      The raw weights are evaluated too (`val_loss_raw`, `val_acc_raw` in the history) and their
-      best epoch saved as `best_raw.pt`: the EMA never feeds back into training, so "without EMA"
-      is the same run's raw weights.
+      `hw2lib.train.ema`); it is what is evaluated each epoch and saved as best.pt (last.pt keeps
+      both). With `recipe.ema_raw` the raw weights are evaluated too (`val_loss_raw`,
+      `val_acc_raw`, `val_bal_acc_raw` in the history) and their best epoch saved as
+      `best_raw.pt`: the EMA never feeds back into training, so "without EMA" is the same run's
+      raw weights (a second forward pass each epoch: only where a lever reads it).
 
     History records (flat): epoch (1-based), lr (its first step's), train_loss, train_acc,
     val_loss, val_acc, val_bal_acc (None without a val loader), seconds (the epoch's wall time,
-    train + eval), images_per_s (training images per second); with an EMA also val_loss_raw and
-    val_acc_raw. Accuracies are fractions in [0, 1].
+    train + eval), images_per_s (training images per second); with `ema_raw` also val_loss_raw,
+    val_acc_raw and val_bal_acc_raw. Accuracies are fractions in [0, 1].
 
     Divergence raises `TrainingDiverged` naming the epoch: a NaN/inf training loss (and its step),
     a NaN/inf mean train or val loss, or NaN/inf in the weights, BatchNorm running statistics or
@@ -380,8 +381,9 @@ def _resume(run: _Fit, train_loader) -> bool:
         run.ema.load_state_dict(ckpt["ema"])
     run.history, run.start = list(ckpt["history"]), done
     run.best_val_acc = float(ckpt["best_val_acc"])
-    run.best_raw_val_acc = max((h["val_acc_raw"] for h in run.history
-                                if h.get("val_acc_raw") is not None), default=-math.inf)
+    raw = f"val_{run.recipe.select}_raw"
+    run.best_raw_val_acc = max((h[raw] for h in run.history if h.get(raw) is not None),
+                               default=-math.inf)
     io.atomic_write_text(run.out / checkpoints.HISTORY, checkpoints.history_text(run.history))
     if done == run.epochs:
         return True
@@ -413,7 +415,8 @@ def _train_and_check(run: _Fit, epoch: int, train_loader, val_loader, bar,
         val = (evaluate(evaluated, val_loader, run.criterion, run.device, amp=run.amp)
                if val_loader is not None else None)
         raw = (evaluate(run.model, val_loader, run.criterion, run.device, amp=run.amp)
-               if val is not None and run.ema is not None else None)  # the EMA lever's row
+               if val is not None and run.ema is not None and run.recipe.ema_raw
+               else None)  # the EMA lever's row: only where the recipe asks for it
         losses = {"train loss": tr["loss"], **({"val loss": val["loss"]} if val else {})}
         check_epoch(epoch, losses, run.model, run.opt, run.device)
     except TrainingDiverged as exc:
@@ -425,7 +428,8 @@ def _train_and_check(run: _Fit, epoch: int, train_loader, val_loader, bar,
     return {"epoch": epoch, "lr": lr, "train_loss": tr["loss"], "train_acc": tr["acc"],
             "val_loss": val["loss"] if val else None, "val_acc": val["acc"] if val else None,
             "val_bal_acc": val["bal_acc"] if val else None,
-            **({"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"]} if raw else {}),
+            **({"val_loss_raw": raw["loss"], "val_acc_raw": raw["acc"],
+                "val_bal_acc_raw": raw["bal_acc"]} if raw else {}),
             "seconds": time.perf_counter() - t0,
             "images_per_s": tr["images"] / max(tr["seconds"], 1e-9)}
 
@@ -435,7 +439,7 @@ def _save_epoch(run: _Fit, rec: dict, train_loader) -> None:
     epoch's commit point) to the run's `CheckpointWriter` (written now or later, by time), and
     write history.jsonl — and run.json with this call's first epoch."""
     run.history.append(rec)
-    val_acc = rec["val_acc"]
+    val_acc = rec[f"val_{run.recipe.select}"]  # the selection metric (accuracy or balanced)
     is_best = val_acc is None or val_acc > run.best_val_acc
     if val_acc is not None:
         run.best_val_acc = max(run.best_val_acc, val_acc)
@@ -451,9 +455,10 @@ def _save_epoch(run: _Fit, rec: dict, train_loader) -> None:
         best = {**common, "model": evaluated.state_dict(), "val_acc": val_acc}
     extra = {"ema": run.ema.state_dict()} if run.ema is not None else {}
     others = {}
-    if rec.get("val_acc_raw") is not None and rec["val_acc_raw"] > run.best_raw_val_acc:
-        run.best_raw_val_acc = rec["val_acc_raw"]  # the raw weights' best: before last.pt
-        others["best_raw.pt"] = {**common, "val_acc": rec["val_acc_raw"]}
+    raw = rec.get(f"val_{run.recipe.select}_raw")
+    if raw is not None and raw > run.best_raw_val_acc:
+        run.best_raw_val_acc = raw  # the raw weights' best: before last.pt
+        others["best_raw.pt"] = {**common, "val_acc": raw}
     last = {**common, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
             "rng": runtime.rng_state(train_loader), **extra}
     run.writer.epoch(last, best, force=rec["epoch"] == run.epochs, others=others)

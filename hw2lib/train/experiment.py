@@ -219,9 +219,9 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
            "params": count_parameters(model), "warning": warn,
            "train_seconds": round(sum(h["seconds"] for h in history), 1),
            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
-           "best_epoch": int(np.argmax([h["val_acc"] for h in history])) + 1}
+           "best_epoch": int(np.argmax([h[f"val_{cfg.select}"] for h in history])) + 1}
     preds = evaluate_splits(model, ds, {"val": val_idx, "test": test_idx}, cfg, device, out)
-    if cfg["ema"] and (folder / "best_raw.pt").exists():  # the EMA lever, from this same run
+    if cfg["ema"] and cfg["ema_raw"] and (folder / "best_raw.pt").exists():  # the EMA lever
         preds.update(evaluate_raw(model, folder, ds, {"val": val_idx, "test": test_idx}, cfg,
                                   device, out))
     np.savez_compressed(folder / "predictions.npz", **preds)
@@ -280,7 +280,8 @@ def summarize(records: list[dict], by=("name",)) -> list[dict]:
     for key, rs in groups.items():
         row = dict(zip(by, key, strict=True))
         c = rs[0]["config"]
-        row.update(model=c["model"], stem=c["stem"], params=rs[0]["params"],
+        row.update(track=c.get("track"), group=c.get("group"), model=c["model"], stem=c["stem"],
+                   params=rs[0]["params"],
                    optimizer=c["optimizer"], lr=c["lr"], schedule=c["schedule"],
                    augment=c["augment"], loss=c["loss"], epochs=c["epochs"], seeds=len(rs))
         # with TTA: the plain forward's too; with EMA: the raw weights' too

@@ -19,6 +19,10 @@ from hw2lib.core import io
 from hw2lib.core.constants import AUGMENT_PRESETS, OPTIMIZERS, SCHEDULES
 
 LABELS = ("group", "label", "track")  # presentation only: not part of a run's identity
+SELECT = ("acc", "bal_acc")  # validation accuracy or balanced accuracy picks a run's best.pt
+# Settings added after runs existed: in a run's identity only where they differ from their
+# default, so that every run made before them keeps its identity (and is reused).
+LATER = ("ema_raw", "select")
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,7 +58,9 @@ class Recipe(Mapping):
     loss: str = "ce"  # a hw2lib.nets.losses name
     loss_kw: dict = field(default_factory=dict)  # e.g. {"label_smoothing": 0.1}
     ema: float = 0.0  # decay of an EMA of the weights (0: none); the EMA is what is evaluated
+    ema_raw: bool = False  # with an EMA, also evaluate the raw weights each epoch (the EMA lever)
     tta: bool = False  # score with the 8-view test-time average (D4)
+    select: str = "acc"  # the validation metric that picks best.pt: acc | bal_acc
     # presentation only: not part of the identity (absent from the mapping when None)
     group: str | None = None
     label: str | None = None
@@ -70,6 +76,9 @@ class Recipe(Mapping):
         if self.augment not in AUGMENT_PRESETS:
             raise ValueError(f"recipe {self.name!r}: unknown augmentation {self.augment!r}; "
                              f"choose one of {', '.join(AUGMENT_PRESETS)}")
+        if self.select not in SELECT:
+            raise ValueError(f"recipe {self.name!r}: unknown selection metric {self.select!r}; "
+                             f"choose one of {', '.join(SELECT)}")
         if int(self.epochs) < 1:
             raise ValueError(f"recipe {self.name!r}: epochs must be >= 1, got {self.epochs!r}")
         if self.milestones is None and self.schedule == "multistep":
@@ -106,8 +115,9 @@ class Recipe(Mapping):
         return io.to_builtin(dict(self))
 
     def identity(self) -> dict:
-        """The part of a run's identity the recipe gives: every setting but its name and labels."""
-        return {k: v for k, v in self.as_dict().items() if k not in LABELS and k != "name"}
+        """The part of a run's identity the recipe gives: every setting but its name and labels
+        (and the `LATER` settings at their defaults)."""
+        return comparable(self.as_dict())
 
     def replace(self, **changes) -> Recipe:
         """A copy with `changes` (milestones and gamma are kept as resolved unless given)."""
@@ -118,6 +128,13 @@ DEFAULTS = {f.name: (f.default_factory() if callable(f.default_factory) else f.d
             for f in fields(Recipe)}
 SETTINGS = tuple(k for k in DEFAULTS if k not in LABELS and k not in ("name", "seed"))
 REQUIRED = ("name", "epochs", "seed")  # what a catalogue entry (or its caller) must give
+
+
+def comparable(config: Mapping) -> dict:
+    """A stored recipe (`Recipe.as_dict`, old or new) as what identifies its training: without
+    name and labels, the `LATER` settings only where they differ from their defaults."""
+    return {k: v for k, v in config.items() if k not in LABELS and k != "name"
+            and not (k in LATER and v == DEFAULTS[k])}
 
 
 def resolve(spec: Mapping, **common) -> Recipe:
@@ -223,7 +240,9 @@ B_EXPERIMENTS: dict[str, dict] = {
                               **{**_HW2_SCHEDULED, "augment": "none"}),
     "resnext18_none": dict(model="resnext18", group="ablation",
                            **{**_HW2_SCHEDULED, "schedule": "none", "augment": "none"}),
-    "best": dict(BEST),
+    # the whole recipe also scores its raw weights each epoch: the EMA lever's row (its variants
+    # and Task C's best do not: nothing reads theirs)
+    "best": dict(BEST, ema_raw=True),
     **{name: {**BEST, **change} for name, (_, change) in LEVERS.items()},
 }
 
