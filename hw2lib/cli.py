@@ -155,6 +155,15 @@ def _cmd_doctor(args) -> int:
     return doctor.run_from_args(args)
 
 
+def _cmd_compare(args) -> int:
+    from hw2lib.report import compare
+
+    try:
+        return compare.main(args)
+    except ValueError as exc:
+        raise RunnerError(str(exc)) from None
+
+
 def _cmd_report(args) -> int:
     from hw2lib.report.run import report
 
@@ -225,6 +234,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true",
                      help="re-run the notebooks and retrain every run they make")
     rep.set_defaults(func=_cmd_report)
+
+    from hw2lib.report import compare
+
+    cmp_ = sub.add_parser("compare", parents=[compare.parser(add_help=False)],
+                          help="two report folders side by side: every headline number and "
+                          "finding, the run identities, and what flipped or changed")
+    cmp_.set_defaults(func=_cmd_compare)
 
     doc = sub.add_parser("doctor", parents=[doctor.parser(add_help=False)],
                          help="measure the GPU path in one call (environment, CUDA tests, "
