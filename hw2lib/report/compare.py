@@ -18,12 +18,12 @@ from pathlib import Path
 from hw2lib.core import io
 from hw2lib.core.constants import NOTEBOOKS
 from hw2lib.report.index import read_results
+from hw2lib.study import stats
 
-# The words (`study.stats`) that say a difference exists, with its direction where it has one.
-DIFFERENT = {"better": +1, "worse": -1,
-             "these two trained models differ on these images": 0}
-NO_DIFFERENCE = {"not distinguishable",
-                 "these two trained models do not differ beyond evaluation noise on these images"}
+# The words of `study.stats` that say a difference exists (with its direction where the word
+# has one), and those that say none.
+DIFFERENT = {stats.BETTER: +1, stats.WORSE: -1, stats.MODELS_DIFFER: 0}
+NO_DIFFERENCE = {stats.NOT_DISTINGUISHABLE, stats.MODELS_SAME}
 
 
 def load(folder) -> dict:
