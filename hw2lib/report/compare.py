@@ -18,12 +18,7 @@ from pathlib import Path
 from hw2lib.core import io
 from hw2lib.core.constants import NOTEBOOKS
 from hw2lib.report.index import read_results
-from hw2lib.study import stats
 
-# The words of `study.stats` that say a difference exists (with its direction where the word
-# has one), and those that say none.
-DIFFERENT = {stats.BETTER: +1, stats.WORSE: -1, stats.MODELS_DIFFER: 0}
-NO_DIFFERENCE = {stats.NOT_DISTINGUISHABLE, stats.MODELS_SAME}
 
 
 def load(folder) -> dict:
@@ -43,12 +38,15 @@ def load(folder) -> dict:
 
 
 def direction(word: str | None, diff: float | None) -> int | None:
-    """+1 / −1 for a word that says a difference (its sign from the difference where the word
-    has none), 0 for a word that says none, None without a word."""
-    if word in DIFFERENT:
-        d = DIFFERENT[word]
-        return d if d else (1 if (diff or 0) > 0 else -1)
-    return 0 if word in NO_DIFFERENCE else None
+    """+1 / −1 for a word of `study.stats` that says a difference (its sign from the difference
+    where the word has none: two models that differ), 0 for a word that says none, None without
+    a word. (stats is imported here: the CLI's start stays free of numpy and scipy.)"""
+    from hw2lib.study import stats
+
+    different = {stats.BETTER: +1, stats.WORSE: -1, stats.MODELS_DIFFER: 0}
+    if word in different:
+        return different[word] or (1 if (diff or 0) > 0 else -1)
+    return 0 if word in (stats.NOT_DISTINGUISHABLE, stats.MODELS_SAME) else None
 
 
 def flag(word_a, diff_a, word_b, diff_b) -> str:
