@@ -98,3 +98,24 @@ def real_eurosat(real_eurosat_zip, tmp_path_factory):
 
     data_dir = tmp_path_factory.mktemp("eurosat-real") / "data"
     return D.load_dataset(data_dir, source=real_eurosat_zip, progress=False), data_dir
+
+
+def _simulated_gpu_box() -> bool:
+    return os.environ.get("HW2_SIMULATE_GPU_BOX", "").strip() == "1"
+
+
+@pytest.fixture(autouse=True)
+def gpu_box_defaults(request, monkeypatch):
+    """`HW2_SIMULATE_GPU_BOX=1`: every test outside the `cuda` marker runs with a GPU box's
+    defaults — "auto" (or no device) resolves to CUDA (`runtime.default_device`), where training
+    runs in bf16 — while no CUDA device exists: a test that trains on the default device fails
+    here, as it would train on the GPU in bf16 there. A test holds on a GPU box when it pins its
+    device and precision, or asserts what holds on both (issue 28; `tests/test_gpu_box.py` runs
+    the suite so)."""
+    if _simulated_gpu_box() and request.node.get_closest_marker("cuda") is None:
+        import torch
+
+        from hw2lib.core import runtime
+
+        monkeypatch.setattr(runtime, "default_device", lambda: torch.device("cuda"))
+    yield

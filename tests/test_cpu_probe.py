@@ -133,14 +133,15 @@ def test_the_precision_is_part_of_the_run_identity(small_ds, tmp_path, monkeypat
     for prec in ("fp32", "bf16"):
         monkeypatch.setenv(C.ENV, prec)
         runs[prec] = X.run_experiment(cfg, small_ds, tmp_path, train_idx=idx["train"],
-                                      val_idx=idx["val"], test_idx=idx["test"], progress=False)
+                                      val_idx=idx["val"], test_idx=idx["test"], progress=False,
+                                      device="cpu")  # a GPU box's default would be CUDA, bf16
         assert runs[prec]["identity"]["precision"] == prec
         run_json = json.loads((tmp_path / f"p-s0-{runs[prec]['run_id']}" / "run.json").read_text())
         assert run_json["amp"] == ("bf16" if prec == "bf16" else None)  # fit really used it
     assert runs["fp32"]["run_id"] != runs["bf16"]["run_id"]
     monkeypatch.setenv(C.ENV, "fp32")
     again = X.run_experiment(cfg, small_ds, tmp_path, train_idx=idx["train"], val_idx=idx["val"],
-                             test_idx=idx["test"], progress=False)
+                             test_idx=idx["test"], progress=False, device="cpu")
     assert again["reused"] and again["run_id"] == runs["fp32"]["run_id"]
 
 

@@ -146,7 +146,7 @@ def test_build_optimizer_choices():
 
 
 def test_resolve_device_and_run_info():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    expected = R.default_device().type  # "auto": CUDA where torch can use it, else the CPU
     assert R.resolve_device().type == expected
     assert R.resolve_device("auto").type == expected
     assert R.resolve_device("cpu") == torch.device("cpu")

@@ -59,6 +59,7 @@ def _cfg(**kw):
 
 def _run(ds, root, cfg, idx=None, **kw):
     idx = idx or D.split_indices(ds)
+    kw.setdefault("device", "cpu")  # pinned: a GPU box's default device is CUDA (bf16)
     return X.run_experiment(cfg, ds, root, train_idx=idx["train"], val_idx=idx["val"],
                             test_idx=idx["test"], progress=False, **kw)
 

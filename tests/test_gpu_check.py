@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+import torch
 
 from hw2lib.cli import main
 from hw2lib.core import gpu_check as G
@@ -68,7 +69,7 @@ def test_message_names_driver_gpu_torch_cuda_and_the_way_out():
 def test_report_auto_stops_on_an_unusable_gpu_unless_overridden(tmp_path, monkeypatch, capsys):
     msg = G.unusable_gpu_message(OLD_BOX, CU130)
     monkeypatch.setattr(R.gpu_check, "check", lambda: msg)
-    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("hw2lib.core.runtime.default_device", lambda: torch.device("cpu"))
     monkeypatch.delenv(G.ALLOW_ENV, raising=False)
     with pytest.raises(R.RunnerError, match="driver 470.82.01"):
         R.choose_profile("auto")

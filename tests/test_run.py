@@ -41,7 +41,7 @@ def test_parse_value_reads_yaml():
 def test_auto_profile_is_quick_without_cuda(monkeypatch):
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("hw2lib.core.runtime.default_device", lambda: torch.device("cpu"))
     prof, why = run.choose_profile("auto")
     assert prof == "quick" and "no CUDA" in why
 

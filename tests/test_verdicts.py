@@ -215,7 +215,8 @@ def test_run_experiment_scores_the_raw_weights_of_an_ema_run(tmp_path, make_imag
     cfg = resolve({"name": "ema", "model": "resnet18", "ema": 0.9, "ema_raw": True, "tta": True},
                               epochs=2, seed=0, batch_size=8)
     res = X.run_experiment(cfg, ds, tmp_path / "runs", train_idx=idx["train"],
-                           val_idx=idx["val"], test_idx=idx["test"], progress=False)
+                           val_idx=idx["val"], test_idx=idx["test"], progress=False,
+                           device="cpu")
     for k in ("val_acc_raw", "test_acc_raw", "test_acc_raw_no_tta", "test_bal_acc_raw"):
         assert 0.0 <= res[k] <= 1.0, k
     assert 1 <= res["best_epoch_raw"] <= 2

@@ -160,13 +160,19 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def default_device() -> torch.device:
+    """What "auto" means on this machine: CUDA when torch can use a device, else the CPU (the
+    one place it is decided; the test suite's simulated GPU box replaces it)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve_device(device=None) -> torch.device:
-    """`None`/"auto" -> CUDA when available, else the CPU; a string or torch.device otherwise.
+    """`None`/"auto" -> `default_device()`; a string or torch.device otherwise.
 
     Asking for CUDA where there is none is an error (rather than a silent CPU run).
     """
     if device is None or (isinstance(device, str) and device.lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return default_device()
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:

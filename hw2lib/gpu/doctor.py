@@ -229,7 +229,7 @@ def bench(gpu: bool, data: dict, tmp: Path) -> dict:
     for i, (models, variants, extra) in enumerate(runs):
         path = tmp / f"bench-{i}.json"
         rc = bt.main(["--models", *models, "--variants", *variants, *extra, *_data_argv(data),
-                      "--json", str(path)])
+                      "--device", "cuda" if gpu else "cpu", "--json", str(path)])
         if rc != 0:
             out.setdefault("errors", []).append(f"bench run {i} exited {rc}")
             continue

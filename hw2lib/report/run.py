@@ -63,7 +63,9 @@ def choose_profile(profile: str) -> tuple[str, str]:
         return profile, f"profile {profile!r} as asked"
     import torch
 
-    if torch.cuda.is_available():
+    from hw2lib.core.runtime import default_device
+
+    if default_device().type == "cuda":
         return "full", f"CUDA device found ({torch.cuda.get_device_name(0)}): running the full protocol"
     unusable = gpu_check.check()  # an NVIDIA device torch cannot use: stop, unless overridden
     if unusable and not gpu_check.cpu_allowed():
