@@ -89,9 +89,10 @@ def _cmd_run(args) -> int:
         sigterm_as_interrupt,
     )
 
-    profile, why = choose_profile(args.profile)
+    overrides = _overrides(args.param)
+    profile, why = choose_profile(args.profile, cpu_ok=overrides.get("device") == "cpu")
     name = args.notebook
-    params = plan_parameters(profile, [name], {name: _overrides(args.param)}, force=args.force,
+    params = plan_parameters(profile, [name], {name: overrides}, force=args.force,
                              per_notebook=True)[name]
     out = prepare_out(args.out or paths.reports_root() / profile)
     with locked(out), sigterm_as_interrupt():
@@ -120,7 +121,7 @@ def _cmd_plan(args) -> int:
     from hw2lib.report.plan import format_plan, format_seconds, plan, summary
     from hw2lib.report.run import choose_profile
 
-    profile, why = choose_profile(args.profile)
+    profile, why = choose_profile(args.profile, cpu_ok=True)  # a plan trains nothing
     overrides = _overrides(args.param)
     rows = plan(profile, args.only, overrides)
     print(f"hw2 plan: {why}; nothing is trained")
@@ -169,7 +170,7 @@ def _cmd_report(args) -> int:
 
     try:
         index, results = report(args.profile, args.out, args.only, _overrides(args.param),
-                                force=args.force)
+                                force=args.force, rehearse=args.rehearse)
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C or SIGTERM); index.html was written with what "
               "finished", file=sys.stderr)
@@ -178,7 +179,17 @@ def _cmd_report(args) -> int:
     for r in bad:
         where = f" — page: {index.parent / r.html}" if r.html else ""
         print(f"error: {r.notebook} {r.status}: {r.error}{where}", file=sys.stderr)
-    return 1 if bad else 0
+    failed_runs = []
+    if args.rehearse:
+        from hw2lib.report.run import rehearsal_failures
+
+        failed_runs = rehearsal_failures(index.parent, [r.notebook for r in results])
+        for line in failed_runs:
+            print(f"error: rehearsal: {line}", file=sys.stderr)
+        if not bad and not failed_runs:
+            print(f"rehearsal passed: every training ran and every page rendered "
+                  f"({index.parent})")
+    return 1 if bad or failed_runs else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="set one parameter in every selected notebook that defines it")
     rep.add_argument("--force", action="store_true",
                      help="re-run the notebooks and retrain every run they make")
+    rep.add_argument("--rehearse", action="store_true",
+                     help="every training of the profile cut to one step of a handful of images "
+                     "on the CPU, every page rendered (minutes): `--profile full --rehearse` "
+                     "finds a crash in full's paths before any GPU time is spent")
     rep.set_defaults(func=_cmd_report)
 
     from hw2lib.report import compare

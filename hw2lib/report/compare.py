@@ -20,7 +20,6 @@ from hw2lib.core.constants import NOTEBOOKS
 from hw2lib.report.index import read_results
 
 
-
 def load(folder) -> dict:
     """{notebook: results.json} of a report folder (a notebook without one is absent)."""
     folder = Path(folder)

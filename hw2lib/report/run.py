@@ -55,11 +55,26 @@ class RunnerError(RuntimeError):
 # --------------------------------------------------------------------------- profiles & params
 
 
-def choose_profile(profile: str) -> tuple[str, str]:
-    """Resolve `auto` to `full` where CUDA is available and `quick` otherwise; say why."""
+def choose_profile(profile: str, *, cpu_ok: bool = False) -> tuple[str, str]:
+    """Resolve `auto` to `full` where CUDA is available and `quick` otherwise; say why. `full`
+    asked for by name needs a usable GPU too (it is days of work on a CPU): without one it is an
+    error naming what is wrong, unless `cpu_ok` (the plan, which trains nothing; `-p device cpu`,
+    the rehearsal) or `$HW2_ALLOW_CPU=1`."""
     if profile != "auto":
         if profile not in PROFILES:
             raise RunnerError(f"Unknown profile {profile!r}. Choose one of: auto, {', '.join(PROFILES)}.")
+        if profile == "full" and not cpu_ok:
+            from hw2lib.core.runtime import default_device
+
+            if default_device().type != "cuda":
+                why = gpu_check.check() or "torch sees no CUDA device on this machine"
+                if not gpu_check.cpu_allowed():
+                    raise RunnerError(
+                        f"profile 'full' needs a usable GPU: {why}. Run --profile quick on the "
+                        "CPU; -p device cpu (or $HW2_ALLOW_CPU=1) runs full on the CPU on "
+                        "purpose; --rehearse runs every training of full cut to a step.")
+                print(f"warning: profile 'full' on the CPU ($HW2_ALLOW_CPU): {why}",
+                      file=sys.stderr)
         return profile, f"profile {profile!r} as asked"
     import torch
 
@@ -73,6 +88,24 @@ def choose_profile(profile: str) -> tuple[str, str]:
     if unusable:
         print(f"warning: {unusable}", file=sys.stderr)
     return "quick", "no CUDA device: running the 'quick' profile (real EuroSAT, few epochs) on the CPU"
+
+
+# `hw2 report --rehearse`: every training of the profile (its experiments, seeds, backbones,
+# losses) cut to one step of a handful of images, one epoch, on the CPU, and every page rendered:
+# a crash in a path only `full` takes shows here before any GPU time is spent. Offline, the
+# pretrained backbones go on from random init (said on the pages).
+REHEARSAL = {
+    "A-train": dict(device="cpu", epochs=1, max_steps=1, batch_size=8, train_per_class=2,
+                    val_per_class=1, test_per_class=1, tsne_points=20, allow_random_init=True),
+    "A-vis": dict(device="cpu", dream_octaves=2, dream_steps=1, am_steps=2, grid_channels=2,
+                  grid_size=32),
+    "B-ablation": dict(device="cpu", epochs=1, best_epochs=1, max_steps=1, batch_size=8,
+                       train_per_class=2, best_train_per_class=2, val_per_class=1,
+                       test_per_class=1),
+    "C-longtail": dict(device="cpu", epochs=1, best_epochs=1, max_steps=1, batch_size=8,
+                       n_max=4, val_per_class=1, test_per_class=1, crt_epochs=1,
+                       allow_random_init=True),
+}
 
 
 def load_profile(profile: str, profile_dir: Path = PROFILE_DIR) -> dict[str, dict]:
@@ -366,15 +399,34 @@ def dependency_inputs(name: str, out: Path, status: dict) -> tuple[dict, str | N
     return extra, why, ids
 
 
+def rehearsal_overrides(names: list[str], overrides: dict | None) -> dict[str, dict]:
+    """Per notebook: `REHEARSAL`'s cuts, then the user's `-p` keys where the notebook has them."""
+    try:
+        mine = split_overrides(overrides or {}, {n: notebook_parameters(n) for n in names})
+    except ParameterError as exc:
+        raise RunnerError(str(exc)) from None
+    return {n: {**REHEARSAL[n], **mine.get(n, {})} for n in names}
+
+
 def report(profile: str = "auto", out: Path | str | None = None, only: list[str] | None = None,
-           overrides: dict | None = None, force: bool = False) -> tuple[Path, list[RunResult]]:
+           overrides: dict | None = None, force: bool = False,
+           rehearse: bool = False) -> tuple[Path, list[RunResult]]:
     """Check every selected notebook's parameters, then run them in order, render each, and
     write `index.html` (always: after a failure or Ctrl-C too). A notebook that passed with the
-    same parameters (and the same inputs) is not run again unless `force`, so a study resumes."""
-    profile, why = choose_profile(profile)
+    same parameters (and the same inputs) is not run again unless `force`, so a study resumes.
+    `rehearse`: every training of the profile cut to a step on the CPU (`REHEARSAL`), into
+    `reports/<profile>-rehearsal/` by default."""
+    cpu = rehearse or (overrides or {}).get("device") == "cpu"
+    profile, why = choose_profile(profile, cpu_ok=cpu)
     names = list(only) if only else list(NOTEBOOKS)
-    planned = plan_parameters(profile, names, overrides, force=force)
-    out = prepare_out(out or paths.reports_root() / profile)
+    if rehearse:
+        planned = plan_parameters(profile, names, rehearsal_overrides(names, overrides),
+                                  force=force, per_notebook=True)
+        why += "; a rehearsal: every training cut to one step on the CPU"
+    else:
+        planned = plan_parameters(profile, names, overrides, force=force)
+    default = f"{profile}-rehearsal" if rehearse else profile
+    out = prepare_out(out or paths.reports_root() / default)
     with locked(out), sigterm_as_interrupt():
         print(f"hw2 report: {why}; parameters of {', '.join(names)} checked", flush=True)
         status, notice = read_status(out)
@@ -382,13 +434,33 @@ def report(profile: str = "auto", out: Path | str | None = None, only: list[str]
             print(f"warning: {notice}", file=sys.stderr, flush=True)
         results = []
         try:
-            for name in names:
+            for i, name in enumerate(names):
                 results.append(_run_one(name, profile, planned[name], out, force))
+                if rehearse:
+                    drop_checkpoints(out, names[: i + 1], names[i + 1:])
         finally:
             status, _ = read_status(out)
             index = write_index(out, profile, status, [notice] if notice else [])
             print(f"index: {index}", flush=True)
     return index, results
+
+
+def drop_checkpoints(out: Path, done: list[str], ahead: list[str]) -> None:
+    """A rehearsal's checkpoints (GBs, and never resumed) go once no notebook still to run takes
+    them: every `*.pt` under the done notebooks' run folders but those an `ahead` one depends
+    on (A-vis takes A-train's model)."""
+    needed = {dep for nb in ahead for dep in DEPENDS.get(nb, {}).values()}
+    for nb in done:
+        if nb not in needed:
+            for f in (Path(out) / "runs" / nb).glob("*/*.pt"):
+                f.unlink()
+
+
+def rehearsal_failures(out: Path, names: list[str]) -> list[str]:
+    """The runs a rehearsal's notebooks name as failed (their results.json warnings): a
+    rehearsal that passes has none."""
+    return [f"{nb}: {w}" for nb in names for w in read_results(out, nb)[0].get("warnings", [])
+            if " FAILED " in w]
 
 
 @contextlib.contextmanager

@@ -7,7 +7,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from hw2lib.core import io, paths
+from hw2lib.core import gpu_check, io, paths
 from hw2lib.train.executor import check_executor, check_ray_address
 from hw2lib.train.experiment import RANDOM_INIT_PREFIX
 
@@ -17,12 +17,13 @@ class Session:
     run_dir: Path
     device: object
     ds: object  # hw2lib.data.Dataset
+    gpu_required: bool = False  # profile full on "auto": a Ray node without a GPU is an error
 
 
 def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data_dir=None,
           source=None, image_folder=None, image_size: int = 64, split_seed: int = 0,
           executor: str = "local", gpus_per_run: float = 1.0,
-          ray_address: str | None = None) -> Session:
+          ray_address: str | None = None, profile: str | None = None) -> Session:
     """The first cell of every notebook: run folder, one global seed, device, inline figures, and
     the dataset (EuroSAT from the first source found, or any ImageFolder root).
 
@@ -31,7 +32,9 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     (`$HW2_DATA_DIR`); see `hw2lib.core.paths`.
     `figure_format="jpeg"` suits notebooks of pictures (A-vis): a fraction of PNG's page size.
     With `executor="ray"` (B, C) the Ray settings are checked first, as `hw2 report` does, so a
-    plain papermill or JupyterLab run stops in one line before any folder or data."""
+    plain papermill or JupyterLab run stops in one line before any folder or data.
+    Under `profile="full"` the device "auto" must be a GPU: no silent CPU run (`device="cpu"` or
+    `$HW2_ALLOW_CPU=1` asks for the CPU on purpose)."""
     if figure_format not in ("png", "jpeg"):
         raise ValueError(f"figure_format must be 'png' or 'jpeg', got {figure_format!r}")
     check_executor(executor, gpus_per_run)
@@ -43,10 +46,18 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     from hw2lib import data as D
     from hw2lib.core.runtime import resolve_device, run_info, seed_everything
 
+    auto = device is None or str(device).lower() == "auto"
+    dev = resolve_device(device)
+    if profile == "full" and auto and dev.type != "cuda":
+        why = gpu_check.check() or "torch sees no CUDA device on this machine"
+        if not gpu_check.cpu_allowed():
+            raise RuntimeError(f"profile 'full' needs a usable GPU and device='auto' found "
+                               f"none: {why}. Use the profile 'quick' on the CPU, or set "
+                               "device='cpu' (or $HW2_ALLOW_CPU=1) to run full on the CPU on "
+                               "purpose.")
     run_dir = paths.report_path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    dev = resolve_device(device)
     plt.rcParams.update({"figure.dpi": 90, "savefig.dpi": 90, "figure.max_open_warning": 0})
     pd.set_option("display.max_columns", 40)  # the plan table's recipe columns, none elided
     # The notebooks show the random-init warning as a box (show_warning); not twice on stderr.
@@ -60,7 +71,8 @@ def setup(run_dir, *, seed: int, device="auto", figure_format: str = "png", data
     print("  ".join(f"{k}={v}" for k, v in run_info(dev).items()))
     ds = D.load_dataset(paths.data_dir(data_dir), source=source, image_folder=image_folder, image_size=image_size,
                         split_seed=split_seed, progress=False)
-    return Session(run_dir, dev, ds)
+    return Session(run_dir, dev, ds,
+                   gpu_required=profile == "full" and auto and not gpu_check.cpu_allowed())
 
 
 def show_warning(msg: str) -> None:

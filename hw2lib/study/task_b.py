@@ -191,7 +191,8 @@ def split_rows(ds, p) -> dict[str, dict]:
 
 def run_all(cfgs: list[dict], ds, idx: dict, run_root, *, device, max_steps=None,
             force: bool = False, executor: str = "local", gpus_per_run: float = 1.0,
-            ray_address: str | None = None) -> tuple[list[dict], list[dict]]:
+            ray_address: str | None = None,
+            require_gpu: bool = False) -> tuple[list[dict], list[dict]]:
     """Train (or reuse) every configuration on its rows (`idx[rows_key(cfg)]`: a
     {"train", "val", "test"} mapping) through the executor (see `hw2lib.train.executor`).
     Returns (records of the finished runs, each with its `history`; the failed runs)."""
@@ -199,7 +200,7 @@ def run_all(cfgs: list[dict], ds, idx: dict, run_root, *, device, max_steps=None
                  val_idx=idx[rows_key(cfg)]["val"], test_idx=idx[rows_key(cfg)]["test"],
                  device=device, max_steps=max_steps, force=force) for cfg in cfgs]
     return split_failed(run_experiments(jobs, executor=executor, gpus_per_run=gpus_per_run,
-                                        ray_address=ray_address))
+                                        ray_address=ray_address, require_gpu=require_gpu))
 
 
 def histories(records: list[dict]) -> dict[str, list[list[dict]]]:

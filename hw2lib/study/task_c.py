@@ -114,7 +114,8 @@ def configs(p) -> list[Recipe]:
 
 def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weights=None,
             allow_random_init=False, max_steps=None, force=False, executor: str = "local",
-            gpus_per_run: float = 1.0, ray_address: str | None = None) -> tuple[dict, list]:
+            gpus_per_run: float = 1.0, ray_address: str | None = None,
+            require_gpu: bool = False) -> tuple[dict, list]:
     """Train (or reuse) every configuration through the executor (see `hw2lib.train.executor`);
     ({(backbone, loss, seed): result with `history` and `predictions`}, the failed runs)."""
     jobs = [dict(cfg=cfg, ds=ds, run_root=run_root, train_idx=idx["train"], val_idx=idx["val"],
@@ -123,7 +124,8 @@ def run_all(ds, idx: dict, counts, run_root, cfgs: list[dict], *, device, weight
             for cfg in cfgs]
     done, failed = split_failed(run_experiments(jobs, executor=executor,
                                                 gpus_per_run=gpus_per_run,
-                                                ray_address=ray_address))
+                                                ray_address=ray_address,
+                                                require_gpu=require_gpu))
     results = {(r["config"]["group"], r["config"]["loss"], r["config"]["seed"]): {
         **r, "predictions": load_predictions(r["run_folder"])} for r in done}
     return results, failed

@@ -123,8 +123,8 @@ def runs_per_node(node_gpus: float, gpus_per_run: float) -> int:
     return int(node_gpus // gpus_per_run)
 
 
-def run_resources(nodes: list[dict], gpus_per_run: float,
-                  driver_threads: int) -> tuple[dict, int, str]:
+def run_resources(nodes: list[dict], gpus_per_run: float, driver_threads: int, *,
+                  require_gpu: bool = False) -> tuple[dict, int, str]:
     """Each task's Ray resources, its torch threads and the line that says so, from the alive
     nodes' resources ([{"CPU": n, "GPU": n}, ...]).
 
@@ -143,6 +143,10 @@ def run_resources(nodes: list[dict], gpus_per_run: float,
         total = sum(n["GPU"] for n in gpu_nodes)
         return ({"num_gpus": gpus_per_run, "num_cpus": threads}, threads,
                 f"{total:g} GPU(s), {gpus_per_run:g} per run, {threads} CPU thread(s) per run")
+    if require_gpu:
+        raise ValueError(f"the Ray cluster has no GPU ({len(nodes)} node(s), CPU only) and this "
+                         "profile needs one (full): add GPU nodes (ray start --num-gpus N), or "
+                         "set device='cpu' to train on CPU workers on purpose")
     cpus = max((int(n.get("CPU", 0)) for n in nodes), default=0)
     if cpus < 1:
         raise ValueError("the Ray cluster has no CPU: start its nodes with --num-cpus")
@@ -283,9 +287,10 @@ def _ray_init(ray, ray_address: str | None) -> bool:
 
 
 def run_experiments(jobs: list[dict], *, executor: str = "local", gpus_per_run: float = 1.0,
-                    ray_address: str | None = None) -> list[dict]:
+                    ray_address: str | None = None, require_gpu: bool = False) -> list[dict]:
     """Run every job (the keyword arguments of `run_experiment`, `cfg` and `ds` among them);
-    results in the jobs' order, failed ones as {"failed": True, "error", ...}."""
+    results in the jobs' order, failed ones as {"failed": True, "error", ...}. `require_gpu`
+    (profile full on "auto"): a Ray cluster without a GPU is an error, not a CPU run."""
     check_executor(executor, gpus_per_run)
     if executor == "local":
         out = []
@@ -295,10 +300,12 @@ def run_experiments(jobs: list[dict], *, executor: str = "local", gpus_per_run: 
             print(_finished_line(job["cfg"], res), flush=True)
             out.append(res)
         return out
-    return _run_ray(jobs, gpus_per_run=float(gpus_per_run), ray_address=ray_address)
+    return _run_ray(jobs, gpus_per_run=float(gpus_per_run), ray_address=ray_address,
+                    require_gpu=require_gpu)
 
 
-def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address) -> list[dict]:
+def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address,
+             require_gpu: bool = False) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -311,7 +318,8 @@ def _run_ray(jobs: list[dict], *, gpus_per_run: float, ray_address) -> list[dict
     started = _ray_init(ray, ray_address)
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        options, threads, where = run_resources(nodes, gpus_per_run, torch.get_num_threads())
+        options, threads, where = run_resources(nodes, gpus_per_run, torch.get_num_threads(),
+                                                require_gpu=require_gpu)
         there = Path(_check_workers(ray, shipped=started)).parent
         code = ("hw2lib shipped with the job" if there != Path(hw2lib.__file__).parent
                 else f"hw2lib from {there}")

@@ -30,7 +30,7 @@ from hw2lib.nets.models import (
     count_parameters,
     pretrained_preprocessing,
 )
-from hw2lib.train.checkpoints import load_checkpoint
+from hw2lib.train.checkpoints import LAST, load_checkpoint
 from hw2lib.train.cpu_probe import precision_for
 from hw2lib.train.engine import fit, predict, predict_tta
 from hw2lib.train.recipes import Recipe, from_stored
@@ -226,6 +226,9 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
                                   device, out))
     np.savez_compressed(folder / "predictions.npz", **preds)
     io.write_json(folder / RESULT_FILE, out)
+    # A finished run is reused, never resumed (its identity fixes its epochs): last.pt — the
+    # optimizer state, 2–4× the weights — is dead weight now (of a `full` study: tens of GB).
+    (folder / LAST).unlink(missing_ok=True)
     return {**out, "run_folder": str(folder), "reused": False}
 
 
