@@ -81,13 +81,13 @@ def channels_last_for(model: nn.Module, device, name: str | None = None) -> bool
     return not narrow_groups(model)
 
 
-def eval_batch_size(train_batch_size: int, device) -> int:
+def eval_batch_size(train_batch_size: int, device, factor: int = EVAL_BATCH_FACTOR) -> int:
     """Evaluation batch size: on CUDA `EVAL_BATCH_FACTOR` × the training batch (inference keeps
     no activations for a backward pass, so this fits in about the training's memory, and a val
     pass takes a quarter of the launches); elsewhere the training batch itself (no per-batch cost
     worth amortizing on the CPU, and the CPU's numbers stay as they were)."""
     bs = int(train_batch_size)
-    return bs * EVAL_BATCH_FACTOR if _device(device).type == "cuda" else bs
+    return bs * int(factor) if _device(device).type == "cuda" else bs
 
 
 def to_device_once(t: torch.Tensor, device) -> torch.Tensor:

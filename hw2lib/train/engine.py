@@ -224,6 +224,7 @@ class _Fit:
     channels_last: bool
     max_steps: int | None
     out: Path | None
+    train_model: nn.Module | None = None  # the module the train steps call (compiled, or model)
     ema: object = None  # an ema.EMA, or None
     writer: checkpoints.CheckpointWriter | None = None  # best.pt / last.pt (with an out_dir)
     history: list[dict] = field(default_factory=list)
@@ -247,7 +248,8 @@ class _Fit:
 
 def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, progress="auto",
         criterion=None, max_steps: int | None = None, amp="auto",
-        checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S) -> list[dict]:
+        checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S,
+        compile_mode: str | None = None) -> list[dict]:
     """Train `model` on `data` = (train loader, val loader or None) by `recipe` (a
     `recipes.Recipe`: optimizer, LR table, epochs, mixing, EMA, seed), evaluating on the val
     loader after each epoch; return the history.
@@ -280,6 +282,9 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
     - `progress`: "auto" (a tqdm bar per epoch when stderr is a terminal, else one line per epoch
       on stdout — papermill, notebooks, logs), "bar", "line", or False (silent).
     - `max_steps`: at most this many batches per epoch (smoke runs, benchmarks).
+    - `compile_mode`: the train steps call `torch.compile(model, mode=compile_mode)` (e.g.
+      "reduce-overhead": CUDA graphs, the launch lever of `hw2lib.train.gpu_levers`); the same
+      parameters, evaluation and checkpoints stay eager. None: eager, as always.
     - `recipe.ema`: a decay in (0, 1) keeps an exponential moving average of the weights (see
       `hw2lib.train.ema`); it is what is evaluated each epoch and saved as best.pt (last.pt keeps
       both). With `recipe.ema_raw` the raw weights are evaluated too (`val_loss_raw`,
@@ -310,6 +315,7 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
                          "optimizer steps, stepped after each): pass a BatchLoader or DataLoader")
     run = _setup(model, recipe, criterion=criterion, device=device, out_dir=out_dir, amp=amp,
                  max_steps=max_steps, steps_per_epoch=n_steps, checkpoint_every=checkpoint_every)
+    run.train_model = torch.compile(model, mode=compile_mode) if compile_mode else model
     if _resume(run, train_loader):
         return run.history  # every epoch was already done
     try:
@@ -388,6 +394,9 @@ def _resume(run: _Fit, train_loader) -> bool:
     if done == run.epochs:
         return True
     run.opt.load_state_dict(ckpt["optimizer"])
+    for group in run.opt.param_groups:  # this device's update, not the one that wrote last.pt
+        if "fused" in group:
+            group["fused"] = runtime.optimizer_options(run.device).get("fused")
     run.sched.load_state_dict(ckpt["scheduler"])
     runtime.set_rng_state(ckpt["rng"], train_loader)
     return False
@@ -408,7 +417,7 @@ def _train_and_check(run: _Fit, epoch: int, train_loader, val_loader, bar,
         mixer = Mixer(run.recipe.mix, run.recipe.mix_alpha, gen, batches=n_steps)
     evaluated = run.model if run.ema is None else run.ema.model
     try:
-        tr = train_one_epoch(run.model, run.criterion, run.opt, train_loader, run.device,
+        tr = train_one_epoch(run.train_model, run.criterion, run.opt, train_loader, run.device,
                              epoch=epoch, amp=run.amp, channels_last=run.channels_last,
                              max_steps=run.max_steps, bar=bar, mix=mixer, ema=run.ema,
                              scheduler=run.sched)

@@ -30,6 +30,7 @@ from hw2lib.nets.models import (
     count_parameters,
     pretrained_preprocessing,
 )
+from hw2lib.train import gpu_levers
 from hw2lib.train.checkpoints import LAST, load_checkpoint
 from hw2lib.train.cpu_probe import precision_for
 from hw2lib.train.engine import fit, predict, predict_tta
@@ -68,10 +69,13 @@ def weights_identity(cfg: dict, weights, warning: str | None) -> dict | None:
 
 
 def run_identity(recipe: Recipe, data: dict, *, weights: dict | None, max_steps,
-                 precision: str | None = None) -> dict:
+                 precision: str | None = None, levers: dict | None = None) -> dict:
     """The canonical record of everything that determines a run's result. `precision` ("fp32" or
-    "bf16", see `cpu_probe.precision_for`) is the arithmetic it trains in: recorded when given."""
+    "bf16", see `cpu_probe.precision_for`) is the arithmetic it trains in: recorded when given;
+    `levers` (`gpu_levers.identity_part`: the compiled train step) only when there is one."""
     extra = {} if precision is None else {"precision": precision}
+    if levers:
+        extra["levers"] = levers
     return io.to_builtin({"recipe": recipe.identity(), "data": data, "weights": weights,
                           "max_steps": max_steps, "hw2lib": __version__, **extra})
 
@@ -112,12 +116,15 @@ def normalization(cfg: dict):
     return EUROSAT_MEAN, EUROSAT_STD
 
 
-def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | None = None):
+def make_loader(ds, rows, cfg: dict, device, *, train: bool, batch_size: int | None = None,
+                eval_factor: int | None = None):
     """The fast batch loader over dataset rows, with the recipe's preprocessing. An evaluation
-    loader's batch is `runtime.eval_batch_size`'s (larger on CUDA) unless `batch_size` is given."""
+    loader's batch is `runtime.eval_batch_size`'s (larger on CUDA: `eval_factor` × the training
+    batch, the GPU lever's choice) unless `batch_size` is given."""
     rows = np.asarray(rows)
+    factor = {} if eval_factor is None else {"factor": eval_factor}
     bs = batch_size or (cfg["batch_size"] if train or device is None
-                        else eval_batch_size(cfg["batch_size"], device))
+                        else eval_batch_size(cfg["batch_size"], device, **factor))
     mean, std = normalization(cfg)
     return D.BatchLoader(ds.x[rows], ds.y[rows], bs, shuffle=train,
                          augment=cfg["augment"] if train else "none", device=device, mean=mean,
@@ -195,8 +202,12 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
             "val_rows": _rows_digest(val_idx), "test_rows": _rows_digest(test_idx),
             "n_train": len(train_idx), "class_counts": class_counts}
     precision = precision_for(device)  # bf16 on CUDA; on the CPU the measured choice
+    steps = max(len(train_idx) // int(cfg["batch_size"]), 1)
+    levers = gpu_levers.levers_for(cfg, device, steps_total=int(cfg["epochs"]) * (
+        steps if max_steps is None else min(steps, int(max_steps))))  # {} off CUDA
     identity = run_identity(cfg, data, weights=weights_identity(cfg, weights, warn),
-                            max_steps=max_steps, precision=precision)
+                            max_steps=max_steps, precision=precision,
+                            levers=gpu_levers.identity_part(levers))
     folder = run_folder(run_root, cfg, identity)
     if force and folder.exists():
         shutil.rmtree(folder)
@@ -207,23 +218,24 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
         return {**done, "run_folder": str(folder), "reused": True}
     io.write_json(folder / IDENTITY_FILE, identity)
 
+    factor = levers.get("eval_factor")
     train_loader = make_loader(ds, train_idx, cfg, device, train=True)
-    val_loader = make_loader(ds, val_idx, cfg, device, train=False)
+    val_loader = make_loader(ds, val_idx, cfg, device, train=False, eval_factor=factor)
     criterion = build_loss(cfg["loss"], class_counts=class_counts, **cfg["loss_kw"])
     t0 = time.perf_counter()
     history = fit(model, (train_loader, val_loader), cfg, out_dir=folder, device=device,
                   progress=progress, criterion=criterion, max_steps=max_steps,
-                  amp=precision == "bf16")
+                  amp=precision == "bf16", compile_mode=levers.get("compile"))
     load_checkpoint(folder / "best.pt", model)
     out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg.as_dict(),
            "params": count_parameters(model), "warning": warn,
            "train_seconds": round(sum(h["seconds"] for h in history), 1),
            "wall_seconds": round(time.perf_counter() - t0, 1), "epochs_run": len(history),
            "best_epoch": int(np.argmax([h[f"val_{cfg.select}"] for h in history])) + 1}
-    preds = evaluate_splits(model, ds, {"val": val_idx, "test": test_idx}, cfg, device, out)
+    rows = {"val": val_idx, "test": test_idx}
+    preds = evaluate_splits(model, ds, rows, cfg, device, out, eval_factor=factor)
     if cfg["ema"] and cfg["ema_raw"] and (folder / "best_raw.pt").exists():  # the EMA lever
-        preds.update(evaluate_raw(model, folder, ds, {"val": val_idx, "test": test_idx}, cfg,
-                                  device, out))
+        preds.update(evaluate_raw(model, folder, ds, rows, cfg, device, out, eval_factor=factor))
     np.savez_compressed(folder / "predictions.npz", **preds)
     io.write_json(folder / RESULT_FILE, out)
     # A finished run is reused, never resumed (its identity fixes its epochs): last.pt — the
@@ -232,7 +244,8 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
     return {**out, "run_folder": str(folder), "reused": False}
 
 
-def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict:
+def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict, *,
+                    eval_factor: int | None = None) -> dict:
     """Accuracy, balanced and per-class accuracy of `model` on each split into `out`; returns the
     logits and targets (`<split>_logits`, `<split>_targets`). With the recipe's `tta` the logits
     are the 8-view TTA's, and the plain forward's accuracies are kept as `<split>_acc_no_tta`
@@ -240,7 +253,7 @@ def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict
     plain view is one of the 8)."""
     preds = {}
     for split, idx in rows.items():
-        loader = make_loader(ds, idx, cfg, device, train=False)
+        loader = make_loader(ds, idx, cfg, device, train=False, eval_factor=eval_factor)
         if cfg.get("tta"):
             logits, plain, targets = predict_tta(model, loader, device)
             y, p0 = targets.numpy(), plain.argmax(1).numpy()
@@ -258,13 +271,14 @@ def evaluate_splits(model, ds, rows: dict, cfg: dict, device, out: dict) -> dict
     return preds
 
 
-def evaluate_raw(model, folder: Path, ds, rows: dict, cfg: dict, device, out: dict) -> dict:
+def evaluate_raw(model, folder: Path, ds, rows: dict, cfg: dict, device, out: dict, *,
+                 eval_factor: int | None = None) -> dict:
     """An EMA run's raw weights at their own val-chosen epoch (`best_raw.pt`, written by `fit`),
     scored like best.pt: `<split>_acc_raw` (and `_raw_no_tta` with TTA) into `out`, the logits
     as `<split>_logits_raw` (`…_raw_no_tta`). Loads those weights into `model`."""
     ckpt = load_checkpoint(folder / "best_raw.pt", model)
     raw: dict = {}
-    preds = evaluate_splits(model, ds, rows, cfg, device, raw)
+    preds = evaluate_splits(model, ds, rows, cfg, device, raw, eval_factor=eval_factor)
     for split in rows:
         for m in ("acc", "bal_acc", "acc_no_tta"):
             if f"{split}_{m}" in raw:
