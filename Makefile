@@ -9,6 +9,12 @@ KERNEL := hw2
 # packages and pip leaves a torch within pyproject's range alone, e.g.
 #   make report SYSTEM_TORCH=1 PYTHON=python3
 SYSTEM_TORCH ?= 0
+# A GPU box whose driver is older than the default wheel's CUDA (cu130: driver >= 580): take
+# torch and torchvision — still the pinned versions — from a PyTorch index built for an older
+# CUDA, everything else as usual, e.g. on a driver >= 525 (any CUDA 12):
+#   make report TORCH_INDEX=https://download.pytorch.org/whl/cu126
+# (remove .venv first when it was made with another torch)
+TORCH_INDEX ?=
 ifeq ($(SYSTEM_TORCH),1)
 VENV_FLAGS := --system-site-packages
 PINS       :=
@@ -32,6 +38,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(MAKE) --no-print-directory check-python
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet $(PINS) --index-url $(TORCH_INDEX) torch torchvision)
 	$(PY) -m pip install --quiet $(PINS) -e '.[dev]'
 	$(PY) -m ipykernel install --prefix $(VENV) --name $(KERNEL) --display-name "Python (hw2)" >/dev/null
 	@touch $(STAMP)

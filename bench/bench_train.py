@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="EuroSAT.zip (default: the data layer's search)")
     p.add_argument("--image-folder", default=None, help="any other ImageFolder root instead")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds: once spent, the models and variants still to bench are left "
+                   "out (listed in the JSON's left_out)")
     p.add_argument("--json", default=str(REPO_ROOT / "reports" / "bench" / "train.json"),
                    help="where to write the results as JSON (default %(default)s)")
     return p
@@ -160,6 +163,14 @@ def main(argv=None) -> int:
             for _ in range(warmup):
                 step(*next(batch_iter))
             sync()
+            # the host's cost of a step: two steps issued after a sync (the queue empty), before
+            # waiting for the device — on a GPU, a step whose host time is most of its wall time
+            # is launch-bound (the GPU waits for kernels to be launched)
+            th = time.perf_counter()
+            for _ in range(2):
+                step(*next(batch_iter))
+            host_ms = 1000 * (time.perf_counter() - th) / 2
+            sync()
             t1 = time.perf_counter()
             images = 0
             for _ in range(batches):
@@ -169,7 +180,8 @@ def main(argv=None) -> int:
             sync()
             sec = time.perf_counter() - t1
             return {"images_per_s": images / sec, "ms_per_step": 1000 * sec / batches,
-                    "seconds": sec, "images": images, "warmup_seconds": t1 - t0}
+                    "host_ms_per_step": host_ms, "seconds": sec, "images": images,
+                    "warmup_seconds": t1 - t0}
 
         def fast_loader():
             return D.BatchLoader(x_train, y_train, args.batch_size, shuffle=True,
@@ -213,9 +225,13 @@ def main(argv=None) -> int:
             res["vs_raw"] = res["images_per_s"] / raw if raw else None
         return results
 
-    table = []
+    table, left_out = [], []
+    t_start = time.perf_counter()
     for name, stem, size in models:
         for variant in variants:
+            if args.budget and table and time.perf_counter() - t_start > args.budget:
+                left_out.append(f"{name}:{stem}@{size or ds.x.shape[-1]} {variant}")
+                continue
             res = bench_one(name, stem, size, variant)
             table.append({"model": name, "stem": stem, "size": size or int(ds.x.shape[-1]),
                           "variant": variant, "results": res})
@@ -226,7 +242,7 @@ def main(argv=None) -> int:
            "warmup": warmup, "repeats": args.repeats, "augment": args.augment,
            "workers": args.workers, "device": str(device), "device_name": info["device_name"],
            "num_classes": ds.num_classes, "table": table, "pack": pack, "run_info": info,
-           "cpu_precision": cpu_choice}
+           "cpu_precision": cpu_choice, "left_out": left_out}
     print(f"\ntraining throughput, batch {args.batch_size}, {batches} timed steps after {warmup} "
           f"warm-up (best of {args.repeats}), on {info['device_name']} ({device})")
     print(f"{'model':<28}{'variant':<17}{'mode':<10}{'img/s':>10}{'ms/step':>10}{'vs raw':>8}"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import tempfile
 import time
 
+from hw2lib.train import checkpoints as C
 from hw2lib.train.recipes import DEFAULTS, LABELS, resolve
 
 # What sets a training's speed (the schedule does not: it is taken from the first row of a key)
@@ -62,7 +63,9 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
     resize = cfg.get("resize")
     train = D.BatchLoader(x, y, bs, shuffle=True, augment=cfg.get("augment") or "none",
                           device=dev, mean=mean, std=std, resize=resize, drop_last=True, seed=0)
-    val = D.BatchLoader(xv, yv, bs, device=dev, mean=mean, std=std, resize=resize)
+    # validation at the batch a run evaluates with (larger on CUDA: runtime.eval_batch_size)
+    val = D.BatchLoader(xv, yv, runtime.eval_batch_size(bs, dev), device=dev, mean=mean, std=std,
+                        resize=resize)
     precision = precision_for(dev)
     torch.manual_seed(0)
     model = build_model(cfg["model"], num_classes, stem=cfg.get("stem") or "imagenet")
@@ -74,11 +77,26 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
                      "name": "probe", "seed": 0, "epochs": 2, "batch_size": bs,
                      "milestones": None,  # multistep: rescaled to the 2 epochs
                      "warmup_epochs": min(int(cfg.get("warmup_epochs") or 0), 1)})
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="hw2-probe-") as tmp:
-        hist = E.fit(model, (train, val), probe, out_dir=tmp, device=dev, progress=False,
-                     criterion=crit, amp=precision == "bf16")
-        fit_wall = time.perf_counter() - t0
+    writes: list[float] = []  # each checkpoint file's write, timed (fit writes at epochs 1 and 2)
+    real_save = C.save
+
+    def timed_save(obj, path):
+        ts = time.perf_counter()
+        real_save(obj, path)
+        writes.append(time.perf_counter() - ts)
+
+    C.save = timed_save
+    try:
+        with tempfile.TemporaryDirectory(prefix="hw2-probe-") as tmp:
+            hist = E.fit(model, (train, val), probe, out_dir=tmp, device=dev, progress=False,
+                         criterion=crit, amp=precision == "bf16")
+            fit_wall = time.perf_counter() - t0
+    finally:
+        C.save = real_save
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else None
     second = hist[-1]
     train_s = steps * bs / second["images_per_s"]
     if cuda:
@@ -89,20 +107,44 @@ def probe_recipe(cfg: dict, *, device="auto", steps: int | None = None,
     else:
         E.predict(model, val, dev)  # returns CPU tensors: the device's work is done
     eval_s = time.perf_counter() - t1
+    write_s = sum(writes) / 2  # one epoch's checkpoint files (both epochs were written)
     return {"train_img_s": second["images_per_s"],
             "val_s_per_image": max(second["seconds"] - train_s, 0.0) / n_val,
-            "overhead_s_per_epoch": max(fit_wall - sum(h["seconds"] for h in hist), 0.0) / 2,
+            "overhead_s_per_epoch": max(fit_wall - sum(h["seconds"] for h in hist)
+                                        - sum(writes), 0.0) / 2,
+            "checkpoint_write_s": write_s,
             "eval_img_s": n_val / max(eval_s, 1e-9), "probe_batch": bs, "probe_steps": steps,
+            "eval_batch": val.batch_size, "peak_mem_gib": peak,
             "precision": precision, "device": str(dev), "probe_seconds": time.perf_counter() - t0}
 
 
+# How `row_seconds` models a training's time (`hw2 plan --time` prints it).
+OVERHEAD_MODEL = ("seconds = image-steps / training images/s + epochs × (val images × s per val "
+                  "image + per-epoch overhead) + checkpoint writes × write s (the first and the "
+                  "last epoch, and at most one every {every:g} s between) + (val + test images) / "
+                  "final-evaluation images/s (8-view TTA where the recipe has it); each rate from "
+                  "a 2-epoch probe of the recipe through fit, validation at the run's evaluation "
+                  "batch")
+
+
+def checkpoint_writes(epochs: int, epoch_s: float, every: float | None = None) -> int:
+    """How many epochs `fit`'s CheckpointWriter writes: the first, the last, and one whenever
+    `every` seconds have passed since the last write."""
+    every = C.CHECKPOINT_EVERY_S if every is None else every
+    if epochs <= 2:
+        return epochs
+    between = int((epochs - 1) * epoch_s // every) if every > 0 else epochs - 2
+    return 2 + min(epochs - 2, between)
+
+
 def row_seconds(r: dict, pr: dict) -> float:
-    """A training's estimated seconds from its probe: its image-steps at the training rate, every
-    epoch's validation pass and overhead, and the final val + test evaluation (TTA's rate when the
-    recipe has it)."""
-    return (r["image_steps"] / pr["train_img_s"]
-            + r["epochs"] * (r["n_val"] * pr["val_s_per_image"] + pr["overhead_s_per_epoch"])
-            + (r["n_val"] + r["n_test"]) / pr["eval_img_s"])
+    """A training's estimated seconds from its probe (`OVERHEAD_MODEL`): its image-steps at the
+    training rate, every epoch's validation pass and overhead, the checkpoint writes at fit's
+    cadence, and the final val + test evaluation (TTA's rate when the recipe has it)."""
+    epoch_s = (r["image_steps"] / pr["train_img_s"] / r["epochs"]
+               + r["n_val"] * pr["val_s_per_image"] + pr["overhead_s_per_epoch"])
+    writes = checkpoint_writes(r["epochs"], epoch_s) * pr.get("checkpoint_write_s", 0.0)
+    return r["epochs"] * epoch_s + writes + (r["n_val"] + r["n_test"]) / pr["eval_img_s"]
 
 
 def estimate(rows: list[dict], *, device="auto", image_size: int = 64, progress=print,
@@ -126,7 +168,8 @@ def estimate(rows: list[dict], *, device="auto", image_size: int = 64, progress=
                      f"{cfg['batch_size']}, aug {cfg['augment']}, mix {cfg['mix']}, EMA "
                      f"{cfg['ema']:g}{', TTA' if cfg['tta'] else ''} on {dev} …")
             probes[key] = probe(cfg, device=dev, image_size=image_size)
-        r["est_seconds"] = row_seconds(r, probes[key])
+        # a probe left out (a budget spent): the row's time is unknown, not zero
+        r["est_seconds"] = None if probes[key].get("skipped") else row_seconds(r, probes[key])
         r["probe"] = dict(zip(PROBE_KEYS, key, strict=True))
     return {"device": str(dev),
             "probes": [{**dict(zip(PROBE_KEYS, k, strict=True)), **v} for k, v in probes.items()]}

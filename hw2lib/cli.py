@@ -145,6 +145,9 @@ def _cmd_plan(args) -> int:
         if timing["unknown"]:
             line += f"; {timing['unknown']} trainings of unknown size left out"
         print(line)
+        from hw2lib.train.checkpoints import CHECKPOINT_EVERY_S
+
+        print("the model: " + est.OVERHEAD_MODEL.format(every=CHECKPOINT_EVERY_S))
     if args.json:
         io.write_json(args.json, {"profile": profile, "trainings": rows,
                                   "summary": summary(rows), "time": timing})

@@ -45,7 +45,7 @@ def _fake_probe(seen):
     def probe(cfg, *, device, image_size):
         seen.append(tuple(cfg[k] for k in estimate.PROBE_KEYS))
         return {"train_img_s": 100.0, "val_s_per_image": 1 / 400, "overhead_s_per_epoch": 0.5,
-                "eval_img_s": 50.0 if cfg["tta"] else 400.0}
+                "checkpoint_write_s": 2.0, "eval_img_s": 50.0 if cfg["tta"] else 400.0}
     return probe
 
 
@@ -54,11 +54,12 @@ def test_estimate_one_probe_per_recipe_key_and_the_formula():
     seen = []
     info = estimate.estimate(rows, device="cpu", progress=lambda *_: None,
                              probe=_fake_probe(seen))
-    assert len(seen) == len(set(seen)) == len(info["probes"]) == 3  # 5 trainings, 3 recipes
+    assert len(seen) == len(set(seen)) == len(info["probes"]) == 3  # 6 trainings, 3 recipes
     for r in rows:
         final = (r["n_val"] + r["n_test"]) / (50.0 if r["tta"] else 400.0)
-        assert r["est_seconds"] == pytest.approx(
-            r["image_steps"] / 100 + r["epochs"] * (r["n_val"] / 400 + 0.5) + final)
+        epoch_s = r["image_steps"] / 100 / r["epochs"] + r["n_val"] / 400 + 0.5
+        writes = r["epochs"] * 2.0  # smoke: 1 epoch, written once
+        assert r["est_seconds"] == pytest.approx(r["epochs"] * epoch_s + writes + final)
         assert r["probe"]["model"] == r["model"] and r["probe"]["mix"] == r["mix"]
     # rates measured elsewhere (hw2 doctor) are used instead of probing
     again = []
@@ -72,6 +73,20 @@ def test_estimate_one_probe_per_recipe_key_and_the_formula():
     assert ray["concurrent"] == 8 and ray["seconds"] == pytest.approx(serial / 8)
     packed = estimate.total_time(rows, executor="ray", gpus=2, gpus_per_run=0.25, pack_gain=1.5)
     assert packed["seconds"] == pytest.approx(serial / 3)  # 2 GPUs × the measured 1.5× gain
+
+
+def test_checkpoint_writes_follow_fits_cadence():
+    """A checkpoint is written after the first and the last epoch and at most once a minute
+    between (not every epoch, as the estimate used to charge: +0.7–1 h over full's plan)."""
+    assert estimate.checkpoint_writes(1, 5.0) == 1 and estimate.checkpoint_writes(2, 5.0) == 2
+    assert estimate.checkpoint_writes(100, 5.0, every=60) == 2 + 99 * 5 // 60  # 10 writes
+    assert estimate.checkpoint_writes(100, 120.0, every=60) == 100  # slow epochs: every one
+    assert estimate.checkpoint_writes(10, 5.0, every=0) == 10
+    row = {"image_steps": 100 * 1000, "epochs": 100, "n_val": 0, "n_test": 0}
+    pr = {"train_img_s": 200.0, "val_s_per_image": 0.0, "overhead_s_per_epoch": 0.0,
+          "checkpoint_write_s": 3.0, "eval_img_s": 1.0}
+    assert estimate.row_seconds(row, pr) == pytest.approx(500 + 3.0 * (2 + 99 * 5 // 60))
+    assert "{every:g}" in estimate.OVERHEAD_MODEL
 
 
 def test_probe_runs_fit_with_the_recipe(monkeypatch):
@@ -101,6 +116,7 @@ def test_probe_runs_fit_with_the_recipe(monkeypatch):
     for k in ("train_img_s", "eval_img_s"):
         assert res[k] > 0
     assert res["val_s_per_image"] >= 0 and res["overhead_s_per_epoch"] >= 0
+    assert res["checkpoint_write_s"] > 0 and res["eval_batch"] == 4  # the CPU's: the training's
 
 
 def test_plan_time_prints_the_estimate(tmp_path, monkeypatch, capsys):

@@ -56,6 +56,11 @@ def test_message_names_driver_gpu_torch_cuda_and_the_way_out():
                  "torch.cuda.is_available() is False", "built with CUDA 13.0",
                  "needs driver ≥ 580.65.06", "too old", "HW2_ALLOW_CPU=1"):
         assert part in msg, part
+    # the fix for an old driver: the pinned torch from the index of a CUDA that driver runs
+    assert "make report TORCH_INDEX=https://download.pytorch.org/whl/cu118" in msg
+    cuda12_box = G.unusable_gpu_message({**OLD_BOX, "driver": "535.104.05"}, CU130)
+    assert "TORCH_INDEX=https://download.pytorch.org/whl/cu126" in cuda12_box
+    assert G.wheel_fix("418.1").startswith("update the NVIDIA driver")
     cpu_wheel = G.unusable_gpu_message(OLD_BOX, {**CU130, "torch": "2.14.1+cpu", "cuda": None})
     assert "CPU-only build" in cpu_wheel and "HW2_ALLOW_CPU=1" in cpu_wheel
     new_driver = G.unusable_gpu_message({**OLD_BOX, "driver": "590.10"}, CU130)

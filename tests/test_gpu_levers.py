@@ -96,3 +96,25 @@ def test_a_resumed_run_uses_its_devices_optimizer_not_the_checkpoints(tmp_path):
     finally:
         handle.remove()
     assert seen and set(seen) == {None}
+
+
+def test_full_packs_its_runs_where_the_doctor_measured_it_faster(tmp_path, monkeypatch, capsys):
+    from hw2lib.report import run
+
+    monkeypatch.setenv("HW2_CACHE_DIR", str(tmp_path))
+    assert GL.packing_choice("H100") == {}  # nothing measured: one run at a time
+    GL.record_packing("H100", [{"copies": 2, "gain": 1.6}, {"copies": 4, "gain": 1.9}])
+    assert GL.packing_choice("H100") == {"executor": "ray", "gpus_per_run": 0.25,
+                                         "measured_gain": 1.9}
+    assert GL.packing_choice("A100") == {}
+    pytest.importorskip("ray", reason="Ray comes with the dev extra that make test installs")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "H100")
+    planned = {"A-train": {}, "B-ablation": {}, "C-longtail": {"executor": "local"}}
+    got = run.with_packing("full", planned)
+    assert got["B-ablation"] == {"executor": "ray", "gpus_per_run": 0.25}
+    assert got["A-train"] == {} and got["C-longtail"] == {"executor": "local"}  # the user's
+    assert "packing 4 runs on the GPU at once" in capsys.readouterr().out
+    assert run.with_packing("quick", planned) == planned
+    GL.record_packing("H100", [{"copies": 2, "gain": 1.05}])  # measured no faster: not packed
+    assert run.with_packing("full", planned) == planned

@@ -514,6 +514,18 @@ def test_make_installs_the_pinned_torch_by_default_and_keeps_the_systems_on_requ
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_an_older_drivers_route_keeps_the_pins_from_another_index(tmp_path):
+    """TORCH_INDEX: torch and torchvision, still pinned, from a PyTorch index of an older CUDA;
+    the rest as usual (issue 28)."""
+    cu126 = "https://download.pytorch.org/whl/cu126"
+    lines = _make_n(f"VENV={tmp_path}/v", f"TORCH_INDEX={cu126}").splitlines()
+    first = next(i for i, line in enumerate(lines) if f"--index-url {cu126}" in line)
+    assert "-c constraints.txt" in lines[first] and lines[first].endswith("torch torchvision")
+    assert "-e '.[dev]'" in lines[first + 1] and "--index-url" not in lines[first + 1]
+    assert "--index-url" not in _make_n(f"VENV={tmp_path}/v")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_system_torch_without_a_torch_is_refused_before_a_venv_is_made(tmp_path):
     bare = tmp_path / "python-without-torch"
     bare.write_text("#!/bin/sh\n[ \"$1\" = -c ] && exit 1\nexec python3 \"$@\"\n")

@@ -106,8 +106,8 @@ def unusable_gpu_message(nvidia: dict, tc: dict) -> str | None:
         need = MIN_DRIVER.get(major[0]) if major else None
         why = f"torch was built with CUDA {tc['cuda']}"
         if need and nvidia["driver"] and _version(nvidia["driver"]) < _version(need):
-            why += (f", which needs driver ≥ {need}: the driver is too old. Update the driver, or "
-                    "install a torch build for the CUDA version nvidia-smi reports")
+            why += (f", which needs driver ≥ {need}: the driver is too old. Update the driver, "
+                    f"or {wheel_fix(nvidia['driver'])}")
         elif need:
             why += (f" (needs driver ≥ {need}); check that the device is visible "
                     "(CUDA_VISIBLE_DEVICES, the container's --gpus) and that nvidia-smi works")
@@ -115,6 +115,22 @@ def unusable_gpu_message(nvidia: dict, tc: dict) -> str | None:
             why += "; check the driver against that CUDA version (nvidia-smi)"
     return (f"{head}; {why}. To go on on the CPU anyway, set {ALLOW_ENV}=1 (the run is then a CPU "
             "run, profile 'quick' under auto).")
+
+
+# PyTorch's wheel indexes by the CUDA they are built for, newest first, with the oldest driver
+# each runs on (minor-version compatibility: any CUDA 12 build runs on a 525 driver).
+WHEEL_INDEXES = (("cu130", "580.65.06"), ("cu126", "525.60.13"), ("cu118", "450.80.02"))
+
+
+def wheel_fix(driver: str) -> str:
+    """What to install on a box with `driver`: the newest PyTorch index that runs there, through
+    `make`'s TORCH_INDEX (the pinned versions, built for that CUDA)."""
+    for tag, need in WHEEL_INDEXES:
+        if _version(driver) >= _version(need):
+            return (f"keep the pins and take torch built for {tag}: rm -rf .venv && make report "
+                    f"TORCH_INDEX=https://download.pytorch.org/whl/{tag} (or pip install torch "
+                    f"torchvision --index-url https://download.pytorch.org/whl/{tag})")
+    return "update the NVIDIA driver: no PyTorch CUDA build runs on it"
 
 
 def cpu_allowed() -> bool:

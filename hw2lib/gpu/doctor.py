@@ -1,27 +1,37 @@
-"""`hw2 doctor` (`make gpu-check`): one call that measures what the GPU path needs, for the day a GPU
-is at hand, and writes `reports/doctor/doctor.json` + `doctor.md`:
+"""`hw2 doctor` (`make gpu-check`): one call, bounded by a deadline, that measures what the GPU
+path needs — for the day a GPU is at hand — and writes `reports/doctor/doctor.json` + `doctor.md`.
+
+Its stages, in order, each with a share of the deadline (`--deadline`, default 540 s on a GPU:
+within 10 min on one H100 by design); a stage the time left cannot hold is skipped and the page
+says so, one that runs out of its share is trimmed and the page lists what it left out:
 
 1. environment — NVIDIA driver and GPUs (seen without torch, `gpu_check`), torch and its CUDA,
-   cuDNN, the device, cores; an NVIDIA device torch cannot use is named at the top;
-2. the CUDA-marked tests (`pytest -m cuda`, in a subprocess; noted when pytest is not installed);
-3. `hw2 bench train` over the study's models × {fp32, bf16, bf16+channels_last} (+ compiled for the
-   models that carry the study) and packing 1/2/4 copies of Track 2's model on one GPU;
-4. one Track-2 best-recipe training (`engine.fit`, the recipe of `hw2 plan`'s `best`) for a fixed
-   number of epochs: images/s, val/test accuracy (8-view TTA) and the host syncs counted under
-   `torch.cuda.set_sync_debug_mode("warn")`;
-5. `hw2 plan --profile full --time` (each recipe probed through fit, bench/estimate.py) beside the
-   same plan at the bench's raw training rates.
+   cuDNN, the device, cores, whether the ImageNet weights are in the torch hub cache; a
+   driver/wheel mismatch is named at the top with its fix;
+2. the CUDA-marked tests (`pytest -m cuda` on the CUDA test files only: a package other tests need
+   cannot stop it; it needs torch and pytest);
+3. `hw2 bench train` over the study's models × {fp32, bf16, bf16 + channels_last} (+ compiled for
+   the models that carry the study), each with the host's share of a step (launch-bound or not);
+4. packing 1/2/4 copies of the launch-bound ResNeXt-18 on one GPU, with and without CUDA MPS;
+5. one Track-2 best-recipe training (`engine.fit`, the recipe of `hw2 plan`'s `best`, its warm-up
+   scaled to the epochs): images/s, val/test accuracy, the host syncs of its training steps
+   (`gpu.measure.count_step_reads`), its checkpoints' disk use;
+6. the same training in float32: bf16 against float32 accuracy on this GPU;
+7. `hw2 plan --profile full --time` (each recipe probed through fit at the real checkpoint
+   cadence and evaluation batch, its peak GPU memory) beside the plan at the bench's rates;
+8. a `smoke` report on this device (papermill, feature visualization, t-SNE, cRT, Ray with GPUs);
+9. the whole test suite (`make test`'s pytest), run in the background from the start on few CPU
+   threads, collected at the deadline.
 
 Without a usable GPU it runs in a tiny mode (tiny models, synthetic data, single steps; the
-`smoke` plan), so that it cannot rot before it is needed (a CI test runs it). It needs only
-torch and this source tree: `PYTHONPATH=. python -m hw2lib.cli doctor` works with any torch ≥ 2.4
-(the bench and the estimate live in the checkout's bench/ folder).
+`smoke` plan; no smoke report and no suite: `make test` runs both), so that it cannot rot before
+it is needed (a CI test runs it). It needs only torch and this source tree: `PYTHONPATH=. python
+-m hw2lib.cli doctor` works with any torch ≥ 2.4 (the bench and the estimate live in bench/).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import os
 import platform
@@ -29,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -60,8 +69,10 @@ def parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="EuroSAT zip or folder (else the usual search)")
     p.add_argument("--data-dir", default=str(REPO_ROOT / "data"),
                    help="where EuroSAT's extracted copy, split and cache live")
-    p.add_argument("--skip", nargs="+", default=[],
-                   choices=("tests", "bench", "train", "plan"), help="parts not to run")
+    p.add_argument("--skip", nargs="+", default=[], choices=STAGES, help="stages not to run")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds for the whole doctor (default 540 on a GPU, 240 tiny): stages "
+                   "are trimmed or skipped to keep it, and the page says which")
     return p
 
 
@@ -94,6 +105,7 @@ def environment() -> dict:
            "torch_cuda": tc["cuda"], "cuda_available": tc["available"],
            "cudnn": torch.backends.cudnn.version() if tc["available"] else None,
            "nvidia": nvidia, "unusable_gpu": gpu_check.unusable_gpu_message(nvidia, tc)}
+    env["imagenet_weights"] = _weights()
     if tc["available"]:
         prop = torch.cuda.get_device_properties(0)
         env.update(gpu_count=tc["device_count"], gpu_memory_gib=round(prop.total_memory / 2**30, 1),
@@ -104,6 +116,17 @@ def environment() -> dict:
         except Exception as exc:  # e.g. a package the probe's model needs is missing
             env["cpu_precision"] = {"error": f"{type(exc).__name__}: {exc}"}
     return env
+
+
+def _weights() -> list[dict]:
+    """Whether the ImageNet weights A-train (ResNet-50) and C (ResNet-18) start from are in the
+    torch hub cache (nothing is downloaded)."""
+    try:
+        from hw2lib.nets.models import cached_weights
+
+        return [cached_weights(m) for m in ("resnet50", "resnet18")]
+    except Exception as exc:  # torchvision missing: the page says so
+        return [{"error": f"{type(exc).__name__}: {exc}"}]
 
 
 # --------------------------------------------------------------------------- 2. CUDA tests
@@ -129,8 +152,12 @@ def parse_junit(path) -> dict:
     return {**counts, "failures": failures}
 
 
+CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/test_gpu_check.py")
+
+
 def cuda_tests(paths, tmp: Path, timeout: float = 300) -> dict:
-    """`pytest -m cuda PATHS` in a subprocess: its outcome counts, failures and seconds."""
+    """`pytest -m cuda PATHS` in a subprocess (only the CUDA test files: a package another test
+    file needs cannot abort the step): its outcome counts, failures and seconds."""
     if importlib.util.find_spec("pytest") is None:
         return {"ran": False, "reason": "pytest is not installed in this Python: the CUDA tests "
                 "were not run (pip install pytest, or make test on this machine)"}
@@ -191,195 +218,65 @@ def data_choice(args, gpu: bool, tmp: Path) -> dict:
             "image_folder": str(folder), "note": note}
 
 
-def _data_argv(data: dict) -> list[str]:
-    argv = ["--data-dir", data["data_dir"]]
-    if data["image_folder"]:
-        argv += ["--image-folder", data["image_folder"]]
-    elif data["source"]:
-        argv += ["--source", data["source"]]
-    return argv
-
-
-# --------------------------------------------------------------------------- 3. bench
-
-
-def _bench_import(name: str):
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    return importlib.import_module(f"bench.{name}")
-
-
-def bench(gpu: bool, data: dict, tmp: Path) -> dict:
-    """`hw2 bench train` runs: gpu — every study model × GPU_VARIANTS with packing 1/2/4 of
-    Track 2's model, then the compiled variant of COMPILED_MODELS; tiny — one model, one step,
-    packing 2."""
-    bt = _bench_import("bench_train")
-    if gpu:
-        models = [TRACK2_MODEL] + [m for m in bt.STUDY_MODELS if m != TRACK2_MODEL]
-        runs = [(models, list(GPU_VARIANTS), ["--batches", "50", "--warmup", "10", "--modes",
-                                              "raw", "fast", "--pack", "1", "2", "4"]),
-                (list(COMPILED_MODELS), ["bf16_cl_compile"],
-                 ["--batches", "50", "--warmup", "10", "--modes", "raw", "fast"])]
-    else:
-        runs = [(["resnet18"], ["fp32"],
-                 ["--image-size", "16", "--batches", "1", "--warmup", "0", "--batch-size", "4",
-                  "--modes", "raw", "fast", "--pack", "2"])]
-    out = {"table": [], "pack": [], "seconds": 0.0}
-    t0 = time.perf_counter()
-    for i, (models, variants, extra) in enumerate(runs):
-        path = tmp / f"bench-{i}.json"
-        rc = bt.main(["--models", *models, "--variants", *variants, *extra, *_data_argv(data),
-                      "--device", "cuda" if gpu else "cpu", "--json", str(path)])
-        if rc != 0:
-            out.setdefault("errors", []).append(f"bench run {i} exited {rc}")
-            continue
-        res = io.read_json(path, what="bench result")
-        out["table"] += res["table"]
-        out["pack"] += res.get("pack") or []
-        out.update(batch_size=res["batch_size"], batches=res["batches"], device=res["device"],
-                   cpu_precision=res.get("cpu_precision"))
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-# --------------------------------------------------------------------------- 4. Track-2 training
-
-
-@contextlib.contextmanager
-def count_syncs(device):
-    """Counts host↔device synchronizations inside the block on CUDA (sync debug mode "warn", one
-    warning each); `box["count"]` is None on other devices."""
-    import torch
-
-    box: dict = {"count": None}
-    if torch.device(device).type != "cuda":
-        yield box
-        return
-    prev = torch.cuda.get_sync_debug_mode()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            yield box
-        finally:
-            torch.cuda.set_sync_debug_mode(prev)
-    box["count"] = sum("synchroniz" in str(w.message) for w in caught)
-
-
-def best_recipe_config(epochs: int, batch_size: int | None = None):
-    """Track 2's best recipe as `hw2 plan --profile full` resolves it, for `epochs` epochs."""
-    from hw2lib.report.plan import plan
-    from hw2lib.train.recipes import DEFAULTS, resolve
-
-    row = next(r for r in plan("full", ["B-ablation"]) if r["name"] == "best" and r["seed"] == 0)
-    spec = {k: row[k] for k in DEFAULTS if k in row}
-    spec.update(name="best", epochs=epochs, seed=0, milestones=None)  # rescaled where multistep
-    if batch_size:
-        spec["batch_size"] = batch_size
-    return resolve(spec)
-
-
-def train_track2(gpu: bool, data: dict, epochs: int, tmp: Path) -> dict:
-    """One Track-2 best-recipe training (`fit` as `run_experiment` calls it) on the data's full
-    train split: images/s, val/test accuracy with and without TTA, and the syncs of its epochs."""
-    from hw2lib import data as D
-    from hw2lib.core import runtime
-    from hw2lib.nets.losses import build_loss
-    from hw2lib.nets.models import build_model
-    from hw2lib.train import engine as E
-    from hw2lib.train import experiment as X
-    from hw2lib.train.checkpoints import load_checkpoint
-    from hw2lib.train.cpu_probe import precision_for
-
-    dev = runtime.resolve_device("cuda" if gpu else "cpu")
-    cfg = best_recipe_config(epochs, None if gpu else 8)
-    ds = D.load_dataset(data["data_dir"], source=data["source"], image_folder=data["image_folder"],
-                        image_size=64 if gpu else 16, progress=False)
-    idx = D.split_indices(ds)
-    runtime.seed_everything(0)
-    model = build_model(cfg["model"], ds.num_classes, stem=cfg["stem"])
-    train = X.make_loader(ds, idx["train"], cfg, dev, train=True)
-    val = X.make_loader(ds, idx["val"], cfg, dev, train=False)
-    counts = ds.class_counts("train")
-    precision = precision_for(dev)
-    t0 = time.perf_counter()
-    with count_syncs(dev) as syncs:
-        hist = E.fit(model, (train, val), cfg, out_dir=tmp / "track2", device=dev,
-                     progress=False, amp=precision == "bf16",
-                     criterion=build_loss(cfg.loss, class_counts=counts, **cfg.loss_kw))
-    fit_s = time.perf_counter() - t0
-    load_checkpoint(tmp / "track2" / "best.pt", model)
-    res: dict = {}
-    X.evaluate_splits(model, ds, {"val": idx["val"], "test": idx["test"]}, cfg, dev, res)
-    steps = sum(len(train) for _ in hist)
-    return {"recipe": {k: cfg[k] for k in ("model", "stem", "optimizer", "lr", "schedule",
-                                           "augment", "mix", "ema", "tta", "batch_size")},
-            "epochs": len(hist), "n_train": len(idx["train"]), "precision": precision,
-            "images_per_s": [h["images_per_s"] for h in hist], "fit_seconds": fit_s,
-            "val_acc": res["val_acc"], "test_acc": res["test_acc"],
-            "test_acc_no_tta": res.get("test_acc_no_tta"), "syncs": syncs["count"],
-            "steps": steps, "syncs_per_step": None if syncs["count"] is None
-            else syncs["count"] / max(steps, 1)}
-
-
-# --------------------------------------------------------------------------- 5. plan --time
-
-
-def plan_time(gpu: bool, bench_res: dict, device) -> dict:
-    """The `full` plan (tiny: `smoke`) timed by probing each recipe through fit, beside the same
-    plan's training steps at the bench's raw rates (the variant fit uses on the device)."""
-    from hw2lib.report.plan import plan
-
-    est = _bench_import("estimate")
-    profile = "full" if gpu else "smoke"
-    rows = plan(profile)
-    probe = None
-    if not gpu:  # tiny: one step of 4 images per epoch, 8 validation images, 32 px, no resize
-        def probe(cfg, *, device, image_size):  # (at 16 px a smoke recipe gave a NaN val loss)
-            return est.probe_recipe({**cfg, "resize": None}, device=device, steps=1,
-                                    batch_size=4, val_images=8, image_size=32)
-    t0 = time.perf_counter()
-    info = est.estimate(rows, device=device, probe=probe, progress=lambda m: print(m, flush=True))
-    total = est.total_time(rows)
-    variant = "bf16_cl" if gpu else "fp32"
-    rates = {(r["model"], r["stem"], r["size"]): r["results"]["raw"]["images_per_s"]
-             for r in bench_res.get("table", []) if r["variant"] == variant and "raw" in r["results"]}
-    at_bench, missing = 0.0, 0
-    for r in rows:
-        key = (r["model"], r["stem"], r["resize"] or (64 if gpu else 16))
-        if key in rates and r["image_steps"] is not None:
-            at_bench += r["image_steps"] / rates[key]
-        else:
-            missing += 1
-    by_nb: dict = {}
-    for r in rows:
-        s = by_nb.setdefault(r["notebook"], {"trainings": 0, "seconds": 0.0})
-        s["trainings"] += 1
-        s["seconds"] += r.get("est_seconds") or 0.0
-    return {"profile": profile, "trainings": len(rows), **total, "by_notebook": by_nb,
-            "bench_train_seconds": at_bench if missing < len(rows) else None,
-            "bench_variant": variant,
-            "bench_rows_missing": missing, "probes": info["probes"],
-            "probe_seconds": time.perf_counter() - t0}
-
-
 # --------------------------------------------------------------------------- the report
 
 
-def _part(rep: dict, key: str, what: str, fn, *args) -> None:
-    """One part of the doctor: its result, or its error (the other parts still run)."""
-    print(f"doctor: {what} …", flush=True)
+# (stage, what it is, the least seconds it needs, its share of the deadline on a GPU / tiny)
+STAGE_PLAN = {
+    "tests": ("the CUDA-marked tests", 15, 0.10, 0.25),
+    "bench": ("hw2 bench train", 20, 0.20, 0.10),
+    "pack": ("packing on one GPU (MPS where available)", 15, 0.08, 0.10),
+    "train": ("Track 2's best recipe", 20, 0.10, 0.10),
+    "precision": ("the same in float32 (bf16 vs float32 accuracy)", 20, 0.08, 0.10),
+    "plan": ("hw2 plan --time", 20, 0.17, 0.25),
+    "smoke": ("a smoke report on this device", 60, 0.20, 0.0),
+    "suite": ("the whole test suite (in the background)", 0, 0.0, 0.0),
+}
+STAGES = tuple(STAGE_PLAN)
+
+
+class Deadline:
+    """The doctor's clock: `left()` seconds of `total`; `share(stage)` the seconds a stage may
+    take — its planned share, at most what is left once the later stages' least needs are kept."""
+
+    def __init__(self, total: float, gpu: bool, stages: list[str]):
+        self.total, self.gpu, self.stages, self.t0 = float(total), gpu, stages, time.perf_counter()
+
+    def left(self) -> float:
+        return self.total - (time.perf_counter() - self.t0)
+
+    def share(self, stage: str) -> float:
+        _, _, gpu_share, tiny_share = STAGE_PLAN[stage]
+        later = self.stages[self.stages.index(stage) + 1:]
+        reserve = sum(STAGE_PLAN[s][1] for s in later)
+        return max(0.0, min(self.total * (gpu_share if self.gpu else tiny_share),
+                            self.left() - reserve))
+
+
+def _stage(rep: dict, clock: Deadline, key: str, fn, *args) -> None:
+    """One stage: run when the time left holds its least need (else recorded as skipped), its
+    result or its error kept (the other stages still run), its seconds and share recorded."""
+    what, need, _, _ = STAGE_PLAN[key]
+    budget = clock.share(key)
+    if budget < need or clock.left() < need:
+        rep["skipped"].append({"stage": key, "what": what, "why": f"{clock.left():.0f} s of the "
+                               f"{clock.total:.0f}-s deadline left, it needs ≥ {need} s"})
+        return
+    print(f"doctor: {what} (≤ {budget:.0f} s) …", flush=True)
     t0 = time.perf_counter()
     try:
-        rep[key] = fn(*args)
+        rep[key] = fn(*args, budget)
     except Exception as exc:  # a diagnosis reports what failed and goes on
         rep[key] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"doctor: {what} failed: {rep[key]['error']}", file=sys.stderr, flush=True)
-    rep.setdefault("part_seconds", {})[key] = round(time.perf_counter() - t0, 1)
+    rep["stage_seconds"][key] = {"seconds": round(time.perf_counter() - t0, 1),
+                                 "budget": round(budget, 1)}
 
 
 def run_doctor(args) -> dict:
     import torch
+
+    from hw2lib.gpu import measure as M
 
     env = environment()
     gpu = args.mode == "gpu" or (args.mode == "auto" and torch.cuda.is_available())
@@ -388,24 +285,36 @@ def run_doctor(args) -> dict:
                            + (f": {env['unusable_gpu']}" if env["unusable_gpu"] else ""))
     device = "cuda" if gpu else "cpu"
     epochs = args.epochs or (3 if gpu else 1)
+    stages = [s for s in STAGES if s not in args.skip and (gpu or s not in ("smoke", "suite"))]
+    clock = Deadline(args.deadline or (540 if gpu else 240), gpu, stages)
     rep: dict = {"mode": "gpu" if gpu else "tiny", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                 "environment": env}
-    t0 = time.perf_counter()
+                 "environment": env, "deadline": clock.total, "skipped": [],
+                 "stage_seconds": {}}
+    if not gpu:
+        rep["skipped"] += [{"stage": s, "what": STAGE_PLAN[s][0], "why": "tiny mode: make test "
+                            "runs it on the CPU"} for s in ("smoke", "suite")]
     with tempfile.TemporaryDirectory(prefix="hw2-doctor-") as tmp_s:
         tmp = Path(tmp_s)
-        parts = [p for p in ("tests", "bench", "train", "plan") if p not in args.skip]
-        if "tests" in parts:
-            paths = ["tests"] if gpu else ["tests/test_cuda.py", "tests/test_gpu_check.py"]
-            _part(rep, "tests", "the CUDA-marked tests", cuda_tests, paths, tmp)
+        suite = M.suite_start(tmp) if "suite" in stages else None
+        if "tests" in stages:
+            _stage(rep, clock, "tests", lambda budget: cuda_tests(list(CUDA_TEST_FILES), tmp,
+                                                                 budget))
         data = rep["data"] = data_choice(args, gpu, tmp)
-        if "bench" in parts:
-            _part(rep, "bench", "hw2 bench train", bench, gpu, data, tmp)
-        if "train" in parts:
-            _part(rep, "train", f"Track 2's best recipe, {epochs} epochs", train_track2, gpu,
-                  data, epochs, tmp)
-        if "plan" in parts:
-            _part(rep, "plan", "hw2 plan --time", plan_time, gpu, rep.get("bench") or {}, device)
-    rep["seconds"] = time.perf_counter() - t0
+        for key, fn in (
+                ("bench", lambda b: M.bench(gpu, data, tmp, b)),
+                ("pack", lambda b: M.pack(gpu, data, tmp, b)),
+                ("train", lambda b: M.train_track2(gpu, data, epochs, tmp)),
+                ("precision", lambda b: M.precision_accuracy(gpu, data, epochs, tmp,
+                                                             rep.get("train") or {})),
+                ("plan", lambda b: M.plan_time(gpu, rep.get("bench") or {}, device, b)),
+                ("smoke", lambda b: M.smoke_report(tmp, b))):
+            if key in stages:
+                _stage(rep, clock, key, fn)
+        if (rep.get("train") or {}).get("test_correct") is not None:
+            rep["train"].pop("test_correct")
+        if "suite" in stages:
+            rep["suite"] = M.suite_finish(suite, clock.left() - 5)
+    rep["seconds"] = time.perf_counter() - clock.t0
     rep["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     return rep
 
@@ -429,7 +338,7 @@ def run_from_args(args) -> int:
     io.atomic_write_text(out / "doctor.md", markdown(rep))
     print(f"\nwrote {out / 'doctor.json'} and {out / 'doctor.md'}")
     t = rep.get("tests") or {}
-    broken = [k for k in ("tests", "bench", "train", "plan") if "error" in (rep.get(k) or {})]
+    broken = [k for k in STAGES if "error" in (rep.get(k) or {})]
     if broken:
         print(f"error: doctor parts failed: {', '.join(broken)} (see doctor.md)", file=sys.stderr)
     return 1 if t.get("failed") or t.get("errors") or broken else 0

@@ -25,6 +25,10 @@ def markdown(rep: dict) -> str:
               f"| device | {env['device_name']} ({env['device']}) |",
               f"| cores / torch threads | {env['cores']} / {env['cpu_threads']} |",
               f"| python / platform | {env['python']} / {env['platform']} |"]
+    for w in env.get("imagenet_weights") or []:
+        lines.append(f"| ImageNet weights ({w.get('model', '?')}) | " + (
+            w["error"] if "error" in w else
+            f"{'present' if w['present'] else 'MISSING'}: {w['path']}") + " |")
     if env.get("cpu_precision", {}).get("error"):
         lines.append(f"| CPU precision | probe failed: {env['cpu_precision']['error']} |")
     elif env.get("cpu_precision"):
@@ -48,17 +52,36 @@ def markdown(rep: dict) -> str:
     if b and "error" in b:
         lines.append(f"**failed:** {b['error']}")
     elif b:
-        lines += ["| model | variant | raw img/s | fast loader img/s | warm-up s |",
-                  "|---|---|---:|---:|---:|"]
+        lines += ["| model | variant | raw img/s | fast loader img/s | host ms / step | wall ms / "
+                  "step | launch-bound | warm-up s |", "|---|---|---:|---:|---:|---:|---|---:|"]
         for r in b["table"]:
-            res = r["results"]
+            res, raw = r["results"], r["results"].get("raw", {})
             lines.append(f"| {r['model']}:{r['stem']}@{r['size']} | {r['variant']} | "
-                         f"{_fmt(res.get('raw', {}).get('images_per_s'))} | "
+                         f"{_fmt(raw.get('images_per_s'))} | "
                          f"{_fmt(res.get('fast', {}).get('images_per_s'))} | "
-                         f"{_fmt(res.get('raw', {}).get('warmup_seconds'))} |")
-        for p in b["pack"]:
-            lines.append(f"\npacking {p['copies']} × {p['model']} ({p['variant']}): "
-                         f"{p['total_images_per_s']:.1f} img/s in all, {p['gain']:.2f}× one run")
+                         f"{_fmt(raw.get('host_ms_per_step'), '.2f')} | "
+                         f"{_fmt(raw.get('ms_per_step'), '.2f')} | "
+                         f"{'yes' if r.get('launch_bound') else 'no'} | "
+                         f"{_fmt(raw.get('warmup_seconds'))} |")
+        if b.get("left_out"):
+            lines.append(f"\nLeft out at the stage's budget: {', '.join(b['left_out'])}.")
+        lines.append("\nHost ms: the time to issue a step after a sync (the launches); a step "
+                     "whose host time is ≥ 80 % of its wall time is launch-bound.")
+    else:
+        lines.append("skipped")
+    pk = rep.get("pack")
+    lines += ["", "## Packing runs on one GPU", ""]
+    if pk and "error" in pk:
+        lines.append(f"**failed:** {pk['error']}")
+    elif pk:
+        for kind in ("plain", "mps"):
+            for q in pk.get(kind) or []:
+                lines.append(f"- {kind}: {q['copies']} × {q['model']} ({q['variant']}): "
+                             f"{q['total_images_per_s']:.1f} img/s in all, {q['gain']:.2f}× one "
+                             "run")
+        if not pk.get("mps_available"):
+            lines.append("- CUDA MPS: not available here (no nvidia-cuda-mps-control, or it did "
+                         "not start)")
     else:
         lines.append("skipped")
     tr = rep.get("train")
@@ -66,14 +89,38 @@ def markdown(rep: dict) -> str:
     if tr and "error" in tr:
         lines.append(f"**failed:** {tr['error']}")
     elif tr:
+        sr = tr["step_reads"]
+        syncs = ("" if sr["syncs"] is None else
+                 f"; CUDA syncs {sr['syncs']} ({sr['syncs_per_step']:.2f} a step)")
         lines += [f"{tr['epochs']} epochs of {tr['recipe']['model']} ({tr['recipe']['stem']} stem, "
-                  f"{tr['recipe']['augment']}, mix {tr['recipe']['mix']}, EMA {tr['recipe']['ema']}) "
-                  f"on {tr['n_train']:,} images in {tr['precision']}: "
+                  f"{tr['recipe']['augment']}, mix {tr['recipe']['mix']}, EMA {tr['recipe']['ema']}, "
+                  f"{tr['recipe']['warmup_epochs']} warm-up epoch(s)) on {tr['n_train']:,} images "
+                  f"in {tr['precision']}: "
                   f"{', '.join(f'{v:.0f}' for v in tr['images_per_s'])} img/s per epoch; "
                   f"val {tr['val_acc']:.4f}, test {tr['test_acc']:.4f} (TTA; "
-                  f"{_fmt(tr['test_acc_no_tta'], '.4f')} without); host syncs "
-                  + ("not counted on the CPU" if tr["syncs"] is None else
-                     f"{tr['syncs']} in {tr['steps']} steps ({tr['syncs_per_step']:.2f} a step)")]
+                  f"{_fmt(tr['test_acc_no_tta'], '.4f')} without).",
+                  "", f"Training steps only ({sr['counted_steps']} steps, numbers "
+                  f"{sr['window'][0]}–{sr['window'][1] - 1}): host reads of device values "
+                  f"{sr['host_reads']} ({sr['host_reads_per_step']:.2f} a step){syncs}. "
+                  "Checkpoint writes, loss checks and evaluation are not steps.",
+                  "", "Checkpoints: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in
+                                                   sorted(tr["checkpoint_bytes"].items()))
+                  + " (a finished run keeps best.pt: run_experiment drops last.pt)."]
+    else:
+        lines.append("skipped")
+    pr = rep.get("precision")
+    lines += ["", "## bf16 against float32", ""]
+    if pr and "error" in pr:
+        lines.append(f"**failed:** {pr['error']}")
+    elif pr:
+        lines += ["| precision | val acc | test acc | img/s (last epoch) |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {pr[k]['val_acc']:.4f} | {pr[k]['test_acc']:.4f} | "
+                  f"{pr[k]['images_per_s'][-1]:.0f} |" for k in ("bf16", "fp32")]
+        d = pr.get("bf16_minus_fp32_test")
+        if d:
+            lines.append(f"\nbf16 − float32 on the test images: {100 * d['diff']:+.2f} points "
+                         f"(95 % {100 * d['lo']:+.2f} to {100 * d['hi']:+.2f}, exact McNemar p "
+                         f"{d['p']:.3g}; one seed each: evaluation noise only).")
     else:
         lines.append("skipped")
     pt = rep.get("plan")
@@ -84,15 +131,52 @@ def markdown(rep: dict) -> str:
         text = (f"{pt['trainings']} trainings: {format_seconds(pt['serial_seconds'])} one after "
                 f"another from the recipe probes ({len(pt['probes'])} probes, "
                 f"{pt['probe_seconds']:.0f} s)")
+        if pt.get("unknown"):
+            text += f"; {pt['unknown']} trainings not estimated (their probes left out)"
         if pt["bench_train_seconds"] is not None:
             text += (f"; their training steps alone at the bench's raw {pt['bench_variant']} rates: "
                      f"{format_seconds(pt['bench_train_seconds'])} ({pt['bench_rows_missing']} "
                      "trainings without a bench rate left out)")
-        lines.append(text + ".")
+        lines += [text + ".", "", f"The model: {pt['model']}."]
         lines += ["", "| notebook | trainings | estimated |", "|---|---:|---:|"]
         lines += [f"| {nb} | {s['trainings']} | {format_seconds(s['seconds'])} |"
                   for nb, s in pt["by_notebook"].items()]
+        lines += ["", "| recipe probed | train img/s | eval batch | checkpoint write s | peak "
+                  "GPU memory GiB |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {q['model']}:{q['stem']}@{q['size']} bs {q['batch_size']} mix {q['mix']} "
+                  f"EMA {q['ema']:g} | {q['train_img_s']:.0f} | {q.get('eval_batch', '–')} | "
+                  f"{_fmt(q.get('checkpoint_write_s'), '.2f')} | "
+                  f"{_fmt(q.get('peak_mem_gib'), '.2f')} |" for q in pt["probes"]]
+        if pt.get("left_out"):
+            lines.append(f"\nProbes left out at the stage's budget: {', '.join(pt['left_out'])}.")
     else:
         lines.append("skipped")
-    lines += ["", f"Doctor wall time: {rep['seconds']:.0f} s."]
+    sm = rep.get("smoke")
+    if sm is not None:
+        lines += ["", "## A smoke report on this device", ""]
+        if "error" in sm:
+            lines.append(f"**failed:** {sm['error']}")
+        elif not sm.get("finished"):
+            lines.append(sm.get("reason", "did not finish"))
+        else:
+            lines.append(", ".join(f"{nb} {s}" for nb, s in sm["status"].items())
+                         + f" in {sm['seconds']:.0f} s" + (" (B and C through Ray, half a GPU "
+                                                            "a run)" if sm["ray"] else ""))
+    su = rep.get("suite")
+    if su is not None:
+        lines += ["", "## The whole test suite", ""]
+        if not su.get("ran"):
+            lines.append(su.get("reason", "not run"))
+        else:
+            lines.append(f"{su['passed']} passed, {su['failed']} failed, {su['errors']} errors, "
+                         f"{su['skipped']} skipped in {su['seconds']:.0f} s"
+                         + ("" if su["finished"] else f" — {su['reason']}"))
+    lines += ["", "## Stages and the deadline", "",
+              f"Deadline {rep['deadline']:.0f} s; doctor wall time {rep['seconds']:.0f} s.", "",
+              "| stage | seconds | its budget |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v['seconds']:.0f} | {v['budget']:.0f} |"
+              for k, v in rep["stage_seconds"].items()]
+    if rep["skipped"]:
+        lines += ["", "Skipped:"] + [f"- {s['stage']} ({s['what']}): {s['why']}"
+                                      for s in rep["skipped"]]
     return "\n".join(lines) + "\n"

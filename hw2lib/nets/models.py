@@ -302,6 +302,20 @@ def _torchvision_state(name: str, spec: dict, pretrained) -> Mapping[str, torch.
         ) from err
 
 
+def cached_weights(name: str) -> dict:
+    """Where `build_model(name, pretrained=True)` takes its ImageNet weights from (the torch hub
+    cache), and whether the file is there — found without downloading anything."""
+    spec = _spec(name)
+    if "torchvision" not in spec:
+        return {"model": name, "file": None, "present": False, "path": None}
+    from torchvision.models import get_weight
+
+    weights = get_weight(spec["weights"])
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+    return {"model": name, "file": path.name, "present": path.is_file(), "path": str(path),
+            "url": weights.url}
+
+
 def _read_state_file(path) -> Mapping[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():

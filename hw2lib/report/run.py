@@ -425,6 +425,8 @@ def report(profile: str = "auto", out: Path | str | None = None, only: list[str]
         why += "; a rehearsal: every training cut to one step on the CPU"
     else:
         planned = plan_parameters(profile, names, overrides, force=force)
+    if not rehearse:
+        planned = with_packing(profile, planned)
     default = f"{profile}-rehearsal" if rehearse else profile
     out = prepare_out(out or paths.reports_root() / default)
     with locked(out), sigterm_as_interrupt():
@@ -443,6 +445,33 @@ def report(profile: str = "auto", out: Path | str | None = None, only: list[str]
             index = write_index(out, profile, status, [notice] if notice else [])
             print(f"index: {index}", flush=True)
     return index, results
+
+
+def with_packing(profile: str, planned: dict[str, dict]) -> dict[str, dict]:
+    """`full` on one GPU: B and C pack their runs (Ray, a share of the GPU each) where `hw2 doctor`
+    measured packing faster on this GPU (`gpu_levers.packing_choice`) and the user chose no
+    executor; said in one line. Otherwise as planned."""
+    import importlib.util
+
+    takers = [n for n, p in planned.items() if "executor" in notebook_parameters(n)
+              and "executor" not in p and "gpus_per_run" not in p]
+    if profile != "full" or not takers or importlib.util.find_spec("ray") is None:
+        return planned
+    import torch
+
+    if torch.cuda.device_count() != 1:
+        return planned
+    from hw2lib.train.gpu_levers import packing_choice
+
+    choice = packing_choice(torch.cuda.get_device_name(0))
+    if not choice:
+        return planned
+    print(f"hw2 report: packing {round(1 / choice['gpus_per_run'])} runs on the GPU at once "
+          f"(Ray, gpus_per_run {choice['gpus_per_run']:g}: hw2 doctor measured "
+          f"{choice['measured_gain']:.2f}× one run); -p executor local runs one at a time",
+          flush=True)
+    return {n: ({**p, "executor": "ray", "gpus_per_run": choice["gpus_per_run"]} if n in takers
+                else p) for n, p in planned.items()}
 
 
 def drop_checkpoints(out: Path, done: list[str], ahead: list[str]) -> None:

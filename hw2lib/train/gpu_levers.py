@@ -12,7 +12,10 @@ input size and batch in `$HW2_CACHE_DIR/gpu_levers.json`):
   compiled step at least `MIN_GAIN` times faster and the run is long enough to pay for the
   compilation (`$HW2_COMPILE=off|on|auto`);
 - the evaluation batch — the factor of the training batch (`runtime.eval_batch_size`) with the
-  highest evaluation rate of `EVAL_FACTORS` (evaluation only: the numbers do not change).
+  highest evaluation rate of `EVAL_FACTORS` (evaluation only: the numbers do not change);
+- packing — several trainings at once on the one GPU (the Ray executor with a share of the GPU
+  each), `full`'s default where `hw2 doctor` measured packing ResNeXt-18 at least `PACK_GAIN`
+  times faster than one run (`record_packing`, `packing_choice`).
 
 On the CPU neither lever is used (nothing is probed; `fit` runs eagerly as always).
 """
@@ -153,3 +156,37 @@ def identity_part(levers: dict) -> dict:
     """What of the levers goes into a run's identity: those that change its numbers (the
     compiled step), and nothing at all where none does."""
     return {"compile": levers["compile"]} if levers.get("compile") else {}
+
+
+PACK_GAIN = 1.2  # packed runs must give this many times one run's images/s
+
+
+def record_packing(gpu: str, pack: list[dict]) -> None:
+    """Keep `hw2 doctor`'s packing measurement (copies → gain) for this GPU in the cache."""
+    path = _cache_path()
+    try:
+        cached = io.read_json(path, what="GPU lever cache") if path.exists() else {}
+    except (io.CorruptFileError, OSError):
+        cached = {}
+    packs = cached.get("packing", {})
+    packs[gpu] = {str(q["copies"]): q["gain"] for q in pack}
+    try:
+        io.write_json(path, {**cached, "packing": packs})
+    except OSError:
+        pass
+
+
+def packing_choice(gpu: str) -> dict:
+    """{"executor": "ray", "gpus_per_run": 1/k} for the copies k the doctor measured fastest on
+    this GPU, where that gain reaches `PACK_GAIN`; {} otherwise (no measurement: one run at a
+    time)."""
+    path = _cache_path()
+    try:
+        gains = (io.read_json(path, what="GPU lever cache").get("packing", {}).get(gpu, {})
+                 if path.exists() else {})
+    except (io.CorruptFileError, OSError):
+        return {}
+    best = max(gains.items(), key=lambda kv: kv[1], default=None)
+    if best is None or best[1] < PACK_GAIN:
+        return {}
+    return {"executor": "ray", "gpus_per_run": 1 / int(best[0]), "measured_gain": best[1]}
