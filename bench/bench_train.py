@@ -271,9 +271,13 @@ def describe_cpu_choice(c: dict) -> str:
     """One line: the CPU precision `run_experiment` trains in here, and why."""
     if c["source"] == "env":
         return f"CPU precision: {c['precision']} (set by ${c['env']})"
-    return (f"CPU precision: {c['precision']} — probe ({c['model']}, batch {c['batch_size']}, "
+    line = (f"CPU precision: {c['precision']} — probe ({c['model']}, batch {c['batch_size']}, "
             f"{c['size']} px): fp32 {c['fp32_img_s']:.1f} img/s, bf16 {c['bf16_img_s']:.1f} img/s "
             f"({c['speedup']:.2f}×; bf16 needs ≥ {c['min_gain']:g}×), {c['source']} {c['cache']}")
+    if c.get("cl_median") is not None:
+        line += (f"; channels_last {c['bf16_cl_img_s']:.1f} img/s ({c['cl_median']:.2f}× the plain "
+                 f"layout; needs ≥ {c['cl_gain']:g}×): {'used' if c['channels_last'] else 'not used'}")
+    return line
 
 
 def _pack(args, model, variant, table, copies: int) -> dict:

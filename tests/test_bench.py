@@ -144,7 +144,7 @@ def test_bench_train_textbook_has_no_tail_batch_and_shows_the_cpu_precision(tmp_
                              "--device", "cpu", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["table"][0]["results"]["textbook"]["images"] == 12 * 4
-    assert res["cpu_precision"] == {"precision": "fp32", "source": "env",
+    assert res["cpu_precision"] == {"precision": "fp32", "channels_last": False, "source": "env",
                                     "env": "HW2_CPU_PRECISION"}
     assert "CPU precision: fp32 (set by $HW2_CPU_PRECISION)" in capsys.readouterr().out
     line = bench_train.describe_cpu_choice(
@@ -153,3 +153,10 @@ def test_bench_train_textbook_has_no_tail_batch_and_shows_the_cpu_precision(tmp_
          "min_gain": 1.15})
     assert line == ("CPU precision: bf16 — probe (resnet18, batch 16, 64 px): fp32 60.0 img/s, "
                     "bf16 96.0 img/s (1.60×; bf16 needs ≥ 1.15×), cache /c/cpu_probe.json")
+    cl = bench_train.describe_cpu_choice(
+        {"precision": "bf16", "source": "probe", "cache": "/c/cpu_probe.json", "model": "resnet18",
+         "batch_size": 16, "size": 64, "fp32_img_s": 60.0, "bf16_img_s": 96.0, "speedup": 1.6,
+         "min_gain": 1.15, "channels_last": True, "bf16_cl_img_s": 104.0, "cl_median": 1.08,
+         "cl_gain": 1.05})
+    assert cl.endswith("; channels_last 104.0 img/s (1.08× the plain layout; needs ≥ 1.05×): "
+                       "used")

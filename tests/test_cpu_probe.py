@@ -101,13 +101,19 @@ def test_one_slow_round_does_not_decide():
     111 img/s, bf16 100 and 173 — the old rule (bf16's slowest round over fp32's fastest: 0.90)
     chose float32 where bf16 trains 1.5× faster. Each round's own ratio, and their median, do not
     let one loaded round decide."""
-    rates = iter([94.0, 100.0, 173.0, 111.0, 110.0, 170.0])  # fp32,bf16 | bf16,fp32 | fp32,bf16
+    # each round: fp32, bf16, bf16 in channels_last — the order reversed every other round
+    rates = iter([94.0, 100.0, 104.0, 180.0, 173.0, 111.0, 110.0, 170.0, 172.0])
     r = C.measure(rounds=3, rate=lambda prec, **kw: next(rates))
-    assert r["rounds"] == {"fp32": [94.0, 111.0, 110.0], "bf16": [100.0, 173.0, 170.0]}
+    assert r["rounds"] == {"fp32": [94.0, 111.0, 110.0], "bf16": [100.0, 173.0, 170.0],
+                           "bf16_cl": [104.0, 180.0, 172.0]}
     assert r["ratios"] == pytest.approx([100 / 94, 173 / 111, 170 / 110])
     assert C.choose(r) == "bf16"
+    # channels_last: each round's own ratio to the plain layout (1.04, 1.04, 1.01): below 1.05
+    assert r["cl_median"] == pytest.approx(104 / 100) and not C.choose_layout(r, "bf16")
+    assert C.choose_layout({**r, "cl_median": 1.12}, "bf16")
+    assert not C.choose_layout({**r, "cl_median": 1.12}, "fp32")  # only with bf16
     # and a CPU where bf16 is 28x slower stops after one round
-    slow = iter([84.0, 3.0])
+    slow = iter([84.0, 3.0, 3.1])
     r = C.measure(rounds=3, rate=lambda prec, **kw: next(slow))
     assert r["ratios"] == [3 / 84] and C.choose(r) == "fp32"
 
@@ -164,3 +170,21 @@ def test_every_loss_under_cpu_bf16_autocast_is_float32_and_close_to_fp32():
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in head.parameters()), name
         torch.testing.assert_close(loss, crit(head(x), y), atol=0.05, rtol=0.05, msg=name)
+
+
+def test_the_cpu_layout_lever_trains_in_channels_last_and_is_in_the_identity(small_ds, tmp_path,
+                                                                             monkeypatch):
+    cfg = resolve({"name": "p", "model": "resnet18"}, epochs=1, seed=0, batch_size=8)
+    idx = D.split_indices(small_ds)
+    ids = {}
+    for cl in (False, True):
+        monkeypatch.setattr(C, "cpu_precision",
+                            lambda cl=cl: {"precision": "bf16", "channels_last": cl})
+        res = X.run_experiment(cfg, small_ds, tmp_path, train_idx=idx["train"],
+                               val_idx=idx["val"], test_idx=idx["test"], progress=False,
+                               device="cpu")
+        run_json = json.loads((tmp_path / f"p-s0-{res['run_id']}" / "run.json").read_text())
+        assert run_json["channels_last"] is cl  # fit really trained in that layout
+        assert res["identity"].get("layout") == ("channels_last" if cl else None)
+        ids[cl] = res["run_id"]
+    assert ids[False] != ids[True]

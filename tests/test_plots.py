@@ -160,20 +160,38 @@ def test_plot_class_counts_bars_annotations_log():
         plots.plot_class_counts([1, 2], classes)
 
 
-def test_plot_per_class_vs_count_markers_and_log_x():
-    classes = ["A", "B", "C"]
-    per = {"ce": [0.9, 0.5, 0.1], "balanced_softmax": [0.85, 0.7, 0.6]}
-    fig = plots.plot_per_class_vs_count(per, [500, 50, 10], classes)
+def test_plot_per_class_puts_each_class_in_its_own_place_fewest_first():
+    """Issue 29: the seven head classes of a capped tail share one count; on a count axis their
+    labels were stacked on one x. Now each class has its own x, fewest images first."""
+    classes = ["A", "B", "C", "D"]
+    per = {"ce": [0.9, 0.5, 0.1, 0.8], "balanced_softmax": [0.85, 0.7, 0.6, 0.75]}
+    fig = plots.plot_per_class_vs_count(per, [150, 36, 10, 150], classes)
     ax = fig.get_axes()[0]
-    assert ax.get_xscale() == "log"
-    assert len(ax.collections) == 2
-    np.testing.assert_allclose(ax.collections[1].get_offsets(), [[500, 0.85], [50, 0.7], [10, 0.6]])
-    m0, m1 = (c.get_paths()[0].vertices.shape for c in ax.collections)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["C (10)", "B (36)", "A (150)", "D (150)"]  # ties keep their own place
+    assert len(set(ax.get_xticks())) == 4
+    points = [c for c in ax.collections if c.get_label() in per]
+    assert len(points) == 2
+    ce = points[0].get_offsets()
+    np.testing.assert_allclose(ce[:, 1], [0.1, 0.5, 0.9, 0.8])
+    assert (ce[:, 0] < np.arange(4)).all()  # the two methods side by side, not on top
+    m0, m1 = (c.get_paths()[0].vertices.shape for c in points)
     assert m0 != m1  # different marker shapes
-    assert {t.get_text() for t in ax.texts} == set(classes)
-    with pytest.raises(ValueError, match="2 values for 3 classes"):
-        plots.plot_per_class_vs_count({"x": [1, 2]}, [1, 2, 3], classes)
+    spans = [c.get_label() for c in ax.patches]
+    assert spans == ["few-shot classes", "medium-shot classes", "many-shot classes"]
+    with pytest.raises(ValueError, match="2 values for 4 classes"):
+        plots.plot_per_class_vs_count({"x": [1, 2]}, [1, 2, 3, 4], classes)
 
+
+def test_a_loss_spike_puts_the_loss_panel_on_a_log_axis():
+    """Issue 29: an epoch-1 val loss of 100,000 flattened the rest of the curve."""
+    spiky = [{"epoch": i + 1, "train_loss": 2.0 / (i + 1), "val_loss": v, "train_acc": 0.5,
+              "val_acc": 0.5} for i, v in enumerate([1e5, 2.0, 1.5, 1.2])]
+    loss, acc = plots.plot_history({"run": spiky}).get_axes()
+    assert loss.get_yscale() == "log" and loss.get_title() == "loss (log scale)"
+    assert acc.get_yscale() == "linear"
+    calm = plots.plot_history({"run": _hist(5)}).get_axes()[0]
+    assert calm.get_yscale() == "linear" and calm.get_title() == "loss"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -374,6 +374,16 @@ def test_a_vis_findings_and_tiles():
     lines = task_a.vis_findings(vis)
     assert "classifies the tile correctly (0.90)" in lines[0] and "(×4.0)" in lines[0]
     assert "as Residential" in lines[1] and "(+0.400)" in lines[1]
+    # both tiles' top channel the same: one image from noise, listed once (issue 29)
+    shared = {"Pasture": {**vis["Pasture"], "noise_shared_with": None},
+              "Industrial": {**vis["Industrial"], "channel": 7, "noise_shared_with": "Pasture",
+                             "traces": {**vis["Industrial"]["traces"],
+                                        "from noise": vis["Pasture"]["traces"]["from noise"]}}}
+    (row,) = task_a.vis_headline_rows(shared, "r1")
+    assert row["name"] == ("Pasture and Industrial: act. max. gain (ch 7, from noise; the top "
+                           "channel of both tiles)") and row["value"] == pytest.approx(0.9)
+    assert "from noise it is Pasture's image" in task_a.vis_findings(shared)[1]
+    assert len(task_a.vis_headline_rows(vis, "r1")) == 2
 
     class DS:
         classes = ["A", "B"]

@@ -142,7 +142,10 @@ def plot_history(histories: Mapping[str, Sequence[Mapping]], metrics=("loss", "a
         _epoch_axis(ax)
         ax.set_ylabel(_pretty(m))
         ax.set_title(_pretty(m))
-        ax.grid(alpha=0.3)
+        if m == "loss" and _spiky([ln.get_ydata() for ln in ax.get_lines()]):
+            ax.set_yscale("log")  # an epoch's spike would flatten the rest of the curve
+            ax.set_title(f"{_pretty(m)} (log scale)")
+        ax.grid(alpha=0.3, which="both")
     handles = [Line2D([], [], color=c, lw=2, label=n) for c, n in zip(colors, histories, strict=False)]
     handles += [Line2D([], [], color="0.3", ls="--", label="train"),
                 Line2D([], [], color="0.3", ls="-", label="val")]
@@ -152,6 +155,19 @@ def plot_history(histories: Mapping[str, Sequence[Mapping]], metrics=("loss", "a
         fig.suptitle(title)
     fig.tight_layout()
     return _finish(fig)
+
+
+SPIKE_RATIO = 20.0  # a loss panel whose largest value is this many times its median is log-scaled
+
+
+def _spiky(series) -> bool:
+    """Whether loss curves hold a spike that would flatten them on a linear axis: all positive,
+    the largest value ≥ `SPIKE_RATIO` × the median."""
+    values = np.concatenate([np.asarray(s, dtype=float).ravel() for s in series]) if series \
+        else np.array([])
+    values = values[np.isfinite(values)]
+    return bool(values.size and values.min() > 0
+                and values.max() >= SPIKE_RATIO * np.median(values))
 
 
 def _mean_std(runs: Sequence[Sequence[Mapping]], key: str):
@@ -343,32 +359,42 @@ def plot_class_counts(counts, classes: Sequence[str], *, log: bool = False,
 @_closes_on_error
 def plot_per_class_vs_count(per_class_acc: Mapping[str, Sequence[float]], counts,
                             classes: Sequence[str], *, title: str | None = None):
-    """Per-class accuracy against the class's training count (log x), one marker per method.
+    """Per-class accuracy of each method, the classes along x from the fewest training images to
+    the most (each tick "class (n)"), the methods' markers side by side at each class; bands mark
+    the few-shot (< 20), medium and many-shot (> 100) classes. Classes of equal count (the head
+    classes of a capped tail) each keep their own place."""
+    from hw2lib.nets.metrics import shot_groups
 
-    Points of one class lie on one vertical line; the class name is written once at the top of it.
-    """
     counts = _counts_list(counts, classes)
-    if np.any(counts <= 0):
-        raise ValueError("plot_per_class_vs_count: counts must be positive (log x axis)")
+    order = np.argsort(counts, kind="stable")
     markers = "osD^v<>pPX*h"
-    fig, ax = _subplots(figsize=(8.6, 4.4))
+    k = max(len(per_class_acc), 1)
+    fig, ax = _subplots(figsize=(max(8.6, 0.75 * len(classes) + 3), 4.4))
+    groups = np.asarray(shot_groups(counts))[order]
+    shades = {"few": "#fde2e2", "medium": "#fff4d6", "many": "#e4f2e4"}
+    for g, shade in shades.items():
+        where = np.flatnonzero(groups == g)
+        if where.size:
+            ax.axvspan(where.min() - 0.5, where.max() + 0.5, color=shade, zorder=0,
+                       label=f"{g}-shot classes")
     for i, ((name, acc), color) in enumerate(
             zip(per_class_acc.items(), _colors(len(per_class_acc)), strict=True)):
         acc = np.asarray(acc, dtype=float).ravel()
         if len(acc) != len(classes):
             raise ValueError(f"per_class_acc[{name!r}] has {len(acc)} values for "
                              f"{len(classes)} classes")
-        ax.scatter(counts, acc, marker=markers[i % len(markers)], color=color, s=42, alpha=0.85,
-                   label=name, zorder=3)
-    ax.set_xscale("log")
-    ax.set_xlabel("training images of the class (log scale)")
+        offset = (i - (k - 1) / 2) * min(0.6 / k, 0.15)
+        ax.scatter(np.arange(len(classes)) + offset, acc[order], marker=markers[i % len(markers)],
+                   color=color, s=42, alpha=0.9, label=name, zorder=3)
+    ax.set_xticks(np.arange(len(classes)))
+    ax.set_xticklabels([f"{classes[j]} ({int(counts[j]):,})" for j in order], rotation=35, ha="right",
+                       fontsize=8)
+    ax.set_xlim(-0.6, len(classes) - 0.4)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("class (training images), fewest first")
     ax.set_ylabel("per-class accuracy")
-    for c, name in zip(counts, classes, strict=True):
-        ax.axvline(c, color="0.85", lw=0.8, zorder=1)
-        ax.annotate(name, (c, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
-                    textcoords="offset points", rotation=60, fontsize=7, ha="left", va="bottom")
-    ax.grid(alpha=0.3, which="both")
-    if per_class_acc:  # beside the axes: inside, it hides the points of the head classes
+    ax.grid(alpha=0.3, axis="y")
+    if per_class_acc:  # beside the axes: inside, it hides points
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     if title:
         fig.suptitle(title)

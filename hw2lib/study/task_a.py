@@ -245,6 +245,7 @@ def visualize_tiles(model, cfg, tiles: dict, classes, *, layer, channel, grid_ch
     activation traces. {tile class: {...}}."""
     mean, std = normalization(cfg)
     out = {}
+    from_noise: dict[int, str] = {}  # channel → the tile whose from-noise image is that channel's
     for name, img in tiles.items():
         act, prob = featvis.channel_activations(model, img, layer, size=vis_size, mean=mean,
                                                 std=std, device=device)
@@ -257,12 +258,18 @@ def visualize_tiles(model, cfg, tiles: dict, classes, *, layer, channel, grid_ch
         common = dict(steps=am_steps, lr=am_lr, param=am_param, mean=mean, std=std,
                       device=device, seed=seed)
         am_tile, tr_tile = featvis.activation_maximization(model, layer, ch, init=big, **common)
-        am_noise, tr_noise = featvis.activation_maximization(model, layer, ch, init="noise",
-                                                             size=(vis_size, vis_size), **common)
+        shared = from_noise.get(ch)  # from noise the tile plays no part: one image a channel
+        if shared is None:
+            am_noise, tr_noise = featvis.activation_maximization(
+                model, layer, ch, init="noise", size=(vis_size, vis_size), **common)
+            from_noise[ch] = name
+        else:
+            am_noise, tr_noise = out[shared]["images"][3], out[shared]["traces"]["from noise"]
         out[name] = {"channel": ch, "top": top, "activation": float(act[ch]),
                      "predicted": classes[int(prob.argmax())], "prob": float(prob.max()),
                      "images": [big, dream, am_tile, am_noise],
-                     "traces": {"from tile": tr_tile, "from noise": tr_noise}}
+                     "traces": {"from tile": tr_tile, "from noise": tr_noise},
+                     "noise_shared_with": shared}
     return out
 
 
@@ -270,23 +277,36 @@ def channel_grid(model, cfg, vis: dict, *, layer, size, am_steps, am_lr, am_para
                  device) -> tuple[list, list[str]]:
     """Activation maximization from noise of each tile's top channels: (images, titles)."""
     mean, std = normalization(cfg)
-    images, titles = [], []
+    tiles_of: dict[int, list[str]] = {}  # a channel in several tiles' tops is shown once
     for name, v in vis.items():
         for ch in v["top"]:
-            img, _ = featvis.activation_maximization(
-                model, layer, ch, init="noise", size=(size, size), steps=am_steps, lr=am_lr,
-                param=am_param, mean=mean, std=std, device=device, seed=seed)
-            images.append(img)
-            titles.append(f"{name} top: ch {ch}")
+            tiles_of.setdefault(ch, []).append(name)
+    images, titles = [], []
+    for ch, names in tiles_of.items():
+        img, _ = featvis.activation_maximization(
+            model, layer, ch, init="noise", size=(size, size), steps=am_steps, lr=am_lr,
+            param=am_param, mean=mean, std=std, device=device, seed=seed)
+        images.append(img)
+        titles.append(f"{' & '.join(names)} top: ch {ch}")
     return images, titles
 
 
 def vis_headline_rows(vis: dict, run_id: str) -> list[dict]:
     """The index's rows for A-vis: each tile's activation-maximization gain from noise, with the
     A-train run whose model it visualized."""
-    return [headline(f"{name}: act. max. gain (ch {v['channel']}, from noise)",
-                     v["traces"]["from noise"][-1] - v["traces"]["from noise"][0], run_id=run_id)
-            for name, v in vis.items()]
+    rows, seen = [], {}
+    for name, v in vis.items():
+        if v.get("noise_shared_with"):  # the same channel's image from noise: one row for both
+            seen[v["channel"]]["name"] = seen[v["channel"]]["name"].replace(
+                ": act.", f" and {name}: act.", 1).replace("from noise)", "from noise; the top "
+                                                            "channel of both tiles)")
+            continue
+        row = headline(f"{name}: act. max. gain (ch {v['channel']}, from noise)",
+                       v["traces"]["from noise"][-1] - v["traces"]["from noise"][0],
+                       run_id=run_id)
+        seen[v["channel"]] = row
+        rows.append(row)
+    return rows
 
 
 def vis_metrics(vis: dict) -> dict:
@@ -301,11 +321,13 @@ def vis_findings(vis: dict) -> list[str]:
     for name, v in vis.items():
         t, n = v["traces"]["from tile"], v["traces"]["from noise"]
         right = "correctly" if v["predicted"] == name else f"as {v['predicted']}"
+        noise = (f"from noise it is {v['noise_shared_with']}'s image (the same channel, the "
+                 "same start)" if v.get("noise_shared_with") else
+                 f"from {n[0]:.3f} to {n[-1]:.3f} from noise ({_ratio(n)})")
         lines.append(
             f"{name}: the model classifies the tile {right} ({v['prob']:.2f}); channel "
             f"{v['channel']} (mean activation {v['activation']:.3f} on the tile) rose from "
-            f"{t[0]:.3f} to {t[-1]:.3f} optimizing from the tile ({_ratio(t)}) and from "
-            f"{n[0]:.3f} to {n[-1]:.3f} from noise ({_ratio(n)}).")
+            f"{t[0]:.3f} to {t[-1]:.3f} optimizing from the tile ({_ratio(t)}); {noise}.")
     return lines
 
 

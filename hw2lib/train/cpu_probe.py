@@ -8,7 +8,12 @@ threads) in `$HW2_CACHE_DIR` (default `$XDG_CACHE_HOME/hw2` or `~/.cache/hw2`), 
 `cpu_probe.json`. bf16 is chosen only when it is at least `MIN_GAIN` times faster: it changes the
 numbers (a run's identity records the precision it trained in, see `experiment.run_identity`).
 
-`$HW2_CPU_PRECISION` overrides the probe: `fp32`, `bf16`, or `auto` (the default: probe).
+With bf16 chosen, the same rounds time bf16 in channels_last beside the plain layout (oneDNN's
+bf16 convolutions prefer it on some CPUs): it is used where at least `CL_GAIN` times faster, and
+recorded in the run's identity too (`layout`).
+
+`$HW2_CPU_PRECISION` overrides the probe: `fp32`, `bf16` (both in the plain layout), or `auto`
+(the default: probe).
 On CUDA the precision is bf16 always (what `engine.fit` does there); this module is CPU only.
 """
 
@@ -25,8 +30,9 @@ ENV = "HW2_CPU_PRECISION"
 CACHE_ENV = "HW2_CACHE_DIR"
 CHOICES = ("auto", "fp32", "bf16")
 MIN_GAIN = 1.15  # bf16 must beat float32 by this factor to be used
+CL_GAIN = 1.05  # channels_last must beat the plain layout (both bf16) by this factor
 CACHE_FILE = "cpu_probe.json"
-PROBE_VERSION = 3  # part of the cache key: a changed probe or rule measures again
+PROBE_VERSION = 4  # part of the cache key: a changed probe or rule measures again
 
 
 def cache_dir() -> Path:
@@ -48,8 +54,9 @@ def machine_key(cpuinfo: str | None = None) -> dict:
 
 def _step_rate(prec: str, *, model: str, stem: str, size: int, batch_size: int, steps: int,
                budget_s: float) -> float:
-    """Training images/s of a fresh `model` in `prec` ("fp32" or "bf16" autocast) on the CPU:
-    one untimed step (first-call costs), then up to `steps` timed ones within `budget_s`."""
+    """Training images/s of a fresh `model` in `prec` ("fp32", "bf16" autocast, or "bf16_cl":
+    bf16 with the model and batches in channels_last) on the CPU: one untimed step (first-call
+    costs), then up to `steps` timed ones within `budget_s`."""
     import torch
 
     from hw2lib.nets.models import build_model
@@ -62,12 +69,15 @@ def _step_rate(prec: str, *, model: str, stem: str, size: int, batch_size: int, 
     crit = torch.nn.CrossEntropyLoss()
     torch.manual_seed(0)
     net = build_model(model, 10, stem=stem)
+    cl = prec == "bf16_cl"
+    if cl:
+        net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    amp = prec == "bf16"
-    train_step(net, crit, opt, x, y, dev, amp=amp)
+    amp = prec in ("bf16", "bf16_cl")
+    train_step(net, crit, opt, x, y, dev, amp=amp, channels_last=cl)
     t0, n = time.perf_counter(), 0
     while n < steps and (n == 0 or time.perf_counter() - t0 < budget_s):
-        train_step(net, crit, opt, x, y, dev, amp=amp)
+        train_step(net, crit, opt, x, y, dev, amp=amp, channels_last=cl)
         n += 1
     return n * batch_size / (time.perf_counter() - t0)
 
@@ -82,18 +92,22 @@ def measure(*, model: str = "resnet18", stem: str = "imagenet", size: int = 64,
     (`speedup_median`), which is what `choose` uses: another process that slows one round (a pip
     install, a second training) moves one ratio, not the choice. A bf16 that is 3× slower in the
     first round is not timed again."""
-    seen: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    seen: dict[str, list[float]] = {"fp32": [], "bf16": [], "bf16_cl": []}
     t_start = time.perf_counter()
     for r in range(rounds):
         if r and seen["bf16"][-1] * 3 < seen["fp32"][-1]:
-            break  # clearly slower: no second look
-        for prec in ("fp32", "bf16") if r % 2 == 0 else ("bf16", "fp32"):
+            break  # clearly slower: no second look (nor at its layout)
+        arms = ("fp32", "bf16", "bf16_cl")
+        for prec in arms if r % 2 == 0 else arms[::-1]:
             seen[prec].append(rate(prec, model=model, stem=stem, size=size,
                                    batch_size=batch_size, steps=steps, budget_s=budget_s))
     fp32, bf16 = max(seen["fp32"]), max(seen["bf16"])
     ratios = [b / f for f, b in zip(seen["fp32"], seen["bf16"], strict=True)]
+    cl = [c / b for b, c in zip(seen["bf16"], seen["bf16_cl"], strict=True)]
     return {"fp32_img_s": fp32, "bf16_img_s": bf16, "speedup": bf16 / fp32,
-            "ratios": ratios, "speedup_median": statistics.median(ratios), "rounds": seen,
+            "ratios": ratios, "speedup_median": statistics.median(ratios),
+            "bf16_cl_img_s": max(seen["bf16_cl"]), "cl_ratios": cl,
+            "cl_median": statistics.median(cl) if cl else None, "rounds": seen,
             "model": model, "stem": stem, "size": size, "batch_size": batch_size,
             "probe_seconds": time.perf_counter() - t_start}
 
@@ -104,6 +118,13 @@ def choose(result: dict, min_gain: float = MIN_GAIN) -> str:
     `speedup`), else 'fp32'."""
     speedup = result.get("speedup_median", result.get("speedup"))
     return "bf16" if speedup is not None and speedup >= min_gain else "fp32"
+
+
+def choose_layout(result: dict, precision: str, min_gain: float = CL_GAIN) -> bool:
+    """channels_last on the CPU: only with bf16, where the probe's rounds found it at least
+    `min_gain` times the plain layout (the median of each round's two, side by side)."""
+    gain = result.get("cl_median")
+    return precision == "bf16" and gain is not None and gain >= min_gain
 
 
 def cpu_precision(*, refresh: bool = False, probe=measure, cpuinfo: str | None = None,
@@ -119,7 +140,7 @@ def cpu_precision(*, refresh: bool = False, probe=measure, cpuinfo: str | None =
         raise ValueError(f"${ENV}={os.environ[ENV]!r}: use one of {', '.join(CHOICES)} "
                          "(auto = measure once on this machine)")
     if forced != "auto":
-        return {"precision": forced, "source": "env", "env": ENV}
+        return {"precision": forced, "channels_last": False, "source": "env", "env": ENV}
     key = machine_key(cpuinfo)
     digest = io.sha256_text(io.canonical(key))[:16]
     path = cache_dir() / CACHE_FILE
@@ -135,13 +156,25 @@ def cpu_precision(*, refresh: bool = False, probe=measure, cpuinfo: str | None =
     if progress:
         progress("measuring float32 vs bf16 training steps on this CPU (once per machine) …")
     result = probe()
-    entry = {**result, "precision": choose(result), "min_gain": MIN_GAIN, "machine": key,
+    precision = choose(result)
+    entry = {**result, "precision": precision,
+             "channels_last": choose_layout(result, precision), "min_gain": MIN_GAIN,
+             "cl_gain": CL_GAIN, "machine": key,
              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
         io.write_json(path, {**(cached if isinstance(cached, dict) else {}), digest: entry})
     except OSError:
         pass  # a read-only home: the choice still holds for this process
     return {**entry, "source": "probe", "cache": str(path)}
+
+
+def channels_last_for(device) -> bool | None:
+    """The CPU's measured layout lever (True: channels_last, with bf16), None off the CPU (where
+    `runtime.channels_last_for` decides by model)."""
+    import torch
+
+    return bool(cpu_precision().get("channels_last")) if torch.device(device).type == "cpu" \
+        else None
 
 
 def precision_for(device) -> str:

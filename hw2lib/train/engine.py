@@ -249,7 +249,7 @@ class _Fit:
 def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, progress="auto",
         criterion=None, max_steps: int | None = None, amp="auto",
         checkpoint_every: float = checkpoints.CHECKPOINT_EVERY_S,
-        compile_mode: str | None = None) -> list[dict]:
+        compile_mode: str | None = None, channels_last: bool | None = None) -> list[dict]:
     """Train `model` on `data` = (train loader, val loader or None) by `recipe` (a
     `recipes.Recipe`: optimizer, LR table, epochs, mixing, EMA, seed), evaluating on the val
     loader after each epoch; return the history.
@@ -282,6 +282,9 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
     - `progress`: "auto" (a tqdm bar per epoch when stderr is a terminal, else one line per epoch
       on stdout — papermill, notebooks, logs), "bar", "line", or False (silent).
     - `max_steps`: at most this many batches per epoch (smoke runs, benchmarks).
+    - `channels_last`: the model and its batches in channels_last (None: `runtime`'s choice by
+      device and model — on CUDA by model, never on the CPU; `run_experiment` passes the CPU
+      probe's measured choice).
     - `compile_mode`: the train steps call `torch.compile(model, mode=compile_mode)` (e.g.
       "reduce-overhead": CUDA graphs, the launch lever of `hw2lib.train.gpu_levers`); the same
       parameters, evaluation and checkpoints stay eager. None: eager, as always.
@@ -314,7 +317,8 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
         raise ValueError("fit needs a train loader with a len() (the LR schedule is a table of "
                          "optimizer steps, stepped after each): pass a BatchLoader or DataLoader")
     run = _setup(model, recipe, criterion=criterion, device=device, out_dir=out_dir, amp=amp,
-                 max_steps=max_steps, steps_per_epoch=n_steps, checkpoint_every=checkpoint_every)
+                 max_steps=max_steps, steps_per_epoch=n_steps, checkpoint_every=checkpoint_every,
+                 channels_last=channels_last)
     run.train_model = torch.compile(model, mode=compile_mode) if compile_mode else model
     if _resume(run, train_loader):
         return run.history  # every epoch was already done
@@ -332,12 +336,13 @@ def fit(model: nn.Module, data, recipe: Recipe, *, out_dir=None, device=None, pr
 
 
 def _setup(model, recipe: Recipe, *, criterion, device, out_dir, amp, max_steps,
-           steps_per_epoch: int, checkpoint_every: float) -> _Fit:
+           steps_per_epoch: int, checkpoint_every: float, channels_last=None) -> _Fit:
     """Check the arguments; put model and criterion on the device; build optimizer and schedule;
     create `out_dir` and clear temp files of killed writes from it."""
     device = runtime.resolve_device(device)
     amp = runtime.resolve_flag(amp, "amp", device)
-    channels_last = runtime.channels_last_for(model, device, recipe.model)
+    if channels_last is None:
+        channels_last = runtime.channels_last_for(model, device, recipe.model)
     if max_steps is not None and int(max_steps) < 1:
         raise ValueError(f"max_steps must be >= 1 or None, got {max_steps!r}")
     check_mix(recipe.mix, recipe.mix_alpha)

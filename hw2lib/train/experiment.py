@@ -32,7 +32,7 @@ from hw2lib.nets.models import (
 )
 from hw2lib.train import gpu_levers
 from hw2lib.train.checkpoints import LAST, load_checkpoint
-from hw2lib.train.cpu_probe import precision_for
+from hw2lib.train.cpu_probe import channels_last_for, precision_for
 from hw2lib.train.engine import fit, predict, predict_tta
 from hw2lib.train.recipes import Recipe, from_stored
 
@@ -69,11 +69,15 @@ def weights_identity(cfg: dict, weights, warning: str | None) -> dict | None:
 
 
 def run_identity(recipe: Recipe, data: dict, *, weights: dict | None, max_steps,
-                 precision: str | None = None, levers: dict | None = None) -> dict:
+                 precision: str | None = None, levers: dict | None = None,
+                 layout: str | None = None) -> dict:
     """The canonical record of everything that determines a run's result. `precision` ("fp32" or
     "bf16", see `cpu_probe.precision_for`) is the arithmetic it trains in: recorded when given;
-    `levers` (`gpu_levers.identity_part`: the compiled train step) only when there is one."""
+    `levers` (`gpu_levers.identity_part`: the compiled train step) only when there is one, and
+    `layout` ("channels_last", the CPU probe's lever) only when it is not the plain one."""
     extra = {} if precision is None else {"precision": precision}
+    if layout:
+        extra["layout"] = layout
     if levers:
         extra["levers"] = levers
     return io.to_builtin({"recipe": recipe.identity(), "data": data, "weights": weights,
@@ -205,9 +209,11 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
     steps = max(len(train_idx) // int(cfg["batch_size"]), 1)
     levers = gpu_levers.levers_for(cfg, device, steps_total=int(cfg["epochs"]) * (
         steps if max_steps is None else min(steps, int(max_steps))))  # {} off CUDA
+    cl = channels_last_for(device)  # the CPU's measured layout (None: runtime's, on CUDA)
     identity = run_identity(cfg, data, weights=weights_identity(cfg, weights, warn),
                             max_steps=max_steps, precision=precision,
-                            levers=gpu_levers.identity_part(levers))
+                            levers=gpu_levers.identity_part(levers),
+                            layout="channels_last" if cl else None)
     folder = run_folder(run_root, cfg, identity)
     if force and folder.exists():
         shutil.rmtree(folder)
@@ -225,7 +231,8 @@ def run_experiment(cfg: Recipe, ds, run_root, *, train_idx, val_idx, test_idx, d
     t0 = time.perf_counter()
     history = fit(model, (train_loader, val_loader), cfg, out_dir=folder, device=device,
                   progress=progress, criterion=criterion, max_steps=max_steps,
-                  amp=precision == "bf16", compile_mode=levers.get("compile"))
+                  amp=precision == "bf16", compile_mode=levers.get("compile"),
+                  channels_last=cl)
     load_checkpoint(folder / "best.pt", model)
     out = {"identity": identity, "run_id": identity_hash(identity)[:8], "config": cfg.as_dict(),
            "params": count_parameters(model), "warning": warn,
