@@ -73,7 +73,8 @@ def test_b_configs_resolve_both_protocols():
         ablation_seeds=[0], epochs=10, best_epochs=4, best_stem="imagenet", batch_size=64))
     assert short[0]["epochs"] == 10 and short[0]["milestones"] == [4, 6, 8]
     assert short[1]["epochs"] == 4 and short[1]["warmup_epochs"] == 1
-    assert short[1]["stem"] == "imagenet" and short[2]["stem"] == "imagenet"
+    # best_stem "imagenet": the stem lever is tried the other way, with the 64-px stem
+    assert short[1]["stem"] == "imagenet" and short[2]["stem"] == "small"
 
 
 def test_b_the_headline_trains_on_its_own_budget_only_where_it_differs():
@@ -513,3 +514,14 @@ def test_crt_retrains_only_a_seeded_new_head(small_ds, monkeypatch):
     assert not torch.equal(crt(1)[0], a[0])
     assert sizes == [16, 16, 16]
 
+
+
+def test_b_budget_note_says_when_the_runs_are_at_chance():
+    near = summarize([_rec("resnet18", 0, 0.11, epochs=2, n=500),
+                      _rec("resnext18", 0, 0.12, epochs=2, n=500)])
+    note = task_b.budget_note(near, 10)
+    assert note.startswith("Budget: the HW2-protocol runs here trained 2 epoch(s)")
+    assert "near chance (1/10 = 0.10)" in note and "not the report's effects" in note
+    fine = summarize([_rec("resnet18", 0, 0.8, epochs=50)])
+    assert "near chance" not in task_b.budget_note(fine, 10)
+    assert task_b.budget_note(summarize([_rec("resnet18", 0, 0.8)]), 10) == ""  # the protocol's

@@ -269,6 +269,8 @@ Code is folded under each cell's <i>code</i> toggle.</p>
 {{ super() }}
 <style>
 details.hw2-code > summary {cursor: pointer; color: #666; font-size: .85em; margin: .2em 0 .2em 1em}
+/* a table wider than the page scrolls within its output instead of being cut off */
+.jp-OutputArea-output {overflow-x: auto; max-width: 100%}
 p.hw2-executed {color: #555; font-size: .9em; margin: 1em 1.5em}
 </style>
 {% endblock extra_css %}

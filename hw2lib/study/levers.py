@@ -94,8 +94,13 @@ def lever_family(rows: list[dict], levers: dict) -> tuple[stats.Family | None, l
             continue
         r = by[name]
         suffix = " (scored with 8-view TTA, like the rest)" if name == "best_no_d4" else ""
-        fam.add(f"without {what}{suffix}", r, best, KEY, images_of(KEY))
-        shown.append((f"without {what}{suffix}", r))
+        label = f"without {what}{suffix}"
+        if r["stem"] != best["stem"] and name == "best_torchvision_stem" and \
+                best["stem"] != "small":  # a profile's best runs torchvision's stem: tried back
+            label = (f"with the 64-px stem ({r['stem']}) instead of this profile's "
+                     f"{best['stem']} stem")
+        fam.add(label, r, best, KEY, images_of(KEY))
+        shown.append((label, r))
         if name == "best_no_d4" and r.get("test_acc_no_tta") is not None \
                 and best.get("test_acc_no_tta") is not None:
             label = f"without {what} — both scored without TTA"

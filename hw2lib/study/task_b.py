@@ -148,6 +148,8 @@ def configs(p) -> list[Recipe]:
         spec = experiment(name)
         if p["best_stem"] is not None and name != "best_torchvision_stem":
             spec["stem"] = p["best_stem"]
+        elif name == "best_torchvision_stem" and p["best_stem"] == "imagenet":
+            spec["stem"] = "small"  # the stem lever, tried the other way: with the 64-px stem
         return spec
 
     for name in experiment_names(p["experiments"]):
@@ -323,6 +325,27 @@ def findings(rows: list[dict], headline: str = "best", key: str = KEY) -> list[s
                 "ResNeXt-18", head, by["resnext18"], key, images_of(key))
         out.append(fam)
     return out
+
+
+def budget_note(rows: list[dict], num_classes: int) -> str:
+    """What the HW2-protocol runs' budget can show: their epochs and images against the
+    protocol's, and — where their mean test accuracy is under twice chance — that their figures
+    and comparisons show the study's machinery at this budget, not the report's effects."""
+    hw2 = [r for r in rows if r.get("track") == "hw2"]
+    short = [r for r in hw2 if r["epochs"] < protocol_epochs(r)]
+    if not short:
+        return ""
+    epochs = sorted({r["epochs"] for r in short})
+    n = sorted({r.get("n_train") or 0 for r in short})
+    mean = sum(r["test_acc"] for r in short) / len(short)
+    note = (f"Budget: the HW2-protocol runs here trained {'/'.join(map(str, epochs))} epoch(s) on "
+            f"{'/'.join(f'{x:,}' for x in n)} images (the protocol: 100–200 epochs on the whole "
+            f"train split); their mean test accuracy is {mean:.4f}.")
+    if mean < 2 / num_classes:
+        note += (f" That is near chance (1/{num_classes} = {1 / num_classes:.2f}): at this budget "
+                 "the figures and comparisons below show the study's pages and machinery, not "
+                 "the report's effects — `full` trains them at the protocol's budget.")
+    return note
 
 
 def exploratory_choice(rows: list[dict]) -> str:
@@ -511,5 +534,6 @@ def _n(r: dict) -> str:
 __all__ = ["ABLATION_CELLS", "COMPARISONS", "LEVERS", "configs", "experiment_names", "lever_names",
            "budgets", "train_caps", "split_rows", "rows_key", "run_all", "curves", "lr_curves",
            "ablation_table", "results_table", "findings", "headline_row", "exploratory_choice",
+           "budget_note",
            "step_jumps", "step_jumps_table", "lever_table", "lever_view", "dlresnet_table",
            "track_table", "headline_rows", "summarize"]
