@@ -15,9 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The suite trains in float32 on every CPU (its numbers must not depend on the machine's bf16
@@ -30,6 +28,9 @@ EUROSAT_NAMES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Ind
 def write_imagefolder(root, classes=("a", "b", "c"), per_class=20, size=32, *, seed=0,
                       ext=".jpg", counts=None) -> Path:
     """<root>/<Class>/<Class>_<i>.jpg (i from 1): noisy images around a per-class colour."""
+    import numpy as np  # here, not at the top: the CUDA step of `hw2 doctor` needs only torch
+    from PIL import Image  # and pytest to collect tests/test_cuda.py
+
     rng = np.random.default_rng(seed)
     root = Path(root)
     for k, c in enumerate(classes):

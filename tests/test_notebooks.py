@@ -61,6 +61,11 @@ def test_smoke_pages_show_intervals_labels_and_reconstructions(smoke_report):
     for nb, html in pages.items():
         assert "Reconstructions" in html and "where the report is silent" in html, nb
         assert "PosixPath(" not in html, nb  # the last cell says where results went, no echo
+        # no repr on a page (issue 29: Figure 8 printed a dict and a module)
+        for raw in ("BasicBlock(", "Conv2d(", "<Figure size", "{&#x27;resnet18&#x27;"):
+            assert raw not in html, (nb, raw)
+        # a table wider than the page scrolls within its output
+        assert ".jp-OutputArea-output {overflow-x: auto" in html, nb
     b, c = pages["B-ablation"], pages["C-longtail"]
     for text in ("HW2 report (its split)", "test acc (val-chosen checkpoint)",
                  "val acc (selection metric: max over epochs)", "paired seeds, t(1)",

@@ -39,11 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from hw2lib.core import io, paths
 from hw2lib.gpu.doctor_page import markdown
+from hw2lib.gpu.measure import parse_junit, write_synthetic
 
 REPO_ROOT = paths.SOURCE_ROOT
 DEFAULT_OUT = REPO_ROOT / "reports" / "doctor"
@@ -132,26 +132,6 @@ def _weights() -> list[dict]:
 # --------------------------------------------------------------------------- 2. CUDA tests
 
 
-def parse_junit(path) -> dict:
-    """Counts and the failures (name, first line of the message) of a pytest junit XML file."""
-    root = ET.parse(path).getroot()
-    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
-    failures = []
-    for case in root.iter("testcase"):
-        kinds = {child.tag for child in case}
-        name = f"{case.get('classname', '')}::{case.get('name', '')}"
-        if kinds & {"failure", "error"}:
-            key = "failed" if "failure" in kinds else "errors"
-            counts[key] += 1
-            el = case.find("failure") if "failure" in kinds else case.find("error")
-            failures.append({"test": name, "message": (el.get("message") or "").split("\n")[0][:300]})
-        elif "skipped" in kinds:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
-    return {**counts, "failures": failures}
-
-
 CUDA_TEST_FILES = ("tests/test_cuda.py", "tests/test_gpu_check.py")
 
 
@@ -177,22 +157,6 @@ def cuda_tests(paths, tmp: Path, timeout: float = 300) -> dict:
 
 
 # --------------------------------------------------------------------------- data
-
-
-def write_synthetic(root: Path, classes: int = 10, per_class: int = 20, size: int = 64) -> Path:
-    """A tiny ImageFolder of noisy JPEGs around one colour per class (learnable)."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for k in range(classes):
-        folder = root / f"class{k}"
-        folder.mkdir(parents=True, exist_ok=True)
-        base = rng.integers(30, 226, size=3)
-        for i in range(per_class):
-            img = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(folder / f"{i}.jpg", quality=90)
-    return root
 
 
 def data_choice(args, gpu: bool, tmp: Path) -> dict:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from hw2lib.core import io, paths
@@ -40,6 +41,45 @@ def data_argv(data: dict) -> list[str]:
     elif data["source"]:
         argv += ["--source", data["source"]]
     return argv
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+def write_synthetic(root: Path, classes: int = 10, per_class: int = 20, size: int = 64) -> Path:
+    """A tiny ImageFolder of noisy JPEGs around one colour per class (learnable)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k in range(classes):
+        folder = root / f"class{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(30, 226, size=3)
+        for i in range(per_class):
+            img = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def parse_junit(path) -> dict:
+    """Counts and the failures (name, first line of the message) of a pytest junit XML file."""
+    root = ET.parse(path).getroot()
+    counts = {"passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    failures = []
+    for case in root.iter("testcase"):
+        kinds = {child.tag for child in case}
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        if kinds & {"failure", "error"}:
+            key = "failed" if "failure" in kinds else "errors"
+            counts[key] += 1
+            el = case.find("failure") if "failure" in kinds else case.find("error")
+            failures.append({"test": name, "message": (el.get("message") or "").split("\n")[0][:300]})
+        elif "skipped" in kinds:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return {**counts, "failures": failures}
 
 
 # --------------------------------------------------------------------------- throughput
@@ -357,8 +397,6 @@ def _skipping(probe):
 def smoke_report(tmp: Path, budget: float) -> dict:
     """`hw2 report --profile smoke` on this device (papermill, feature visualization, t-SNE, cRT)
     on synthetic images, B and C through Ray with half a GPU a run: every notebook's status."""
-    from hw2lib.gpu.doctor import write_synthetic
-
     images = write_synthetic(tmp / "smoke-images", per_class=12, size=32)
     out = tmp / "smoke-report"
     cmd = [sys.executable, "-m", "hw2lib.cli", "report", "--profile", "smoke", "--out", str(out),
@@ -399,8 +437,6 @@ def suite_start(tmp: Path, threads: int = 4):
 def suite_finish(job, wait: float) -> dict:
     """The background suite's outcome: its counts when it finished within `wait` more seconds,
     else what its progress line shows when it was stopped."""
-    from hw2lib.gpu.doctor import parse_junit
-
     if job is None:
         return {"ran": False, "reason": "pytest is not installed in this Python"}
     proc = job["proc"]

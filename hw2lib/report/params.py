@@ -33,7 +33,7 @@ RUNNER_PARAMS = ("run_dir", "profile")
 
 # Ranges and choices by parameter name (a name means the same thing in every notebook).
 POSITIVE = {"epochs", "best_epochs", "lever_epochs", "lever_train_per_class", "batch_size", "lr", "lr_sgd", "lr_pretrained", "image_size",
-            "best_train_per_class", "gpus_per_run",
+            "best_train_per_class", "gpus_per_run", "headline_val_per_class",
             "train_per_class", "val_per_class", "test_per_class", "max_steps", "tsne_points",
             "tsne_perplexity", "vis_size", "grid_size", "dream_octaves", "dream_steps",
             "dream_lr", "am_steps", "am_lr", "rho", "n_max", "resize", "pretrained_resize"}

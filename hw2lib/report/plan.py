@@ -71,10 +71,13 @@ def trainings(nb: str, p: dict) -> list[dict]:
         return [_row(nb, task_a.config(p), _capped(train, p["train_per_class"]), ms, n_eval=ev)]
     if nb == "B-ablation":
         caps = task_b.train_caps(p)
-        whole_test = _eval_sizes({**p, "test_per_class": None})
+
+        def n_eval(key):
+            v, te = task_b.eval_caps(p, key)
+            return _eval_sizes({**p, "val_per_class": v, "test_per_class": te})
+
         return [_row(nb, c, _capped(train, caps[task_b.rows_key(c)]), ms,
-                     n_eval=whole_test if task_b.rows_key(c) == task_b.HEADLINE else ev)
-                for c in task_b.configs(p)]
+                     n_eval=n_eval(task_b.rows_key(c))) for c in task_b.configs(p)]
     if nb == "C-longtail":
         counts = None if train is None else long_tail_counts(train, p)
         return [_row(nb, c, counts, ms, long_tail=p["long_tail"], n_eval=ev)

@@ -179,15 +179,23 @@ def train_caps(p) -> dict:
     return {k: cap for k, (_, cap) in budgets(p).items()}
 
 
+def eval_caps(p, key: str) -> tuple[int | None, int | None]:
+    """(validation, test) images a class of a kind of run: `val_per_class` / `test_per_class` —
+    but the headline's, tested on the whole test split and validated on `headline_val_per_class`
+    (None: `val_per_class`)."""
+    if key == HEADLINE:
+        hv = p["headline_val_per_class"]
+        return (p["val_per_class"] if hv is None else hv), None
+    return p["val_per_class"], p["test_per_class"]
+
+
 def split_rows(ds, p) -> dict[str, dict]:
     """The dataset rows of each kind of run (`rows_key`): train capped per `train_caps`, val and
-    test per `val_per_class` / `test_per_class` — but the headline's test, which is always the
-    whole test split."""
+    test per `eval_caps`."""
     from hw2lib import data as D
 
-    return {k: D.split_indices(ds, train_per_class=cap, val_per_class=p["val_per_class"],
-                               test_per_class=None if k == HEADLINE else p["test_per_class"],
-                               seed=p["split_seed"])
+    return {k: D.split_indices(ds, train_per_class=cap, val_per_class=eval_caps(p, k)[0],
+                               test_per_class=eval_caps(p, k)[1], seed=p["split_seed"])
             for k, cap in train_caps(p).items()}
 
 
