@@ -203,3 +203,20 @@ def test_two_decimals_of_points():
             _row("b", [0, 1, 2], [0.9001, 0.9010, 0.9018]))
     text = fam.lines()[0]
     assert "+0.12 points ± " in text and "better" in text
+
+
+def test_a_group_metric_is_compared_as_a_mean_of_its_classes():
+    # C's few-shot line: the metric is the mean of the group's per-class accuracies, so the
+    # images test weighs classes, not images, even where the key is not called bal_acc
+    y = np.array([0] * 90 + [1] * 10)
+    a_ok = np.ones(100, bool)
+    b_ok = np.concatenate([np.ones(90, bool), np.zeros(10, bool)])
+    a, b = _row("a", [0], [a_ok.mean()], key="test_few"), _row("b", [0], [b_ok.mean()], key="test_few")
+    runs = {"a": a_ok, "b": b_ok}
+    images = lambda row, seed: (runs[row["name"]], y)  # noqa: E731
+    plain = stats.compare(a, b, "test_few", images)
+    weighed = stats.compare(a, b, "test_few", images, balanced=True)
+    assert "balanced over" not in plain["how"] and plain["diff"] == pytest.approx(0.10)
+    assert "balanced over 2 classes" in weighed["how"] and weighed["diff"] == pytest.approx(0.50)
+    one = stats.images_test(a_ok[90:], b_ok[90:], y[90:])
+    assert "balanced over 1 class," in one["how"]

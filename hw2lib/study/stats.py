@@ -165,7 +165,7 @@ def images_test(a_correct, b_correct, classes=None, *, seed: int = 0,
         p = float((1 + (null >= abs(diff) - 1e-15).sum()) / (draws + 1))
         crit = float(np.quantile(null, 1 - ALPHA))
     half = max(half, crit)
-    how = (f"balanced over {len(ks)} classes, {nb} vs {nc} discordant of {n:,} images, "
+    how = (f"balanced over {len(ks)} class{'es' if len(ks) != 1 else ''}, {nb} vs {nc} discordant of {n:,} images, "
            f"sign-flip randomization test ({draws:,} draws)")
     return {"diff": diff, "lo": diff - half, "hi": diff + half, "half": half, "p": p,
             "only_a": nb, "only_b": nc, "n": n, "how": how, "interval": "symmetric"}
@@ -197,12 +197,14 @@ def _seeds(row: dict, key: str) -> dict:
     return dict(zip(row["seed_ids"], map(float, values), strict=True))
 
 
-def compare(a: dict, b: dict, key: str = "test_acc", images: ImagesFn | None = None) -> dict:
+def compare(a: dict, b: dict, key: str = "test_acc", images: ImagesFn | None = None, *,
+            balanced: bool | None = None) -> dict:
     """The difference of `key` between two summary rows (`seed_ids` and `<key>_values`, from
     `experiment.summarize`), tested as its design allows. a_value and b_value are the rows' means
     (what their tables show); `level` is "recipes" where both arms ran at least two seeds (paired
     t on the seeds both ran when at least two, else Welch), "models" where an arm has one seed
-    (the two trained models of one seed, scored on the same images: `images`). Keys: a_value,
+    (the two trained models of one seed, scored on the same images: `images`; `balanced`: the
+    metric is a mean of per-class accuracies — default for a `bal_acc` key). Keys: a_value,
     b_value, seeds (a, b), diff, lo, hi, half, p, how, level, reason (why there is no interval,
     else None)."""
     sa, sb = _seeds(a, key), _seeds(b, key)
@@ -231,7 +233,8 @@ def compare(a: dict, b: dict, key: str = "test_acc", images: ImagesFn | None = N
         # e.g. a headline tested on the whole test split against a run tested on a subset
         return {**out, "reason": f"not scored on the same test images ({len(ya):,} vs "
                                  f"{len(yb):,}): no paired test, no interval"}
-    r = images_test(ca, cb, ya if "bal_acc" in key else None)
+    balanced = "bal_acc" in key if balanced is None else balanced
+    r = images_test(ca, cb, ya if balanced else None)
     return {**out, **r, "how": f"{ONE_SEED}; {where}; {r['how']}", "reason": None}
 
 
@@ -272,7 +275,8 @@ class Family:
         self._results: list[dict] | None = None
 
     def add(self, label: str, a: dict, b: dict, key: str = "test_acc",
-            images: ImagesFn | None = None, *, claim: str = "", extra: str = "") -> dict:
+            images: ImagesFn | None = None, *, claim: str = "", extra: str = "",
+            balanced: bool | None = None) -> dict:
         if a is b or (a.get("run_ids") and a.get("run_ids") == b.get("run_ids")
                       and a.get("_images_key") == b.get("_images_key")):
             # the same training on both sides (equal identities): nothing to test
@@ -282,7 +286,7 @@ class Family:
                  "reason": f"the same run(s) on both sides (run ids {a.get('run_ids')}): a run "
                            "is never compared with itself"}
         else:
-            c = compare(a, b, key, images)
+            c = compare(a, b, key, images, balanced=balanced)
         na, nb = a.get("n_train"), b.get("n_train")
         if na and nb and na != nb:
             extra += f" [trained on different amounts of data: {na:,} vs {nb:,} images]"

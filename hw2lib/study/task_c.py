@@ -374,7 +374,7 @@ def findings(rows: dict, counts, results: dict | None = None) -> tuple[list, lis
                     shots.add(f"{bb}, {g}-shot classes: Balanced Softmax vs cross-entropy",
                               _summary(bb, "balanced_softmax", bs, f"test_{g}", results),
                               _summary(bb, "ce", ce, f"test_{g}", results), f"test_{g}",
-                              _images(groups, g))
+                              _images(groups, g), balanced=True)  # the group's classes' mean
     return fams + [f for f in (chosen, shots) if f.items], notes
 
 
