@@ -90,6 +90,19 @@ def test_the_images_interval_claims_no_more_than_the_exact_test(b, c):
     assert r["lo"] <= r["diff"] <= r["hi"]
 
 
+def test_no_discordant_image_is_not_a_sharp_zero():
+    """Two models that agree on all 200 images: the difference on these images is 0, but the
+    interval says how far apart they could be on other images — the discordance rate's exact
+    upper bound (1 − 0.025^(1/200) ≈ 1.83 %), on both sides."""
+    r = stats.images_test(*_flags(200, 0, 0))
+    bound = 1 - 0.025 ** (1 / 200)
+    assert r["diff"] == 0 and r["p"] == 1
+    assert r["lo"] == pytest.approx(-bound) and r["hi"] == pytest.approx(bound)
+    # and a few discordant images widen the interval beyond the conditional one
+    r = stats.images_test(*_flags(200, 3, 0))
+    assert r["hi"] > 3 / 200 and r["lo"] < 0
+
+
 def test_five_against_none_is_not_a_difference_any_more():
     """5 vs 0 discordant of 5,400: the normal interval said "better"; the exact test does not."""
     a_ok, b_ok = _flags(5400, 5, 0)

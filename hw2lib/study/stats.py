@@ -118,8 +118,10 @@ def images_test(a_correct, b_correct, classes=None, *, seed: int = 0,
     order): accuracy a − accuracy b, its 95 % interval (lo, hi), the two-sided p and the counts.
 
     b images right only in a, c only in b, n images: diff = (b − c)/n; p is the exact McNemar test;
-    the interval is the Clopper–Pearson interval of b/(b + c) mapped onto the difference (it
-    excludes zero exactly when the exact test rejects, even with a handful of discordant images).
+    the interval is the Clopper–Pearson interval of b/(b + c) mapped onto the difference at the
+    ends of the Clopper–Pearson interval of the discordance rate (b + c)/n (it excludes zero
+    exactly when the exact test rejects, even with a handful of discordant images, and is not a
+    sharp zero when none differ).
     With `classes` (each image's class) the difference is of balanced accuracy — each image weighs
     1/(K·n_class) — and p comes from `draws` seeded sign flips of the discordant images; the
     interval is the normal one (the per-class variances summed over K²), widened to the flips'
@@ -134,11 +136,13 @@ def images_test(a_correct, b_correct, classes=None, *, seed: int = 0,
     if classes is None:
         diff = (nb - nc) / n
         p = mcnemar_exact(nb, nc)
-        if nb + nc == 0:
-            lo = hi = 0.0
-        else:
-            pl, ph = _clopper_pearson(nb, nb + nc)
-            lo, hi = (nb + nc) * (2 * pl - 1) / n, (nb + nc) * (2 * ph - 1) / n
+        # b/(b + c) by Clopper–Pearson, the discordance rate (b + c)/n by Clopper–Pearson too:
+        # the difference is rate × (2·share − 1), taken at its extremes over both intervals, so
+        # that a handful of discordant images (or none) does not read as a sharp zero
+        pl, ph = _clopper_pearson(nb, nb + nc) if nb + nc else (0.0, 1.0)
+        rl, rh = _clopper_pearson(nb + nc, n)
+        lo = (2 * pl - 1) * (rh if pl < 0.5 else rl)
+        hi = (2 * ph - 1) * (rh if ph > 0.5 else rl)
         how = (f"exact McNemar on {nb} vs {nc} discordant of {n:,} images, Clopper–Pearson "
                "interval")
         return {"diff": diff, "lo": lo, "hi": hi, "half": (hi - lo) / 2, "p": p, "only_a": nb,
