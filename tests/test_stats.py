@@ -197,7 +197,7 @@ def test_holm_decides_the_words_of_a_family():
     assert res["big vs base"]["word"] == stats.BETTER
     assert res["same vs base"]["word"] == stats.NOT_DISTINGUISHABLE
     assert "Holm p" in res["big vs base"]["text"] and "(k = 4)" in res["big vs base"]["text"]
-    assert fam.heading().startswith("claims — a family of k = 4 comparisons")
+    assert fam.heading().startswith("claims — a family of k = 4 tested comparisons: Holm")
 
 
 def test_a_run_is_never_compared_with_itself():
@@ -233,3 +233,15 @@ def test_a_group_metric_is_compared_as_a_mean_of_its_classes():
     assert "balanced over 2 classes" in weighed["how"] and weighed["diff"] == pytest.approx(0.50)
     one = stats.images_test(a_ok[90:], b_ok[90:], y[90:])
     assert "balanced over 1 class," in one["how"]
+
+
+def test_a_family_heading_counts_only_the_tested_comparisons():
+    a, b = _row("a", [0, 1, 2], A), _row("b", [0, 1, 2], B)
+    fam = stats.Family("tracks")
+    fam.add("no predictions", _row("x", [0], [0.9]), _row("y", [0], [0.8]))  # no test possible
+    assert fam.k == 0
+    assert fam.heading() == ("tracks — 1 comparison, none with a test here (each line says "
+                             "why): no word")
+    fam.add("seeds", a, b)
+    assert fam.heading().startswith("tracks — a family of k = 1 tested comparison (of 2; the "
+                                    "other without a test, each line says why): Holm-adjusted")

@@ -132,7 +132,7 @@ def test_b_findings_tables_and_headline():
     assert shown.loc["resnet18", ref] == "≈ 0.80"
     assert shown.loc["resnet18", "track"] == "hw2"
     assert shown.loc["resnext18", ref] == "0.8906"
-    assert shown.loc["resnet34", ref] == "≈ 0.80 (at 100 ep; this run 5)"
+    assert shown.loc["resnet34", ref] == "≈ 0.80 at 100 ep"
     assert shown.loc["resnet50", ref] == "—"
     assert shown.loc["resnext18", "run ids"] == "resnext18-0 resnext18-1 resnext18-2"
     assert shown.loc["resnext18", "test acc (val-chosen checkpoint)"] == "0.9100 ± 0.0100"

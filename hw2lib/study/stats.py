@@ -337,5 +337,12 @@ class Family:
         return [r["text"] for r in self.results()]
 
     def heading(self) -> str:
-        return (f"{self.name} — a family of k = {self.k} comparisons: Holm-adjusted p < "
-                f"{ALPHA:g} decides each word" + (f" ({self.note})" if self.note else ""))
+        n, k = len(self.items), self.k
+        note = f" ({self.note})" if self.note else ""
+        if k == 0:
+            return (f"{self.name} — {n} comparison{'s' * (n != 1)}, none with a test here (each "
+                    f"line says why): no word{note}")
+        untested = (f" (of {n}; the other{'s' * (n - k != 1)} without a test, each line says why)"
+                    if k < n else "")
+        return (f"{self.name} — a family of k = {k} tested comparison{'s' * (k != 1)}{untested}: "
+                f"Holm-adjusted p < {ALPHA:g} decides each word{note}")

@@ -271,13 +271,15 @@ def protocol_epochs(r: dict) -> int:
 
 def reference_text(r: dict) -> str:
     """The HW2 report's number for this run's protocol — with the epochs it was reached at when
-    this run trained fewer (then it is context, not a like-with-like comparison)."""
+    this run trained fewer (its own are in the row's `epochs`; then it is context, not a
+    like-with-like comparison). Short, so that the table's narrow column does not wrap it into
+    a tower."""
     key = REFERENCE_KEY.get(r["name"])
     if key is None:
         return "—"
     text = reference_value(key, text=True)
     proto = protocol_epochs(r)
-    return text if r["epochs"] == proto else f"{text} (at {proto} ep; this run {r['epochs']})"
+    return text if r["epochs"] == proto else f"{text} at {proto} ep"
 
 
 def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
