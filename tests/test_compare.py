@@ -62,6 +62,23 @@ def test_compare_pairs_rows_and_says_what_moved(tmp_path):
     assert "flipped" in C.text_table(rows).splitlines()[1]
 
 
+def test_a_comparison_of_other_arms_is_paired_by_name_and_said(tmp_path):
+    """C's "method chosen on validation vs CE": validation chose cRT on one machine and Balanced
+    Softmax on the other — one row, both words, and the arms of each side."""
+    label = "bb: the method chosen on validation vs cross-entropy"
+    a = _report(tmp_path / "a", findings=[{**_finding(label, 0.10, "differ"), "a": "bb cRT",
+                                           "b": "bb ce"}], nb="C-longtail")
+    b = _report(tmp_path / "b", findings=[{**_finding(label, 0.08, "differ"),
+                                           "a": "bb balanced_softmax", "b": "bb ce"}],
+                nb="C-longtail")
+    (row,) = C.compare(C.load(a), C.load(b))
+    assert row["flag"] == "" and row["arms"] == ("A: bb cRT vs bb ce; B: bb balanced_softmax vs "
+                                                 "bb ce")
+    assert C.summary([row])["other arms"] == 1 and "(A: bb cRT vs bb ce;" in C.text_table([row])
+    same = C.compare(C.load(a), C.load(a))
+    assert same[0]["arms"] == "" and C.summary(same)["other arms"] == 0
+
+
 def test_hw2_compare_writes_its_page_and_json(tmp_path, capsys):
     rows = [_finding("a <b> vs c", 0.02, "better")]
     a = _report(tmp_path / "a", [("h", 0.5, "r1")], rows)

@@ -254,7 +254,9 @@ def test_c_scores_table_findings_and_posthoc():
     assert "(one seed each)" in remedy[0] and "sign-flip" in remedy[0] and "(k = 2)" in remedy[0]
     assert remedy[0].endswith(stats.MODELS_DIFFER)
     chosen = fams[1].lines()[0]
-    assert chosen.startswith("bb: balanced_softmax (chosen on validation, 1.0000 vs CE's")
+    assert chosen.startswith("bb: the method chosen on validation vs cross-entropy: test "
+                             "balanced acc")
+    assert "[chosen: balanced_softmax, 1.0000 vs CE's" in chosen
     shots = fams[2].lines()
     assert [s.split(":")[0] for s in shots] == [
         "bb, few-shot classes", "bb, many-shot classes"]
@@ -381,8 +383,9 @@ def test_a_vis_findings_and_tiles():
                              "traces": {**vis["Industrial"]["traces"],
                                         "from noise": vis["Pasture"]["traces"]["from noise"]}}}
     (row,) = task_a.vis_headline_rows(shared, "r1")
-    assert row["name"] == ("Pasture and Industrial: act. max. gain (ch 7, from noise; the top "
+    assert row["name"] == ("Pasture and Industrial: act. max. gain from noise (the top "
                            "channel of both tiles)") and row["value"] == pytest.approx(0.9)
+    assert row["note"] == "channel 7"
     assert "from noise it is Pasture's image" in task_a.vis_findings(shared)[1]
     assert len(task_a.vis_headline_rows(vis, "r1")) == 2
 

@@ -2,8 +2,10 @@
 commits) side by side: every headline number and every finding of both, with the difference,
 whether the run identities are equal, and two flags — "flipped" (a difference read in one
 direction in A and the other in B: better ↔ worse, or two models that differ each way) and
-"changed" (a difference in one, none in the other: a verdict ↔ not distinguishable). It writes
-`compare.html` and, with `--json`, the same rows as JSON.
+"changed" (a difference in one, none in the other: a verdict ↔ not distinguishable) — and
+"other arms" where a finding of the same name compares other runs or methods on each side (C's
+method chosen on validation). It writes `compare.html` and, with `--json`, the same rows as
+JSON.
 
 It reads only each folder's `runs/<notebook>/results.json` (`headline` and `findings`, written by
 `study.notebook.write_results`); a notebook missing on one side shows as such."""
@@ -90,6 +92,8 @@ def compare(a: dict, b: dict) -> list[dict]:
             da, db = _num((x or {}).get("diff")), _num((y or {}).get("diff"))
             ids_a = (x or {}).get("a_run_ids"), (x or {}).get("b_run_ids")
             ids_b = (y or {}).get("a_run_ids"), (y or {}).get("b_run_ids")
+            arms_a = x and (x.get("a"), x.get("b"))
+            arms_b = y and (y.get("a"), y.get("b"))
             rows.append({
                 "notebook": nb, "kind": "finding", "family": key[0], "name": key[1],
                 "a": da, "b": db, "delta": None if da is None or db is None else db - da,
@@ -98,6 +102,10 @@ def compare(a: dict, b: dict) -> list[dict]:
                 "b_ids": " | ".join(map(str, ids_b)) if y else None,
                 "same_runs": x is not None and y is not None and ids_a == ids_b,
                 "a_word": (x or {}).get("word"), "b_word": (y or {}).get("word"),
+                # e.g. validation chose another method on one side: the same comparison by name,
+                # of other arms
+                "arms": (f"A: {arms_a[0]} vs {arms_a[1]}; B: {arms_b[0]} vs {arms_b[1]}"
+                         if x and y and arms_a != arms_b else ""),
                 "flag": (flag(x.get("word"), da, y.get("word"), db) if x and y else
                          "only in A" if y is None else "only in B")})
     return rows
@@ -109,6 +117,7 @@ def summary(rows: list[dict]) -> dict:
             "same run identities": sum(r["same_runs"] for r in rows),
             "flipped": sum(r["flag"] == "flipped" for r in rows),
             "changed": sum(r["flag"] == "changed" for r in rows),
+            "other arms": sum(bool(r.get("arms")) for r in rows),
             "on one side only": sum(r["flag"].startswith("only") for r in rows)}
 
 
@@ -122,6 +131,8 @@ def text_table(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         what = r["name"] if r["kind"] == "headline" else f"[{r['family']}] {r['name']}"
+        if r.get("arms"):
+            what += f" ({r['arms']})"
         words = ("" if r["kind"] == "headline" else
                  f"  {r['a_word'] or 'no word'} | {r['b_word'] or 'no word'}")
         delta = "" if r["delta"] is None else (f" (Δ {r['delta']:+.4f})" if r["kind"] == "headline"
@@ -146,6 +157,8 @@ def write_html(path: Path, rows: list[dict], a: Path, b: Path) -> Path:
     for r in rows:
         what = e(r["name"]) if r["kind"] == "headline" else \
             f"{e(r['name'])}<br><span class=sub>{e(r['family'])}</span>"
+        if r.get("arms"):
+            what += f"<br><b>other arms</b>: {e(r['arms'])}"
         body.append(
             f"<tr class='{e(r['flag'].split()[0] if r['flag'] else '')}'><td>{e(r['notebook'])}"
             f"</td><td>{what}</td><td class=num>{_fmt(r['a'], r['kind'])}</td>"
@@ -160,7 +173,8 @@ def write_html(path: Path, rows: list[dict], a: Path, b: Path) -> Path:
 <p class=sub>A: <code>{e(str(a))}</code><br>B: <code>{e(str(b))}</code></p>
 <p>{e(', '.join(f'{k}: {v}' for k, v in s.items()))}. A finding's value is its difference
 (the first arm minus the second, in accuracy points); <b>flipped</b>: a difference read one way in
-A and the other way in B; <b>changed</b>: a difference in one, none in the other. Run identities
+A and the other way in B; <b>changed</b>: a difference in one, none in the other; <b>other
+arms</b>: the same comparison by name, of other runs or methods (validation chose otherwise). Run identities
 "differ" where either arm was trained otherwise (machine precision, profile, code).</p>
 <table><tr><th>notebook</th><th>what</th><th>A</th><th>B</th><th>B − A</th><th>A's word</th>
 <th>B's word</th><th>run ids (A, B)</th><th>flag</th></tr>{''.join(body)}</table></body></html>"""

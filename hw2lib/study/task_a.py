@@ -298,12 +298,13 @@ def vis_headline_rows(vis: dict, run_id: str) -> list[dict]:
     for name, v in vis.items():
         if v.get("noise_shared_with"):  # the same channel's image from noise: one row for both
             seen[v["channel"]]["name"] = seen[v["channel"]]["name"].replace(
-                ": act.", f" and {name}: act.", 1).replace("from noise)", "from noise; the top "
-                                                            "channel of both tiles)")
+                ": act.", f" and {name}: act.", 1).replace("(its top channel)",
+                                                            "(the top channel of both tiles)")
             continue
-        row = headline(f"{name}: act. max. gain (ch {v['channel']}, from noise)",
+        # the channel is the run's outcome, not the row's name: `hw2 compare` keys rows by name
+        row = headline(f"{name}: act. max. gain from noise (its top channel)",
                        v["traces"]["from noise"][-1] - v["traces"]["from noise"][0],
-                       run_id=run_id)
+                       note=f"channel {v['channel']}", run_id=run_id)
         seen[v["channel"]] = row
         rows.append(row)
     return rows
