@@ -131,13 +131,12 @@ def text_table(rows: list[dict]) -> str:
     lines = []
     for r in rows:
         what = r["name"] if r["kind"] == "headline" else f"[{r['family']}] {r['name']}"
-        if r.get("arms"):
-            what += f" ({r['arms']})"
+        what = what[:90] + (f" ({r['arms']})" if r.get("arms") else "")
         words = ("" if r["kind"] == "headline" else
                  f"  {r['a_word'] or 'no word'} | {r['b_word'] or 'no word'}")
         delta = "" if r["delta"] is None else (f" (Δ {r['delta']:+.4f})" if r["kind"] == "headline"
                                                else f" (Δ {100 * r['delta']:+.2f} pt)")
-        lines.append(f"{r['flag'] or '·':<9} {r['notebook']:<11} {what[:90]}: "
+        lines.append(f"{r['flag'] or '·':<9} {r['notebook']:<11} {what}: "
                      f"{_fmt(r['a'], r['kind'])} | {_fmt(r['b'], r['kind'])}{delta}"
                      f"{'' if r['same_runs'] else '  [other runs]'}{words}")
     return "\n".join(lines)
