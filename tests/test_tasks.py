@@ -129,10 +129,10 @@ def test_b_findings_tables_and_headline():
     assert table.loc["no augmentation", "MultiStep LR"] == "not run"
     shown = task_b.results_table(rows)
     ref = "HW2 report (its split)"
-    assert shown.loc["resnet18", ref] == "≈ 0.80"
+    assert shown.loc["resnet18", ref] == "≈\u00a00.80"
     assert shown.loc["resnet18", "track"] == "hw2"
     assert shown.loc["resnext18", ref] == "0.8906"
-    assert shown.loc["resnet34", ref] == "≈ 0.80 at 100 ep"
+    assert shown.loc["resnet34", ref] == "≈\u00a00.80\u00a0at\u00a0100\u00a0ep"  # one line on the page
     assert shown.loc["resnet50", ref] == "—"
     assert shown.loc["resnext18", "run ids"] == "resnext18-0 resnext18-1 resnext18-2"
     assert shown.loc["resnext18", "test acc (val-chosen checkpoint)"] == "0.9100 ± 0.0100"
