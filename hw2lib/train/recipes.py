@@ -67,18 +67,13 @@ class Recipe(Mapping):
     track: str | None = None  # hw2 (the report's protocol) | best (the best recipe)
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"recipe {self.name!r}: unknown optimizer {self.optimizer!r}; "
-                             f"choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"recipe {self.name!r}: unknown schedule {self.schedule!r}; "
-                             f"choose one of {', '.join(SCHEDULES)}")
-        if self.augment not in AUGMENT_PRESETS:
-            raise ValueError(f"recipe {self.name!r}: unknown augmentation {self.augment!r}; "
-                             f"choose one of {', '.join(AUGMENT_PRESETS)}")
-        if self.select not in SELECT:
-            raise ValueError(f"recipe {self.name!r}: unknown selection metric {self.select!r}; "
-                             f"choose one of {', '.join(SELECT)}")
+        for what, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("schedule", self.schedule, SCHEDULES),
+                                     ("augmentation", self.augment, AUGMENT_PRESETS),
+                                     ("selection metric", self.select, SELECT)):
+            if value not in choices:
+                raise ValueError(f"recipe {self.name!r}: unknown {what} {value!r}; choose one "
+                                 f"of {', '.join(choices)}")
         if int(self.epochs) < 1:
             raise ValueError(f"recipe {self.name!r}: epochs must be >= 1, got {self.epochs!r}")
         if self.milestones is None and self.schedule == "multistep":
