@@ -67,7 +67,7 @@ def test_doctor_tiny_mode_writes_both_files_within_its_deadline(tmp_path, capsys
     assert f"{t['passed']} passed, 0 failed" in md
     assert f"| resnet18:imagenet@16 | fp32 | {raw['images_per_s']:.1f} |" in md
     assert f"val {tr['val_acc']:.4f}, test {tr['test_acc']:.4f}" in md
-    assert "Training steps only (5 steps" in md and "The model: seconds = " in md
+    assert "Training steps only (5 steps, numbers 0–4)" in md and "The model: seconds = " in md
     assert "- smoke (a smoke report on this device): tiny mode" in md
     n_b = sum(r["notebook"] == "B-ablation" for r in plan("smoke"))
     assert f"{pt['trainings']} trainings:" in md and f"| B-ablation | {n_b} |" in md

@@ -129,7 +129,8 @@ def _train(tr: dict) -> list[str]:
             f"val {tr['val_acc']:.4f}, test {tr['test_acc']:.4f} (TTA; "
             f"{_fmt(tr['test_acc_no_tta'], '.4f')} without).",
             "", f"Training steps only ({sr['counted_steps']} steps, numbers "
-            f"{sr['window'][0]}–{sr['window'][1] - 1}): host reads of device values "
+            f"{sr['window'][0]}–{sr['window'][0] + sr['counted_steps'] - 1}): host reads of "
+            "device values "
             f"{sr['host_reads']} ({sr['host_reads_per_step']:.2f} a step){syncs}. "
             "Checkpoint writes, loss checks and evaluation are not steps.",
             "", "Checkpoints: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in
