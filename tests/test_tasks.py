@@ -134,6 +134,8 @@ def test_b_findings_tables_and_headline():
     assert shown.loc["resnext18", ref] == "0.8906"
     assert shown.loc["resnet34", ref] == "≈\u00a00.80\u00a0at\u00a0100\u00a0ep"  # one line on the page
     assert shown.loc["resnet50", ref] == "—"
+    ranged = task_b.results_table(summarize([_rec("resnext18_cosine", 0, 0.5, epochs=5)]))
+    assert ranged.loc["resnext18_cosine", ref] == "0.88\u2060–\u20600.89\u00a0at\u00a0200\u00a0ep"
     assert shown.loc["resnext18", "run ids"] == "resnext18-0 resnext18-1 resnext18-2"
     assert shown.loc["resnext18", "test acc (val-chosen checkpoint)"] == "0.9100 ± 0.0100"
     heads = {h["name"]: h for h in task_b.headline_rows(rows)}

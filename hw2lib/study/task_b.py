@@ -305,7 +305,9 @@ def results_table(rows: list[dict], csv=None) -> pd.DataFrame:
         table.to_csv(csv)
     # on the page the HW2 number stays on one line: the browser squeezes this wide table's
     # columns to their narrowest, which stacked "≈ 0.80 at 100 ep" word by word
-    table[REF_LABEL] = table[REF_LABEL].str.replace(" ", "\u00a0")
+    # (no break at a space, nor at the dash of a range: "0.81–0.82")
+    table[REF_LABEL] = (table[REF_LABEL].str.replace(" ", "\u00a0")
+                        .str.replace("–", "\u2060–\u2060"))
     return table
 
 
