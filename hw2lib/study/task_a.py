@@ -93,7 +93,7 @@ def tsne(res: dict, ds, rows, *, points: int, perplexity: float, seed: int, devi
 
 def headline_rows(res: dict, emb: dict, model_name: str, reference: float | None) -> list[dict]:
     """The index's rows for A-train, each with the run id it came from."""
-    init = "random init!" if res["warning"] else "ImageNet init"
+    init = "random init" if res["warning"] else "ImageNet init"
     rid = res["run_id"]
     ref, why = a_reference(res, reference)
     return [headline(f"{model_name} fine-tuned: val accuracy", res["val_acc"], ref,
