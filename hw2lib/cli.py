@@ -184,7 +184,7 @@ def _cmd_report(args) -> int:
         print(f"error: {r.notebook} {r.status}: {r.error}{where}", file=sys.stderr)
     failed_runs = []
     if args.rehearse:
-        from hw2lib.report.run import rehearsal_failures
+        from hw2lib.report.rehearsal import rehearsal_failures
 
         failed_runs = rehearsal_failures(index.parent, [r.notebook for r in results])
         for line in failed_runs:

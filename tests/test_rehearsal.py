@@ -15,6 +15,7 @@ from hw2lib.cli import main
 from hw2lib.core import gpu_check
 from hw2lib.report import run
 from hw2lib.report.plan import plan
+from hw2lib.report.rehearsal import rehearsal_failures
 from hw2lib.train.executor import run_resources
 from tests.conftest import EUROSAT_NAMES, write_imagefolder
 
@@ -49,7 +50,7 @@ def test_the_rehearsal_runs_every_training_of_full_and_renders_every_page(rehear
     planned = Counter((r["notebook"], r["name"], r["seed"]) for r in plan("full"))
     assert trained == planned and sum(planned.values()) == len(plan("full"))
     assert not list((out / "runs").glob("*/*/*.pt"))  # a rehearsal's GBs of checkpoints went
-    assert run.rehearsal_failures(out, list(run.NOTEBOOKS)) == []
+    assert rehearsal_failures(out, list(run.NOTEBOOKS)) == []
 
 
 def test_full_without_a_gpu_is_an_error_not_a_cpu_run(monkeypatch, tmp_path, capsys):

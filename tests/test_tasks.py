@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from hw2lib.study import stats, task_a, task_b, task_c
+from hw2lib.study import lr_jumps, stats, task_a, task_b, task_c
 from hw2lib.study.reference import REFERENCE
 from hw2lib.train.experiment import summarize
 from hw2lib.train.recipes import B_EXPERIMENTS, BEST, resolve
@@ -197,14 +197,14 @@ def test_b_lr_step_jumps_are_a_family_with_their_interval():
     accs = [0.70, 0.72, 0.71, 0.72, 0.80, 0.81, 0.80, 0.805, 0.80, 0.81]
     hist = [{"epoch": i + 1, "lr": lr, "val_acc": a} for i, (lr, a) in enumerate(zip(lrs, accs, strict=True))]
     recs = [_rec("resnext18", 0, 0.81, n=5000, epochs=10, history=hist)]
-    jumps = task_b.step_jumps(recs)
+    jumps = lr_jumps.step_jumps(recs)
     assert [j["epoch"] for j in jumps] == [5, 8]
     first, second = jumps
     assert first["jump (points)"] == round(100 * (0.8033333 - 0.7166667), 2)
     assert first["change"] == "rose" and second["change"] == "no change beyond evaluation noise"
     assert first["k"] == 2 and first["Holm p"] == pytest.approx(min(1.0, 2 * first["p"]))
     assert first["lr"] == "0.001 → 0.0002"
-    assert task_b.step_jumps([_rec("resnet18", 0, 0.8, history=hist)]) == []  # no MultiStep
+    assert lr_jumps.step_jumps([_rec("resnet18", 0, 0.8, history=hist)]) == []  # no MultiStep
 
 
 def _logits(y, k, correct):
@@ -421,19 +421,19 @@ def test_a_vis_findings_and_tiles():
 
 def test_b_step_jumps_table_says_why_it_is_empty():
     hist = [{"epoch": i + 1, "lr": 1e-3, "val_acc": 0.5} for i in range(3)]
-    table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, epochs=3, history=hist)])
+    table, note = lr_jumps.step_jumps_table([_rec("resnext18", 0, 0.5, epochs=3, history=hist)])
     assert table is None and "No LR step fell within" in note
-    table, note = task_b.step_jumps_table([_rec("resnet18", 0, 0.5, history=hist)])
+    table, note = lr_jumps.step_jumps_table([_rec("resnet18", 0, 0.5, history=hist)])
     assert table is None and note == "No MultiStep run in this profile's list."
     hist[2]["lr"] = 2e-4
-    table, note = task_b.step_jumps_table([_rec("resnext18", 0, 0.5, n=100, epochs=3,
+    table, note = lr_jumps.step_jumps_table([_rec("resnext18", 0, 0.5, n=100, epochs=3,
                                                 history=hist)])
     assert list(table.data.index) == [("resnext18", 0, 3)]
     assert "a family of k = 1 jumps" in note and "evaluation noise only" in note
     assert "Runs shorter than the protocol (resnext18 (3 of 200 epochs))" in note
     assert "+0.00" in table.to_html() and "0.0000000" not in table.to_html()  # two decimals
     full = [{**_rec("resnext18", 0, 0.5, n=100, history=hist)}]
-    assert "shorter" not in task_b.step_jumps_table(full)[1]  # the protocol's epochs: no caveat
+    assert "shorter" not in lr_jumps.step_jumps_table(full)[1]  # the protocol's epochs: no caveat
 
 
 def test_c_track_table_puts_each_number_in_its_column():

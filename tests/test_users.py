@@ -18,6 +18,7 @@ import yaml
 from hw2lib import cli
 from hw2lib.core import constants, paths
 from hw2lib.report import params, run
+from hw2lib.report.page import HIDE_INPUT_TAG, render_html
 from hw2lib.report.params import ParameterError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -550,7 +551,7 @@ def test_pages_fold_code_keep_outputs_in_view_and_link_the_executed_notebook(tmp
            "AABJRU5ErkJggg==")
     nb = nbformat.v4.new_notebook()
     setup = nbformat.v4.new_code_cell("s = notebook.setup_secret()", metadata={
-        "tags": [run.HIDE_INPUT_TAG]})
+        "tags": [HIDE_INPUT_TAG]})
     setup.outputs = [nbformat.v4.new_output("stream", name="stdout", text="device=cpu\n")]
     fig = nbformat.v4.new_code_cell("plots.make_figure(history)")
     fig.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png}),
@@ -560,7 +561,7 @@ def test_pages_fold_code_keep_outputs_in_view_and_link_the_executed_notebook(tmp
     executed = tmp_path / "executed" / "A-train.ipynb"
     executed.parent.mkdir()
     nbformat.write(nb, str(executed))
-    run.render_html(executed, tmp_path / "A-train.html")
+    render_html(executed, tmp_path / "A-train.html")
     page = (tmp_path / "A-train.html").read_text()
     assert "setup_secret" not in page and "device=cpu" in page
     folded = re.findall(r'<details class="hw2-code"><summary>code</summary>(.*?)</details>',

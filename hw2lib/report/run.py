@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import os
 import shutil
 import signal
 import sys
@@ -27,6 +26,7 @@ from hw2lib.core.constants import NOTEBOOKS
 from hw2lib.report import folder_lock
 from hw2lib.report.index import read_results, write_index
 from hw2lib.report.kernels import logged_kernel_manager
+from hw2lib.report.page import render_html
 from hw2lib.report.params import (
     RUNNER_PARAMS,
     ParameterError,
@@ -34,6 +34,7 @@ from hw2lib.report.params import (
     resolve,
     split_overrides,
 )
+from hw2lib.report.rehearsal import REHEARSAL
 from hw2lib.train.executor import check_executor, check_ray_address
 
 REPO_ROOT = paths.SOURCE_ROOT
@@ -43,7 +44,6 @@ PROFILES = ("smoke", "quick", "full")
 KERNEL_NAME = "hw2"
 # Inputs one notebook takes from another: parameter → the notebook whose results.json it reads.
 DEPENDS = {"A-vis": {"train_results": "A-train"}}
-HIDE_INPUT_TAG = "hide-input"
 REPORT_MARKER = ".hw2-report"  # marks a folder as an hw2 report folder (safe to write into)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 
@@ -88,24 +88,6 @@ def choose_profile(profile: str, *, cpu_ok: bool = False) -> tuple[str, str]:
     if unusable:
         print(f"warning: {unusable}", file=sys.stderr)
     return "quick", "no CUDA device: running the 'quick' profile (real EuroSAT, few epochs) on the CPU"
-
-
-# `hw2 report --rehearse`: every training of the profile (its experiments, seeds, backbones,
-# losses) cut to one step of a handful of images, one epoch, on the CPU, and every page rendered:
-# a crash in a path only `full` takes shows here before any GPU time is spent. Offline, the
-# pretrained backbones go on from random init (said on the pages).
-REHEARSAL = {
-    "A-train": dict(device="cpu", epochs=1, max_steps=1, batch_size=8, train_per_class=2,
-                    val_per_class=1, test_per_class=1, tsne_points=20, allow_random_init=True),
-    "A-vis": dict(device="cpu", dream_octaves=2, dream_steps=1, am_steps=2, grid_channels=2,
-                  grid_size=32),
-    "B-ablation": dict(device="cpu", epochs=1, best_epochs=1, max_steps=1, batch_size=8,
-                       train_per_class=2, best_train_per_class=2, val_per_class=1,
-                       test_per_class=1),
-    "C-longtail": dict(device="cpu", epochs=1, best_epochs=1, max_steps=1, batch_size=8,
-                       n_max=4, val_per_class=1, test_per_class=1, crt_epochs=1,
-                       allow_random_init=True),
-}
 
 
 def load_profile(profile: str, profile_dir: Path = PROFILE_DIR) -> dict[str, dict]:
@@ -247,56 +229,6 @@ def ensure_kernel(name: str = KERNEL_NAME) -> str:
 
     install(kernel_name=name, display_name="Python (hw2)", prefix=sys.prefix)
     return name
-
-
-# nbconvert's `lab` page with each code cell's source folded under a "code" toggle (its outputs —
-# figures, tables, findings, warnings — stay in view) and a link to the executed notebook on top.
-_PAGE_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{% block input_group -%}
-<details class="hw2-code"><summary>code</summary>
-{{ super() }}
-</details>
-{%- endblock input_group %}
-{%- block body_header -%}
-{{ super() }}
-{%- if resources.hw2_executed %}
-<p class="hw2-executed">The executed notebook, with every cell's code and output:
-<a href="{{ resources.hw2_executed | e }}">{{ resources.hw2_executed | e }}</a>.
-Code is folded under each cell's <i>code</i> toggle.</p>
-{%- endif %}
-{%- endblock body_header -%}
-{% block extra_css %}
-{{ super() }}
-<style>
-details.hw2-code > summary {cursor: pointer; color: #666; font-size: .85em; margin: .2em 0 .2em 1em}
-/* a table wider than the page scrolls within its output instead of being cut off */
-.jp-OutputArea-output {overflow-x: auto; max-width: 100%}
-p.hw2-executed {color: #555; font-size: .9em; margin: 1em 1.5em}
-</style>
-{% endblock extra_css %}
-"""
-
-
-def render_html(executed: Path, html_path: Path) -> int:
-    """nbconvert HTML: set-up cells (tag `hide-input`) show outputs only, every other cell's code
-    is folded under a toggle, the executed notebook is linked at the top; figures embedded."""
-    import nbformat
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
-
-    nb = nbformat.read(str(executed), as_version=4)
-    exporter = HTMLExporter(template_name="lab", template_file="hw2-page.html.j2",
-                            extra_loaders=[DictLoader({"hw2-page.html.j2": _PAGE_TEMPLATE})])
-    tags = TagRemovePreprocessor(remove_input_tags={HIDE_INPUT_TAG}, enabled=True)
-    exporter.register_preprocessor(tags, enabled=True)
-    try:
-        link = Path(os.path.relpath(executed, Path(html_path).parent)).as_posix()
-    except ValueError:  # another drive
-        link = str(executed)
-    body, _ = exporter.from_notebook_node(nb, resources={"hw2_executed": link})
-    io.atomic_write_text(html_path, body)
-    return html_path.stat().st_size
 
 
 @dataclass
@@ -485,13 +417,6 @@ def drop_checkpoints(out: Path, done: list[str], ahead: list[str]) -> None:
         if nb not in needed:
             for f in (Path(out) / "runs" / nb).glob("*/*.pt"):
                 f.unlink()
-
-
-def rehearsal_failures(out: Path, names: list[str]) -> list[str]:
-    """The runs a rehearsal's notebooks name as failed (their results.json warnings): a
-    rehearsal that passes has none."""
-    return [f"{nb}: {w}" for nb in names for w in read_results(out, nb)[0].get("warnings", [])
-            if " FAILED " in w]
 
 
 @contextlib.contextmanager

@@ -12,9 +12,9 @@ import torch
 from hw2lib.data import long_tail_indices
 from hw2lib.nets import metrics
 from hw2lib.nets.losses import posthoc_logit_adjust
-from hw2lib.study import stats
+from hw2lib.study import notebook, stats
 from hw2lib.study.notebook import headline
-from hw2lib.study.plots import plot_confusions
+from hw2lib.study.plots import plot_confusions, plot_history, plot_per_class_vs_count
 from hw2lib.study.reference import REF_LABEL, reference_value
 from hw2lib.study.remedies import posthoc_tau_on_val, retrain_classifier
 from hw2lib.train.engine import predict, predict_tta
@@ -295,6 +295,35 @@ def confusion_figures(results: dict, split: str, classes) -> list:
     first = min(s for _, _, s in results)
     return [plot_confusions(cms, classes, title=f"{bb} (seed {first})")
             for bb, cms in confusions(results, split).items()]
+
+
+def per_class_figures(rows: dict, counts, classes) -> list:
+    """Per backbone, each method's per-class test accuracy against the class's training count."""
+    return [plot_per_class_vs_count(per_class, counts, classes, title=bb)
+            for bb, per_class in per_class_by_backbone(rows).items()]
+
+
+def history_figures(results: dict) -> list:
+    """Per backbone, the training curves of every loss (the first seed)."""
+    first = min(s for _, _, s in results)
+    return [plot_history({m: r["history"] for (b, m, s), r in results.items()
+                          if b == bb and s == first}, title=f"{bb} (seed {first})")
+            for bb in dict.fromkeys(b for b, _, _ in results)]
+
+
+def styled(t):
+    """`table` as the page shows it: four decimals, the two balanced accuracies shaded."""
+    return t.style.format("{:.4f}", subset=list(SHOWN) + ["test_bal_acc_sd"], na_rep="—") \
+        .background_gradient(subset=["val_rank_bal_acc", "test_bal_acc"], cmap="Greens")
+
+
+def write_results(run_dir, t: pd.DataFrame, results: dict, families, *, counts, long_tail: str,
+                  comparable, warnings_, device) -> None:
+    """C-longtail's results.json: the index's rows, every finding, the counts and the table."""
+    notebook.write_results(run_dir, headline_rows=headline_rows(t, results, comparable=comparable),
+                           warnings_=warnings_, device=device, findings=families,
+                           metrics={"counts": counts, "long_tail": long_tail,
+                                    "table": t.reset_index().to_dict("records")})
 
 
 def _summary(bb: str, m: str, by_seed: dict, key: str, results: dict | None) -> dict:
