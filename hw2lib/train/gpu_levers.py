@@ -44,6 +44,22 @@ def _cache_path():
     return cache_dir() / CACHE_FILE
 
 
+def _read_cache() -> dict:
+    """The lever cache, or {} where there is none yet or it cannot be read (measured again)."""
+    path = _cache_path()
+    try:
+        return io.read_json(path, what="GPU lever cache") if path.exists() else {}
+    except (io.CorruptFileError, OSError):
+        return {}
+
+
+def _write_cache(cached: dict) -> None:
+    try:  # a read-only cache folder: measured again next time, nothing else lost
+        io.write_json(_cache_path(), cached)
+    except OSError:
+        pass
+
+
 def key(device, cfg) -> dict:
     """What a lever's measurement depends on."""
     import torch
@@ -128,22 +144,13 @@ def levers_for(cfg, device, *, steps_total: int, probe=measure) -> dict:
         raise ValueError(f"${ENV}={os.environ[ENV]!r}: use one of {', '.join(CHOICES)}")
     k = key(dev, cfg)
     digest = io.sha256_text(io.canonical(k))[:16]
-    path = _cache_path()
-    cached = {}
-    if path.exists():
-        try:
-            cached = io.read_json(path, what="GPU lever cache")
-        except (io.CorruptFileError, OSError):
-            cached = {}
+    cached = _read_cache()
     entry = cached.get(digest)
     if entry is None:
         print(f"measuring the launch levers for {cfg['model']} ({cfg['stem']} stem) on this GPU "
               "(once per machine) …", flush=True)
         entry = {**probe(cfg, dev), "key": k}
-        try:
-            io.write_json(path, {**cached, digest: entry})
-        except OSError:
-            pass
+        _write_cache({**cached, digest: entry})
     out = choose(entry, steps_total=steps_total, batch=int(cfg["batch_size"]))
     if forced == "off":
         out.pop("compile", None)
@@ -163,29 +170,17 @@ PACK_GAIN = 1.2  # packed runs must give this many times one run's images/s
 
 def record_packing(gpu: str, pack: list[dict]) -> None:
     """Keep `hw2 doctor`'s packing measurement (copies → gain) for this GPU in the cache."""
-    path = _cache_path()
-    try:
-        cached = io.read_json(path, what="GPU lever cache") if path.exists() else {}
-    except (io.CorruptFileError, OSError):
-        cached = {}
+    cached = _read_cache()
     packs = cached.get("packing", {})
     packs[gpu] = {str(q["copies"]): q["gain"] for q in pack}
-    try:
-        io.write_json(path, {**cached, "packing": packs})
-    except OSError:
-        pass
+    _write_cache({**cached, "packing": packs})
 
 
 def packing_choice(gpu: str) -> dict:
     """{"executor": "ray", "gpus_per_run": 1/k} for the copies k the doctor measured fastest on
     this GPU, where that gain reaches `PACK_GAIN`; {} otherwise (no measurement: one run at a
     time)."""
-    path = _cache_path()
-    try:
-        gains = (io.read_json(path, what="GPU lever cache").get("packing", {}).get(gpu, {})
-                 if path.exists() else {})
-    except (io.CorruptFileError, OSError):
-        return {}
+    gains = _read_cache().get("packing", {}).get(gpu, {})
     best = max(gains.items(), key=lambda kv: kv[1], default=None)
     if best is None or best[1] < PACK_GAIN:
         return {}
